@@ -1,0 +1,138 @@
+"""The Lambda functions' configuration, read from environment variables once per container.
+
+A missing or malformed variable fails the cold start with a ``ConfigError`` that names the
+variable and says what it must hold, instead of failing later on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from runtime import schema
+
+TokenUse = Literal["id", "access"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(RuntimeError):
+    """A required environment variable is missing or malformed."""
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set; set it to {_HINTS[name]}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not an integer; set it to {_HINTS[name]}"
+        ) from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+_HINTS = {
+    schema.ENV_CONNECTIONS_TABLE: "the connections table's name",
+    schema.ENV_CHAT_QUEUE_URL: "the chat FIFO queue's URL",
+    schema.ENV_MANAGEMENT_ENDPOINT: "https://<apiId>.execute-api.<region>.amazonaws.com/<stage>",
+    schema.ENV_IDLE_TIMEOUT: "a number of seconds (default 600)",
+    schema.ENV_MESSAGES_PER_MINUTE: "messages per connection per minute (default 60, 0 = off)",
+    schema.ENV_MAX_CONNECTIONS_PER_USER: "connections per user (default 10, 0 = unlimited)",
+    schema.ENV_AUTH_ISSUER: "the token issuer, e.g. https://cognito-idp.<region>.amazonaws.com/<poolId>",
+    schema.ENV_AUTH_AUDIENCE: "the expected audience (or Cognito app client id)",
+}
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """What ConnectionStore needs: the table and the TTL / rate-limit policy."""
+
+    table_name: str
+    idle_timeout_seconds: int = schema.IDLE_TIMEOUT_SECONDS
+    messages_per_minute: int = schema.DEFAULT_MESSAGES_PER_MINUTE
+    max_connections_per_user: int = schema.DEFAULT_MAX_CONNECTIONS_PER_USER
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
+        env = os.environ if env is None else env
+        return cls(
+            table_name=_required(env, schema.ENV_CONNECTIONS_TABLE),
+            idle_timeout_seconds=_int(
+                env, schema.ENV_IDLE_TIMEOUT, schema.IDLE_TIMEOUT_SECONDS, minimum=1
+            ),
+            messages_per_minute=_int(
+                env, schema.ENV_MESSAGES_PER_MINUTE, schema.DEFAULT_MESSAGES_PER_MINUTE
+            ),
+            max_connections_per_user=_int(
+                env, schema.ENV_MAX_CONNECTIONS_PER_USER, schema.DEFAULT_MAX_CONNECTIONS_PER_USER
+            ),
+        )
+
+
+def queue_url_from_env(env: Mapping[str, str] | None = None) -> str:
+    return _required(os.environ if env is None else env, schema.ENV_CHAT_QUEUE_URL)
+
+
+def management_endpoint_from_env(env: Mapping[str, str] | None = None) -> str:
+    return _required(os.environ if env is None else env, schema.ENV_MANAGEMENT_ENDPOINT)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """What TokenVerifier needs. The JWKS URL defaults to ``{issuer}/.well-known/jwks.json``."""
+
+    issuer: str
+    audience: str
+    jwks_url: str
+    token_use: TokenUse | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
+        env = os.environ if env is None else env
+        issuer = _required(env, schema.ENV_AUTH_ISSUER).rstrip("/")
+        audience = _required(env, schema.ENV_AUTH_AUDIENCE)
+        jwks_url = env.get(schema.ENV_AUTH_JWKS_URL, "").strip() or (
+            f"{issuer}/.well-known/jwks.json"
+        )
+        if not jwks_url.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"environment variable {schema.ENV_AUTH_JWKS_URL}={jwks_url!r} is not a URL; "
+                "set it to the https:// address of the issuer's JWKS"
+            )
+        raw_use = env.get(schema.ENV_AUTH_TOKEN_USE, "").strip()
+        token_use: TokenUse | None
+        if not raw_use:
+            token_use = None
+        elif raw_use == "id":
+            token_use = "id"
+        elif raw_use == "access":
+            token_use = "access"
+        else:
+            raise ConfigError(
+                f"environment variable {schema.ENV_AUTH_TOKEN_USE}={raw_use!r} must be 'id' or "
+                "'access' (Cognito token types), or unset for a non-Cognito issuer"
+            )
+        return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, token_use=token_use)
+
+
+def log_level_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    level = env.get(schema.ENV_LOG_LEVEL, "INFO").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"environment variable {schema.ENV_LOG_LEVEL}={level!r} must be one of "
+            + ", ".join(LOG_LEVELS)
+        )
+    return level

@@ -1,0 +1,35 @@
+"""``$disconnect``: delete the connection row. Always 200: API Gateway ignores the answer, and
+``$disconnect`` is best-effort anyway (the TTL and the 410 clean-up keep the table true)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+
+from runtime.config import StoreConfig
+from runtime.connections import ConnectionStore
+from runtime.handlers._common import response
+from runtime.observability import Metric, bind_request, count, logger, metrics
+
+STORE = ConnectionStore(StoreConfig.from_env())
+
+
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    bind_request(event)
+    ws_event = APIGatewayWebSocketEvent(event)
+    context_ = ws_event.request_context
+    try:
+        STORE.remove(context_.connection_id)
+    except Exception:
+        logger.exception("disconnect: could not delete the connection row; its TTL will")
+    count(Metric.CONNECTIONS_CLOSED)
+    logger.info(
+        "disconnected",
+        extra={
+            "disconnectStatusCode": context_.disconnect_status_code,
+            "disconnectReason": context_.disconnect_reason,
+        },
+    )
+    return response(200)

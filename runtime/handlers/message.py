@@ -1,0 +1,213 @@
+"""``chat_message``, ``ping`` and ``$default`` (DESIGN §3).
+
+Every invocation answers with exactly one frame as the route response, whatever the body: the
+handler never raises into API Gateway. A chat message costs two AWS calls: the conditional
+``UpdateItem`` of ``ConnectionStore.touch`` and the SQS ``SendMessage``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from pydantic import ValidationError
+
+from runtime import aws, schema
+from runtime.config import StoreConfig, queue_url_from_env
+from runtime.connections import ConnectionStore, TouchStatus
+from runtime.handlers._common import connected_at_ms, response, user_id_of
+from runtime.messages import (
+    INBOUND_ADAPTER,
+    ChatMessageAction,
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    PingAction,
+    SystemEvent,
+    describe_validation_error,
+    error,
+    system,
+)
+from runtime.observability import Metric, bind_request, count, logger, metrics
+
+STORE = ConnectionStore(StoreConfig.from_env())
+QUEUE_URL = queue_url_from_env()
+SUPPORTED_ACTIONS = (schema.ROUTE_CHAT_MESSAGE, schema.ROUTE_PING)
+
+
+class BadRequest(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_body(body: object) -> ChatMessageAction | PingAction:
+    """The inbound action, or BadRequest naming what is wrong and how to fix it."""
+    if not isinstance(body, str) or not body.strip():
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message body is empty; send a JSON object such as {"action":"ping"}',
+        )
+    if len(body.encode("utf-8", "surrogatepass")) > schema.MAX_MESSAGE_BYTES:
+        raise BadRequest(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"the message is over {schema.MAX_MESSAGE_BYTES} bytes; send less content",
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message is not valid JSON; send a JSON object such as {"action":"ping"}',
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message must be a JSON object with an "action" field',
+        )
+    action = data.get("action")
+    if action not in SUPPORTED_ACTIONS:
+        shown = action if isinstance(action, str) and len(action) <= 64 else type(action).__name__
+        raise BadRequest(
+            ErrorCode.UNKNOWN_ACTION,
+            f"unknown action {shown!r}; the supported actions are " + ", ".join(SUPPORTED_ACTIONS),
+        )
+    try:
+        return INBOUND_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            f"invalid {action}: {describe_validation_error(exc)} "
+            "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
+            "content: a non-empty string)",
+        ) from None
+
+
+def _touch(ws_event: APIGatewayWebSocketEvent) -> ErrorFrame | None:
+    """Slide the TTL and apply the rate limit; an error frame when the message must stop here."""
+    context = ws_event.request_context
+    try:
+        result = STORE.touch(
+            context.connection_id, connected_at_ms(ws_event, int(time.time() * 1000))
+        )
+    except Exception:
+        logger.exception("could not record activity on the connection")
+        return error(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "the connection store is unavailable; retry shortly",
+            retryable=True,
+            request_id=context.request_id,
+        )
+    if result.status is TouchStatus.UNKNOWN:
+        return error(
+            ErrorCode.UNKNOWN_CONNECTION,
+            "this connection is not registered or has expired; reconnect",
+            request_id=context.request_id,
+        )
+    if result.status is TouchStatus.RATE_LIMITED:
+        count(Metric.MESSAGES_RATE_LIMITED)
+        return error(
+            ErrorCode.RATE_LIMITED,
+            f"over {STORE.config.messages_per_minute} messages per minute on this connection; "
+            f"retry after {result.retry_after_ms} ms",
+            retryable=True,
+            retry_after_ms=result.retry_after_ms,
+            request_id=context.request_id,
+        )
+    return None
+
+
+def _queue(ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id: str) -> Frame:
+    context = ws_event.request_context
+    message_id = context.message_id or context.request_id
+    client_message_id = chat.client_message_id or message_id
+    body = {
+        "connectionId": context.connection_id,
+        "userId": user_id,
+        "conversationId": chat.conversation_id,
+        "content": chat.content,
+        "clientMessageId": client_message_id,
+        "messageId": message_id,
+        "receivedAt": context.get("requestTimeEpoch") or int(time.time() * 1000),
+    }
+    try:
+        aws.sqs().send_message(
+            QueueUrl=QUEUE_URL,
+            MessageBody=json.dumps(body, ensure_ascii=False),
+            MessageGroupId=chat.conversation_id,
+            MessageDeduplicationId=client_message_id,
+        )
+    except Exception:
+        logger.exception("could not queue the chat message")
+        return error(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "the message was not queued; send it again with the same clientMessageId",
+            retryable=True,
+            request_id=context.request_id,
+            client_message_id=client_message_id,
+        )
+    count(Metric.MESSAGES_RECEIVED)
+    logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
+    logger.debug("chat message content", extra={"content": chat.content})
+    return system(
+        SystemEvent.ACCEPTED,
+        data={
+            "clientMessageId": client_message_id,
+            "conversationId": chat.conversation_id,
+            "messageId": message_id,
+        },
+    )
+
+
+def _handle(event: dict[str, Any]) -> Frame:
+    ws_event = APIGatewayWebSocketEvent(event)
+    request_id = ws_event.request_context.get("requestId")
+    try:
+        action = parse_body(event.get("body"))
+    except BadRequest as exc:
+        return error(exc.code, str(exc), request_id=request_id)
+    user_id = user_id_of(event)
+    if user_id is None:
+        return error(
+            ErrorCode.UNKNOWN_CONNECTION,
+            "no identity on this connection; reconnect with a valid token",
+            request_id=request_id,
+        )
+    rejected = _touch(ws_event)
+    if rejected is not None:
+        if isinstance(action, ChatMessageAction):
+            return rejected.model_copy(update={"client_message_id": action.client_message_id})
+        return rejected
+    if isinstance(action, PingAction):
+        return system(SystemEvent.PONG)
+    return _queue(ws_event, action, user_id)
+
+
+def _serialize(frame: Frame, request_id: str | None) -> str:
+    try:
+        return frame.to_json()
+    except Exception:
+        logger.exception("could not serialize the answer frame")
+        return error(
+            ErrorCode.INTERNAL_ERROR, "internal error", retryable=True, request_id=request_id
+        ).to_json()
+
+
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    request_id: str | None = None
+    try:
+        bind_request(event)
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        frame = _handle(event)
+    except Exception:
+        logger.exception("unexpected error in the message handler")
+        frame = error(
+            ErrorCode.INTERNAL_ERROR,
+            "internal error; retry the message",
+            retryable=True,
+            request_id=request_id if isinstance(request_id, str) else None,
+        )
+    return response(200, _serialize(frame, request_id if isinstance(request_id, str) else None))

@@ -1,0 +1,209 @@
+"""Every frame of the protocol (DESIGN §3), in both directions, as pydantic v2 models.
+
+Inbound actions are discriminated on ``action``, outbound frames on ``type``. Field names are
+snake_case in Python and camelCase on the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+from runtime.schema import MAX_MESSAGE_BYTES, SQS_ID_PATTERN
+
+
+class MessageTooLargeError(ValueError):
+    """A frame whose JSON is over API Gateway's 128 KB message limit; nothing was sent."""
+
+    def __init__(self, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
+        super().__init__(
+            f"frame is {size} bytes, over API Gateway's {limit}-byte message limit; "
+            "split the content into chunks (MessageSender.stream does this)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def utc_timestamp() -> str:
+    """ISO 8601 UTC with milliseconds, the ``timestamp`` of every outbound frame."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
+
+
+# --- Inbound ------------------------------------------------------------------------------
+
+SqsId = Annotated[str, Field(pattern=SQS_ID_PATTERN)]
+
+
+class ChatMessageAction(_Model):
+    action: Literal["chat_message"]
+    conversation_id: SqsId
+    content: Annotated[str, Field(min_length=1)]
+    client_message_id: SqsId | None = None
+
+
+class PingAction(_Model):
+    action: Literal["ping"]
+
+
+InboundAction = Annotated[Union[ChatMessageAction, PingAction], Field(discriminator="action")]
+INBOUND_ADAPTER: TypeAdapter[ChatMessageAction | PingAction] = TypeAdapter(
+    InboundAction  # type: ignore[arg-type]
+)
+
+
+# --- Outbound -----------------------------------------------------------------------------
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "BAD_REQUEST"
+    UNKNOWN_ACTION = "UNKNOWN_ACTION"
+    RATE_LIMITED = "RATE_LIMITED"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    UNKNOWN_CONNECTION = "UNKNOWN_CONNECTION"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class SystemEvent(StrEnum):
+    ACCEPTED = "accepted"
+    PONG = "pong"
+    CONNECTED = "connected"
+    NOTICE = "notice"
+
+
+class _Frame(_Model):
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+    def to_json(self) -> str:
+        """The wire form, checked against the 128 KB message limit before anything is sent."""
+        text = self.model_dump_json(by_alias=True, exclude_none=True)
+        size = len(text.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise MessageTooLargeError(size)
+        return text
+
+
+class ChatResponse(_Frame):
+    type: Literal["chat_response"] = "chat_response"
+    conversation_id: str
+    message_id: str
+    content: str
+    done: bool = False
+    sequence: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TypingIndicator(_Frame):
+    type: Literal["typing_indicator"] = "typing_indicator"
+    conversation_id: str
+    is_typing: bool
+
+
+class ErrorFrame(_Frame):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+    retry_after_ms: int | None = None
+    request_id: str | None = None
+    # Echoed so a client knows which of its chat messages was NOT queued and can re-send it.
+    client_message_id: str | None = None
+
+
+class SystemFrame(_Frame):
+    type: Literal["system"] = "system"
+    event: SystemEvent
+    message: str | None = None
+    data: dict[str, Any] | None = None
+
+
+OutboundFrame = Annotated[
+    Union[ChatResponse, TypingIndicator, ErrorFrame, SystemFrame], Field(discriminator="type")
+]
+OUTBOUND_ADAPTER: TypeAdapter[ChatResponse | TypingIndicator | ErrorFrame | SystemFrame] = (
+    TypeAdapter(OutboundFrame)  # type: ignore[arg-type]
+)
+Frame = Union[ChatResponse, TypingIndicator, ErrorFrame, SystemFrame]
+
+
+def parse_frame(text: str | bytes) -> Frame:
+    """Parse an outbound frame (what a client receives); raises pydantic's ValidationError."""
+    return OUTBOUND_ADAPTER.validate_json(text)
+
+
+# --- Helper constructors (the original design's createX helpers) --------------------------
+
+
+def new_message_id() -> str:
+    return uuid4().hex
+
+
+def chat_response(
+    conversation_id: str,
+    content: str,
+    *,
+    message_id: str | None = None,
+    done: bool = False,
+    sequence: int = 0,
+    metadata: dict[str, Any] | None = None,
+) -> ChatResponse:
+    return ChatResponse(
+        conversation_id=conversation_id,
+        message_id=message_id or new_message_id(),
+        content=content,
+        done=done,
+        sequence=sequence,
+        metadata=metadata or {},
+    )
+
+
+def typing_indicator(conversation_id: str, is_typing: bool) -> TypingIndicator:
+    return TypingIndicator(conversation_id=conversation_id, is_typing=is_typing)
+
+
+def error(
+    code: ErrorCode,
+    message: str,
+    *,
+    retryable: bool = False,
+    retry_after_ms: int | None = None,
+    request_id: str | None = None,
+    client_message_id: str | None = None,
+) -> ErrorFrame:
+    return ErrorFrame(
+        code=code,
+        message=message,
+        retryable=retryable,
+        retry_after_ms=retry_after_ms,
+        request_id=request_id,
+        client_message_id=client_message_id,
+    )
+
+
+def system(
+    event: SystemEvent, message: str | None = None, data: dict[str, Any] | None = None
+) -> SystemFrame:
+    return SystemFrame(event=event, message=message, data=data)
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """One line naming each bad field and what it must be, for an ``error`` frame."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for item in errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item.get("loc", ())) or "body"
+        parts.append(f"{location}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,154 @@
+"""Names and limits shared by the handlers, the Pulumi components and the local gateway.
+
+This module is the ONE place these facts are stated (DESIGN §2 and §4). It imports nothing
+beyond the standard library so that every layer can read it cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- DynamoDB connections table (DESIGN §2) -------------------------------------------------
+
+PARTITION_KEY: Final = "PK"
+SORT_KEY: Final = "SK"
+CONNECTION_PREFIX: Final = "CONNECTION#"
+
+ATTR_CONNECTION_ID: Final = "connectionId"
+ATTR_USER_ID: Final = "userId"
+ATTR_CONNECTED_AT: Final = "connectedAt"  # epoch milliseconds
+ATTR_LAST_SEEN_AT: Final = "lastSeenAt"  # epoch milliseconds
+TTL_ATTRIBUTE: Final = "ttl"  # epoch SECONDS (DynamoDB TTL)
+# Fixed-window rate limit in ONE UpdateItem: the counter's attribute name carries its window
+# (``rate_<windowStartEpochSeconds>``), so a new window starts from zero without a read.
+RATE_COUNTER_PREFIX: Final = "rate_"
+
+USER_INDEX_NAME: Final = "userId-index"
+USER_INDEX_HASH_KEY: Final = ATTR_USER_ID
+USER_INDEX_RANGE_KEY: Final = SORT_KEY
+
+BILLING_MODE: Final = "PAY_PER_REQUEST"
+# Every key attribute is a string ("S").
+KEY_ATTRIBUTES: Final = (PARTITION_KEY, SORT_KEY, ATTR_USER_ID)
+
+
+def connection_key(connection_id: str) -> str:
+    """The PK/SK value of a connection's row: ``CONNECTION#<connectionId>``."""
+    return f"{CONNECTION_PREFIX}{connection_id}"
+
+
+def table_definition(table_name: str) -> dict[str, object]:
+    """Keyword arguments for DynamoDB ``CreateTable`` (used by local mode and tests).
+
+    The Pulumi ``ConnectionTable`` component builds the same table from the same constants.
+    """
+    return {
+        "TableName": table_name,
+        "BillingMode": BILLING_MODE,
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in KEY_ATTRIBUTES
+        ],
+        "KeySchema": [
+            {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": USER_INDEX_NAME,
+                "KeySchema": [
+                    {"AttributeName": USER_INDEX_HASH_KEY, "KeyType": "HASH"},
+                    {"AttributeName": USER_INDEX_RANGE_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        "SSESpecification": {"Enabled": True},
+    }
+
+
+# --- API Gateway WebSocket limits (DESIGN §4) -----------------------------------------------
+
+KIB: Final = 1024
+MAX_MESSAGE_BYTES: Final = 128 * KIB  # a whole message; bigger closes the socket with 1009
+MAX_FRAME_BYTES: Final = 32 * KIB  # one WebSocket frame
+IDLE_TIMEOUT_SECONDS: Final = 10 * 60
+MAX_CONNECTION_SECONDS: Final = 2 * 60 * 60
+INTEGRATION_TIMEOUT_SECONDS: Final = 29
+NEW_CONNECTIONS_PER_SECOND: Final = 500
+
+CLOSE_GOING_AWAY: Final = 1001  # idle timeout / maximum duration reached
+CLOSE_UNSUPPORTED_DATA: Final = 1003  # binary frame
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+
+# --- Routes and protocol (DESIGN §3) --------------------------------------------------------
+
+ROUTE_SELECTION_EXPRESSION: Final = "$request.body.action"
+ROUTE_CONNECT: Final = "$connect"
+ROUTE_DISCONNECT: Final = "$disconnect"
+ROUTE_DEFAULT: Final = "$default"
+ROUTE_CHAT_MESSAGE: Final = "chat_message"
+ROUTE_PING: Final = "ping"
+MESSAGE_ROUTES: Final = (ROUTE_CHAT_MESSAGE, ROUTE_PING, ROUTE_DEFAULT)
+TOKEN_QUERY_PARAMETER: Final = "token"
+AUTHORIZER_IDENTITY_SOURCE: Final = f"route.request.querystring.{TOKEN_QUERY_PARAMETER}"
+
+# --- Authentication -------------------------------------------------------------------------
+
+MAX_TOKEN_BYTES: Final = 8 * KIB  # refused before parsing
+ALLOWED_JWT_ALGORITHMS: Final = ("RS256", "ES256")
+JWT_LEEWAY_SECONDS: Final = 30
+JWKS_TIMEOUT_SECONDS: Final = 2
+JWKS_CACHE_SECONDS: Final = 300
+
+# --- SQS chat queue -------------------------------------------------------------------------
+
+# SQS MessageGroupId / MessageDeduplicationId: 1-128 chars of a-z A-Z 0-9 and punctuation.
+SQS_ID_MAX_LENGTH: Final = 128
+SQS_ID_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"
+DLQ_MAX_RECEIVE_COUNT: Final = 5
+QUEUE_VISIBILITY_TIMEOUT_SECONDS: Final = 60
+QUEUE_RETENTION_SECONDS: Final = 4 * 24 * 60 * 60
+DLQ_RETENTION_SECONDS: Final = 14 * 24 * 60 * 60
+
+
+def fifo_queue_attributes(dead_letter_arn: str | None = None) -> dict[str, str]:
+    """Attributes for SQS ``CreateQueue`` of the chat queue (FIFO, high throughput, SSE)."""
+    attributes = {
+        "FifoQueue": "true",
+        "ContentBasedDeduplication": "false",
+        "DeduplicationScope": "messageGroup",
+        "FifoThroughputLimit": "perMessageGroupId",
+        "SqsManagedSseEnabled": "true",
+        "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
+        "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
+    }
+    if dead_letter_arn is not None:
+        attributes["RedrivePolicy"] = (
+            f'{{"deadLetterTargetArn":"{dead_letter_arn}",'
+            f'"maxReceiveCount":"{DLQ_MAX_RECEIVE_COUNT}"}}'
+        )
+    return attributes
+
+
+# --- Environment variables of the Lambda functions (README lists them) -----------------------
+
+ENV_CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"
+ENV_MANAGEMENT_ENDPOINT: Final = "WEBSOCKET_MANAGEMENT_ENDPOINT"
+ENV_CHAT_QUEUE_URL: Final = "CHAT_QUEUE_URL"
+ENV_IDLE_TIMEOUT: Final = "CONNECTION_IDLE_TIMEOUT_SECONDS"
+ENV_MESSAGES_PER_MINUTE: Final = "MESSAGES_PER_MINUTE"
+ENV_MAX_CONNECTIONS_PER_USER: Final = "MAX_CONNECTIONS_PER_USER"
+ENV_AUTH_ISSUER: Final = "AUTH_ISSUER"
+ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
+ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"
+ENV_AUTH_TOKEN_USE: Final = "AUTH_TOKEN_USE"
+ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+
+DEFAULT_MESSAGES_PER_MINUTE: Final = 60
+DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 10
+RATE_WINDOW_SECONDS: Final = 60
+
+# --- Observability --------------------------------------------------------------------------
+
+METRICS_NAMESPACE: Final = "RagWebSocket"
+SERVICE_NAME: Final = "rag-websocket"

@@ -1,0 +1,72 @@
+"""Shared test set-up: fake AWS credentials and the handlers' environment, before any import.
+
+The handlers read their configuration at import time (a cold start), so the environment is set
+here, at module level, before a test module imports them. Nothing here can reach real AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV
+
+for _name, _value in TEST_ENV.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@dataclass(frozen=True)
+class AwsResources:
+    table_name: str
+    queue_url: str
+    dead_letter_queue_url: str
+
+
+@pytest.fixture
+def aws() -> Iterator[AwsResources]:
+    """moto's in-process AWS with the connections table and the chat FIFO queue + DLQ."""
+    import boto3
+    from moto import mock_aws
+
+    from runtime import aws as runtime_aws
+    from runtime import schema
+
+    runtime_aws.reset_clients()
+    with mock_aws():
+        boto3.client("dynamodb").create_table(**schema.table_definition(TABLE_NAME))
+        sqs = boto3.client("sqs")
+        dlq_url = sqs.create_queue(
+            QueueName=f"{QUEUE_NAME.removesuffix('.fifo')}-dlq.fifo",
+            Attributes={"FifoQueue": "true"},
+        )["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName=QUEUE_NAME, Attributes=schema.fifo_queue_attributes(dlq_arn)
+        )["QueueUrl"]
+        assert queue_url == TEST_ENV["CHAT_QUEUE_URL"]
+        yield AwsResources(TABLE_NAME, queue_url, dlq_url)
+    runtime_aws.reset_clients()
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test (it holds its own stream)."""
+    from runtime.observability import logger
+
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

@@ -1,0 +1,53 @@
+"""Helpers shared by the test suites: the test environment and ``load_event``."""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+EVENTS = Path(__file__).parent / "events"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+TABLE_NAME = "rag-websocket-test-connections"
+QUEUE_NAME = "rag-websocket-test-chat.fifo"
+
+TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "CONNECTIONS_TABLE": TABLE_NAME,
+    "CHAT_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE_NAME}",
+    "WEBSOCKET_MANAGEMENT_ENDPOINT": f"https://abcdef1234.execute-api.{REGION}.amazonaws.com/dev",
+    "AUTH_ISSUER": "https://issuer.test.invalid",
+    "AUTH_AUDIENCE": "rag-websocket-test",
+    "AUTH_JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+    "POWERTOOLS_METRICS_NAMESPACE": "RagWebSocket",
+    "POWERTOOLS_SERVICE_NAME": "rag-websocket",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@cache
+def _read(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return data
+
+
+def load_event(name: str, **request_context: Any) -> dict[str, Any]:
+    """A fresh copy of ``tests/events/<name>.json`` with ``requestContext`` keys overridden."""
+    event = copy.deepcopy(_read(name))
+    event.setdefault("requestContext", {}).update(request_context)
+    return event
+
+
+def chat_event(body: object, **request_context: Any) -> dict[str, Any]:
+    """A ``chat_message`` event carrying ``body`` (a dict is JSON-encoded, a str sent as is)."""
+    event = load_event("chat_message", **request_context)
+    event["body"] = body if isinstance(body, str) or body is None else json.dumps(body)
+    return event

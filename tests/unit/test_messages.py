@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from runtime import schema
+from runtime.messages import (
+    INBOUND_ADAPTER,
+    ChatMessageAction,
+    ChatResponse,
+    ErrorCode,
+    ErrorFrame,
+    MessageTooLargeError,
+    PingAction,
+    SystemEvent,
+    SystemFrame,
+    TypingIndicator,
+    chat_response,
+    error,
+    parse_frame,
+    system,
+    typing_indicator,
+)
+
+
+def test_inbound_actions_are_discriminated_on_action() -> None:
+    chat = INBOUND_ADAPTER.validate_json(
+        '{"action":"chat_message","conversationId":"c1","content":"hi","clientMessageId":"m1"}'
+    )
+    assert isinstance(chat, ChatMessageAction)
+    assert (chat.conversation_id, chat.content, chat.client_message_id) == ("c1", "hi", "m1")
+    assert isinstance(INBOUND_ADAPTER.validate_json('{"action":"ping"}'), PingAction)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"action": "chat_message", "conversationId": "", "content": "x"},
+        {"action": "chat_message", "conversationId": "a" * 129, "content": "x"},
+        {"action": "chat_message", "conversationId": "has space", "content": "x"},
+        {"action": "chat_message", "conversationId": "ünïcode", "content": "x"},
+        {"action": "chat_message", "conversationId": "c", "content": ""},
+        {"action": "chat_message", "conversationId": "c", "content": 5},
+        {"action": "chat_message", "conversationId": "c", "content": "x", "clientMessageId": ""},
+        {"action": "nope"},
+    ],
+)
+def test_invalid_inbound_is_rejected(payload: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        INBOUND_ADAPTER.validate_python(payload)
+
+
+def test_conversation_id_accepts_every_sqs_group_id_character() -> None:
+    allowed = "".join(chr(c) for c in range(0x21, 0x7F))[: schema.SQS_ID_MAX_LENGTH]
+    chat = INBOUND_ADAPTER.validate_python(
+        {"action": "chat_message", "conversationId": allowed, "content": "x"}
+    )
+    assert isinstance(chat, ChatMessageAction)
+    assert chat.conversation_id == allowed
+
+
+def test_helpers_build_camel_case_frames_with_timestamps() -> None:
+    frame = json.loads(chat_response("c1", "hello", message_id="m1", sequence=3).to_json())
+    assert frame["type"] == "chat_response"
+    assert frame["conversationId"] == "c1"
+    assert frame["messageId"] == "m1"
+    assert frame["sequence"] == 3
+    assert frame["done"] is False
+    assert frame["metadata"] == {}
+    assert frame["timestamp"].endswith("Z")
+
+    typing = json.loads(typing_indicator("c1", True).to_json())
+    assert typing == {
+        "type": "typing_indicator",
+        "conversationId": "c1",
+        "isTyping": True,
+        "timestamp": typing["timestamp"],
+    }
+
+    err = json.loads(
+        error(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500).to_json()
+    )
+    assert err["code"] == "RATE_LIMITED"
+    assert err["retryable"] is True
+    assert err["retryAfterMs"] == 500
+    assert "requestId" not in err
+
+    sys_frame = json.loads(system(SystemEvent.ACCEPTED, data={"clientMessageId": "x"}).to_json())
+    assert sys_frame["event"] == "accepted"
+    assert sys_frame["data"] == {"clientMessageId": "x"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        (chat_response("c", "x"), ChatResponse),
+        (typing_indicator("c", False), TypingIndicator),
+        (error(ErrorCode.BAD_REQUEST, "bad"), ErrorFrame),
+        (system(SystemEvent.PONG), SystemFrame),
+    ],
+)
+def test_outbound_frames_round_trip(frame: object, kind: type) -> None:
+    parsed = parse_frame(frame.to_json())  # type: ignore[attr-defined]
+    assert isinstance(parsed, kind)
+    assert parsed == frame
+
+
+def test_oversized_frame_raises_a_typed_error_naming_the_limit() -> None:
+    big = chat_response("c", "x" * schema.MAX_MESSAGE_BYTES)
+    with pytest.raises(MessageTooLargeError) as caught:
+        big.to_json()
+    assert caught.value.size > schema.MAX_MESSAGE_BYTES
+    assert str(schema.MAX_MESSAGE_BYTES) in str(caught.value)
+
+
+def test_multibyte_content_is_measured_in_bytes() -> None:
+    # 50,000 three-byte characters: under the limit in characters, over it in bytes.
+    with pytest.raises(MessageTooLargeError):
+        chat_response("c", "€" * 50_000).to_json()
