@@ -58,7 +58,7 @@ class PingAction(_Model):
 
 InboundAction = Annotated[Union[ChatMessageAction, PingAction], Field(discriminator="action")]
 INBOUND_ADAPTER: TypeAdapter[ChatMessageAction | PingAction] = TypeAdapter(
-    InboundAction  # type: ignore[arg-type]
+    InboundAction  # type: ignore[arg-type, unused-ignore]
 )
 
 
@@ -132,7 +132,7 @@ OutboundFrame = Annotated[
     Union[ChatResponse, TypingIndicator, ErrorFrame, SystemFrame], Field(discriminator="type")
 ]
 OUTBOUND_ADAPTER: TypeAdapter[ChatResponse | TypingIndicator | ErrorFrame | SystemFrame] = (
-    TypeAdapter(OutboundFrame)  # type: ignore[arg-type]
+    TypeAdapter(OutboundFrame)  # type: ignore[arg-type, unused-ignore]
 )
 Frame = Union[ChatResponse, TypingIndicator, ErrorFrame, SystemFrame]
 

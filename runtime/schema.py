@@ -152,3 +152,8 @@ RATE_WINDOW_SECONDS: Final = 60
 
 METRICS_NAMESPACE: Final = "RagWebSocket"
 SERVICE_NAME: Final = "rag-websocket"
+
+# --- Values the configuration accepts (runtime.config and components.settings) ---------------
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TOKEN_USES: Final = ("id", "access")  # Cognito token types; unset for any other issuer
