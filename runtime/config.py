@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from runtime import schema
 
 TokenUse = Literal["id", "access"]
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(RuntimeError):
@@ -112,27 +111,21 @@ class AuthConfig:
                 "set it to the https:// address of the issuer's JWKS"
             )
         raw_use = env.get(schema.ENV_AUTH_TOKEN_USE, "").strip()
-        token_use: TokenUse | None
-        if not raw_use:
-            token_use = None
-        elif raw_use == "id":
-            token_use = "id"
-        elif raw_use == "access":
-            token_use = "access"
-        else:
+        if raw_use and raw_use not in schema.TOKEN_USES:
             raise ConfigError(
                 f"environment variable {schema.ENV_AUTH_TOKEN_USE}={raw_use!r} must be 'id' or "
                 "'access' (Cognito token types), or unset for a non-Cognito issuer"
             )
+        token_use = cast("TokenUse", raw_use) if raw_use else None
         return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, token_use=token_use)
 
 
 def log_level_from_env(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     level = env.get(schema.ENV_LOG_LEVEL, "INFO").strip().upper() or "INFO"
-    if level not in LOG_LEVELS:
+    if level not in schema.LOG_LEVELS:
         raise ConfigError(
             f"environment variable {schema.ENV_LOG_LEVEL}={level!r} must be one of "
-            + ", ".join(LOG_LEVELS)
+            + ", ".join(schema.LOG_LEVELS)
         )
     return level
