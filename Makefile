@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-REQUIREMENTS := requirements.txt runtime/requirements.txt requirements-dev.txt
+REQUIREMENTS := requirements.txt runtime/requirements.txt requirements-dev.txt constraints.txt
 
-.PHONY: test lint typecheck unit dev clean
+.PHONY: test lint typecheck unit dev bench soak audit clean
 
 $(STAMP): $(REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -27,6 +27,15 @@ test: lint typecheck unit
 
 dev: $(STAMP)
 	$(PY) -m local
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+soak: $(STAMP)
+	$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/reliability
+
+audit: $(STAMP)
+	$(PY) -m tools.audit
 
 clean:
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache
