@@ -157,3 +157,10 @@ SERVICE_NAME: Final = "rag-websocket"
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TOKEN_USES: Final = ("id", "access")  # Cognito token types; unset for any other issuer
+
+# --- Client (client/) ---------------------------------------------------------------------
+
+# SQS FIFO drops a message whose deduplication id it has seen within this window, so a client
+# re-sending an unaccepted chat message with the same clientMessageId queues it once only if
+# it gives up within the window.
+SQS_DEDUPLICATION_WINDOW_SECONDS: Final = 5 * 60

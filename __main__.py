@@ -1,0 +1,175 @@
+"""rag-websocket: the real-time channel of the RAG chatbot (README: "Deploy to AWS").
+
+settings → connections table, chat queue, packages → four handlers, each with only the
+permissions it uses → WebSocket API → policies for the RAG stack → alarms → the stack outputs
+of DESIGN §6 (the contract the RAG stack reads; never rename them).
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.alarms import Alarms, AlarmsArgs
+from components.chat_queue import ChatQueue, ChatQueueArgs
+from components.connection_table import ConnectionTable, ConnectionTableArgs
+from components.consumer_policies import ConsumerPolicies, ConsumerPoliciesArgs
+from components.dependency_layer import DependencyLayer, DependencyLayerArgs
+from components.handler_function import HandlerFunction, HandlerFunctionArgs
+from components.iam import allow
+from components.settings import load_settings
+from components.websocket_api import WebSocketApi, WebSocketApiArgs
+from runtime import schema
+
+settings = load_settings()
+stage_name = settings.effective_stage_name(pulumi.get_stack())
+tags = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), **settings.tag_map}
+
+table = ConnectionTable(
+    "connections",
+    ConnectionTableArgs(
+        point_in_time_recovery=settings.point_in_time_recovery,
+        deletion_protection=settings.deletion_protection,
+        tags=tags,
+    ),
+)
+queue = ChatQueue("chat", ChatQueueArgs(tags=tags))
+packages = DependencyLayer(
+    "packages", DependencyLayerArgs(lambda_settings=settings.lambda_settings)
+)
+
+authorizer = HandlerFunction(
+    "authorizer",
+    HandlerFunctionArgs(
+        handler="runtime.handlers.authorizer.handler",
+        description="$connect REQUEST authorizer: verifies the JWT of ?token=",
+        code=packages.code,
+        layers=[packages.layer_arn],
+        lambda_settings=settings.lambda_settings,
+        environment={
+            schema.ENV_AUTH_ISSUER: settings.auth_issuer,
+            schema.ENV_AUTH_AUDIENCE: settings.auth_audience,
+            schema.ENV_AUTH_JWKS_URL: settings.jwks_url,
+            schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
+        },
+        tags=tags,
+    ),
+)
+connect = HandlerFunction(
+    "connect",
+    HandlerFunctionArgs(
+        handler="runtime.handlers.connect.handler",
+        description="$connect: stores the connection row",
+        code=packages.code,
+        layers=[packages.layer_arn],
+        lambda_settings=settings.lambda_settings,
+        environment={
+            schema.ENV_CONNECTIONS_TABLE: table.name,
+            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
+            schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
+            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
+        },
+        statements=[
+            allow("PutConnection", ["dynamodb:PutItem"], [table.arn]),
+            allow("CountUserConnections", ["dynamodb:Query"], [table.user_index_arn]),
+        ],
+        tags=tags,
+    ),
+)
+disconnect = HandlerFunction(
+    "disconnect",
+    HandlerFunctionArgs(
+        handler="runtime.handlers.disconnect.handler",
+        description="$disconnect: deletes the connection row",
+        code=packages.code,
+        layers=[packages.layer_arn],
+        lambda_settings=settings.lambda_settings,
+        environment={schema.ENV_CONNECTIONS_TABLE: table.name},
+        statements=[allow("DeleteConnection", ["dynamodb:DeleteItem"], [table.arn])],
+        tags=tags,
+    ),
+)
+message = HandlerFunction(
+    "message",
+    HandlerFunctionArgs(
+        handler="runtime.handlers.message.handler",
+        description="chat_message, ping and $default: rate limit, queue, answer",
+        code=packages.code,
+        layers=[packages.layer_arn],
+        lambda_settings=settings.lambda_settings,
+        environment={
+            schema.ENV_CONNECTIONS_TABLE: table.name,
+            schema.ENV_CHAT_QUEUE_URL: queue.url,
+            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
+            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
+        },
+        statements=[
+            allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
+            allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),
+        ],
+        tags=tags,
+    ),
+)
+
+api = WebSocketApi(
+    "websocket",
+    WebSocketApiArgs(
+        authorizer=authorizer,
+        connect=connect,
+        disconnect=disconnect,
+        message=message,
+        stage_name=stage_name,
+        throttle_burst_limit=settings.throttle_burst_limit,
+        throttle_rate_limit=settings.throttle_rate_limit,
+        log_retention_days=settings.log_retention_days,
+        manage_api_gateway_account=settings.manage_api_gateway_account,
+        custom_domain_name=settings.custom_domain_name,
+        certificate_arn=settings.certificate_arn,
+        tags=tags,
+    ),
+)
+policies = ConsumerPolicies(
+    "rag",
+    ConsumerPoliciesArgs(
+        execution_arn=api.execution_arn,
+        stage_name=api.stage_name,
+        table_arn=table.arn,
+        user_index_arn=table.user_index_arn,
+        queue_arn=queue.arn,
+    ),
+)
+alarms = Alarms(
+    "alarms",
+    AlarmsArgs(
+        api_id=api.api_id,
+        stage_name=api.stage_name,
+        region=api.region,
+        function_names={
+            "authorizer": authorizer.function_name,
+            "connect": connect.function_name,
+            "disconnect": disconnect.function_name,
+            "message": message.function_name,
+        },
+        table_name=table.name,
+        queue_name=queue.name,
+        dead_letter_queue_name=queue.dead_letter_name,
+        oldest_message_alarm_seconds=settings.oldest_message_alarm_seconds,
+        alarm_email=settings.alarm_email,
+        tags=tags,
+    ),
+)
+
+pulumi.export("websocketUrl", api.websocket_url)
+pulumi.export("managementEndpoint", api.management_endpoint)
+pulumi.export("apiId", api.api_id)
+pulumi.export("apiExecutionArn", api.execution_arn)
+pulumi.export("stageName", api.stage_name)
+pulumi.export("connectionsTableName", table.name)
+pulumi.export("connectionsTableArn", table.arn)
+pulumi.export("userIndexName", table.user_index_name)
+pulumi.export("chatQueueUrl", queue.url)
+pulumi.export("chatQueueArn", queue.arn)
+pulumi.export("chatDeadLetterQueueUrl", queue.dead_letter_url)
+pulumi.export("senderPolicyArn", policies.sender_policy_arn)
+pulumi.export("chatConsumerPolicyArn", policies.chat_consumer_policy_arn)
+pulumi.export("runtimeLayerArn", packages.runtime_layer_arn)
+pulumi.export("alarmTopicArn", alarms.topic_arn)

@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources of the rag-websocket stack (DESIGN §1)."""

@@ -1,0 +1,95 @@
+"""The inbound chat queue: SQS FIFO in high-throughput mode with SSE, and its dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import physical_name
+from runtime import schema
+
+COMPONENT_TYPE = "rag-websocket:components:ChatQueue"
+FIFO_SUFFIX = ".fifo"
+MAX_QUEUE_NAME_LENGTH = 80
+
+
+@dataclass(frozen=True)
+class ChatQueueArgs:
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def redrive_policy(dead_letter_arn: str) -> str:
+    # maxReceiveCount as a JSON number: SQS returns it as one, and a string would show as a
+    # change on every refresh.
+    return json.dumps(
+        {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": schema.DLQ_MAX_RECEIVE_COUNT}
+    )
+
+
+class ChatQueue(pulumi.ComponentResource):
+    """Chat messages in per-conversation order (MessageGroupId = conversationId)."""
+
+    url: pulumi.Output[str]
+    arn: pulumi.Output[str]
+    name: pulumi.Output[str]
+    dead_letter_url: pulumi.Output[str]
+    dead_letter_arn: pulumi.Output[str]
+    dead_letter_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ChatQueueArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # The attributes local mode creates the queue with: one statement of the queue's shape.
+        attributes = schema.fifo_queue_attributes()
+        tags = dict(args.tags)
+        self.dead_letter_queue = aws.sqs.Queue(
+            f"{name}-dlq",
+            name=physical_name(f"{name}-dlq", max_length=MAX_QUEUE_NAME_LENGTH, suffix=FIFO_SUFFIX),
+            fifo_queue=True,
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=schema.DLQ_RETENTION_SECONDS,
+            tags=tags,
+            opts=child,
+        )
+        self.queue = aws.sqs.Queue(
+            name,
+            name=physical_name(name, max_length=MAX_QUEUE_NAME_LENGTH, suffix=FIFO_SUFFIX),
+            fifo_queue=attributes["FifoQueue"] == "true",
+            content_based_deduplication=attributes["ContentBasedDeduplication"] == "true",
+            deduplication_scope=attributes["DeduplicationScope"],
+            fifo_throughput_limit=attributes["FifoThroughputLimit"],
+            sqs_managed_sse_enabled=attributes["SqsManagedSseEnabled"] == "true",
+            visibility_timeout_seconds=int(attributes["VisibilityTimeout"]),
+            message_retention_seconds=int(attributes["MessageRetentionPeriod"]),
+            redrive_policy=self.dead_letter_queue.arn.apply(redrive_policy),
+            tags=tags,
+            opts=child,
+        )
+        aws.sqs.RedriveAllowPolicy(
+            f"{name}-dlq-allow",
+            queue_url=self.dead_letter_queue.url,
+            redrive_allow_policy=self.queue.arn.apply(
+                lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})
+            ),
+            opts=child,
+        )
+        self.url = self.queue.url
+        self.arn = self.queue.arn
+        self.name = self.queue.name
+        self.dead_letter_url = self.dead_letter_queue.url
+        self.dead_letter_arn = self.dead_letter_queue.arn
+        self.dead_letter_name = self.dead_letter_queue.name
+        self.register_outputs(
+            {
+                "url": self.url,
+                "arn": self.arn,
+                "deadLetterUrl": self.dead_letter_url,
+                "deadLetterArn": self.dead_letter_arn,
+            }
+        )

@@ -1,0 +1,47 @@
+"""README.md's config table is Pulumi.yaml's config block; its outputs table is DESIGN §6."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.infra.contract import CONTRACT
+from tests.infra.readme_tables import (
+    CONFIG_END_MARKER,
+    CONFIG_MARKER,
+    OUTPUTS_END_MARKER,
+    OUTPUTS_MARKER,
+    PROJECT_ROOT,
+    config_table,
+    section,
+)
+
+README = PROJECT_ROOT / "README.md"
+
+
+def _readme() -> str:
+    return README.read_text() if README.exists() else ""
+
+
+def test_config_table_matches_pulumi_yaml() -> None:
+    table = section(_readme(), CONFIG_MARKER, CONFIG_END_MARKER)
+    if table is None:
+        pytest.skip(f"README.md has no {CONFIG_MARKER} section yet")
+    assert table == config_table(), "regenerate it: python -m tests.infra.readme_tables"
+
+
+def test_outputs_table_lists_the_contract() -> None:
+    table = section(_readme(), OUTPUTS_MARKER, OUTPUTS_END_MARKER)
+    if table is None:
+        pytest.skip(f"README.md has no {OUTPUTS_MARKER} section yet")
+    named = re.findall(r"^\| `([A-Za-z]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(named) == sorted(CONTRACT)
+
+
+def test_generated_table_has_one_row_per_key() -> None:
+    rows = config_table().splitlines()[2:]
+    assert len(rows) == len(set(rows))
+    assert rows[0].startswith("| `throttleBurstLimit` | integer | `100` |")
+    assert any(row.startswith('| `authIssuer` | string | `""` |') for row in rows)
+    assert any(row.startswith("| `tags` | array | `[]` |") for row in rows)

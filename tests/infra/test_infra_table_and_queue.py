@@ -1,0 +1,84 @@
+"""ConnectionTable is DESIGN §2 exactly; ChatQueue is FIFO, high throughput, SSE, with a DLQ."""
+
+from __future__ import annotations
+
+import json
+
+from runtime import schema
+from tests.infra.mocks import ProgramRun
+
+TABLE = "aws:dynamodb/table:Table"
+QUEUE = "aws:sqs/queue:Queue"
+
+
+def test_table_matches_the_schema_definition(dev_run: ProgramRun) -> None:
+    table = dev_run.one(TABLE).inputs
+    definition = schema.table_definition("ignored")
+    assert table["billingMode"] == definition["BillingMode"] == "PAY_PER_REQUEST"
+    assert (table["hashKey"], table["rangeKey"]) == ("PK", "SK")
+    assert sorted((a["name"], a["type"]) for a in table["attributes"]) == sorted(
+        (a["AttributeName"], a["AttributeType"])
+        for a in definition["AttributeDefinitions"]  # type: ignore[attr-defined]
+    )
+    [index] = table["globalSecondaryIndexes"]
+    assert index["name"] == schema.USER_INDEX_NAME == "userId-index"
+    assert index["keySchemas"] == [
+        {"attributeName": "userId", "keyType": "HASH"},
+        {"attributeName": "SK", "keyType": "RANGE"},
+    ]
+    assert "hashKey" not in index
+    assert "rangeKey" not in index
+    assert index["projectionType"] == "ALL"
+    assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
+    assert table["serverSideEncryption"] == {"enabled": True}
+
+
+def test_table_protection_follows_the_stage(dev_run: ProgramRun, prod_run: ProgramRun) -> None:
+    dev = dev_run.one(TABLE).inputs
+    prod = prod_run.one(TABLE).inputs
+    assert dev["pointInTimeRecovery"] == {"enabled": False}
+    assert dev["deletionProtectionEnabled"] is False
+    assert prod["pointInTimeRecovery"] == {"enabled": True}
+    assert prod["deletionProtectionEnabled"] is True
+
+
+def test_table_outputs(dev_run: ProgramRun) -> None:
+    table = dev_run.one(TABLE).state
+    assert dev_run.outputs["connectionsTableName"] == table["name"]
+    assert dev_run.outputs["connectionsTableArn"] == table["arn"]
+    assert dev_run.outputs["userIndexName"] == "userId-index"
+
+
+def test_chat_queue_is_fifo_high_throughput_encrypted(dev_run: ProgramRun) -> None:
+    queue = dev_run.one(QUEUE, "chat").inputs
+    assert queue["name"] == "rag-websocket-dev-chat.fifo"
+    assert queue["fifoQueue"] is True
+    assert queue["contentBasedDeduplication"] is False  # dedup id = clientMessageId
+    assert queue["deduplicationScope"] == "messageGroup"
+    assert queue["fifoThroughputLimit"] == "perMessageGroupId"
+    assert queue["sqsManagedSseEnabled"] is True
+    assert queue["visibilityTimeoutSeconds"] == schema.QUEUE_VISIBILITY_TIMEOUT_SECONDS
+    assert queue["messageRetentionSeconds"] == schema.QUEUE_RETENTION_SECONDS
+
+
+def test_dead_letter_queue_after_five_receives(dev_run: ProgramRun) -> None:
+    queue = dev_run.one(QUEUE, "chat").inputs
+    dead_letter = dev_run.one(QUEUE, "chat-dlq")
+    redrive = json.loads(queue["redrivePolicy"])
+    assert redrive == {"deadLetterTargetArn": dead_letter.state["arn"], "maxReceiveCount": 5}
+    assert dead_letter.inputs["name"].endswith(".fifo")
+    assert dead_letter.inputs["fifoQueue"] is True
+    assert dead_letter.inputs["sqsManagedSseEnabled"] is True
+    assert dead_letter.inputs["messageRetentionSeconds"] == schema.DLQ_RETENTION_SECONDS
+    allow = dev_run.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy").inputs
+    assert allow["queueUrl"] == dead_letter.state["url"]
+    assert json.loads(allow["redriveAllowPolicy"]) == {
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [dev_run.one(QUEUE, "chat").state["arn"]],
+    }
+
+
+def test_queue_outputs(dev_run: ProgramRun) -> None:
+    assert dev_run.outputs["chatQueueUrl"] == dev_run.one(QUEUE, "chat").state["url"]
+    assert dev_run.outputs["chatQueueArn"] == dev_run.one(QUEUE, "chat").state["arn"]
+    assert dev_run.outputs["chatDeadLetterQueueUrl"] == dev_run.one(QUEUE, "chat-dlq").state["url"]
