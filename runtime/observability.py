@@ -6,8 +6,11 @@ content only at DEBUG.
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -29,9 +32,39 @@ class Metric(StrEnum):
     AUTHORIZATION_DENIED = "AuthorizationDenied"
 
 
+# Powertools' metric set is a plain dict. Lambda runs one invocation per container at a time,
+# but local mode and the benchmarks run many handlers in one process on a thread pool.
+_metrics_lock = threading.Lock()
+Result = TypeVar("Result")
+
+
 def count(metric: Metric, value: int = 1) -> None:
     if value:
-        metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
+        with _metrics_lock:
+            metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
+
+
+def flush_metrics() -> None:
+    """Write the recorded metrics as one EMF line; nothing when none were recorded."""
+    with _metrics_lock:
+        if metrics.metric_set:
+            metrics.flush_metrics()
+
+
+def emits_metrics(
+    handler: Callable[[dict[str, Any], object], Result],
+) -> Callable[[dict[str, Any], object], Result]:
+    """Flush the invocation's metrics when the handler returns or raises (``log_metrics``,
+    thread-safe)."""
+
+    @functools.wraps(handler)
+    def wrapper(event: dict[str, Any], context: object) -> Result:
+        try:
+            return handler(event, context)
+        finally:
+            flush_metrics()
+
+    return wrapper
 
 
 def bind_request(event: dict[str, Any]) -> None:

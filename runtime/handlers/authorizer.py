@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from runtime import schema
 from runtime.auth import InvalidTokenError, TokenVerifier
 from runtime.config import AuthConfig
-from runtime.observability import Metric, bind_request, count, logger, metrics
+from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 UNAUTHORIZED = "Unauthorized"  # the exact message API Gateway maps to 401
 BEARER_SCHEME = "bearer"
@@ -51,7 +51,7 @@ class MalformedEventError(Exception):
 VERIFIER = TokenVerifier(AuthConfig.from_env())
 
 
-@metrics.log_metrics
+@emits_metrics
 def handler(event: dict[str, Any], context: object) -> AuthorizerResponse:
     try:
         bind_request(event)

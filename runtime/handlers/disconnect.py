@@ -10,12 +10,12 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.handlers._common import response
-from runtime.observability import Metric, bind_request, count, logger, metrics
+from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 
 
-@metrics.log_metrics
+@emits_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     bind_request(event)
     ws_event = APIGatewayWebSocketEvent(event)

@@ -30,7 +30,7 @@ from runtime.messages import (
     error,
     system,
 )
-from runtime.observability import Metric, bind_request, count, logger, metrics
+from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
@@ -195,7 +195,7 @@ def _serialize(frame: Frame, request_id: str | None) -> str:
         ).to_json()
 
 
-@metrics.log_metrics
+@emits_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     request_id: str | None = None
     try:

@@ -7,6 +7,7 @@ resolved stack outputs. Nothing talks to AWS or to a Pulumi engine.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import runpy
@@ -171,6 +172,9 @@ def run_program(
     expect_error: bool = False,
 ) -> ProgramRun:
     """Run ``program`` (a Pulumi ``__main__.py``) under mocks with ``config``."""
+    # Pulumi's mocks use ``asyncio.get_event_loop()``; an earlier ``asyncio.run`` in this process
+    # (the client and local tests) leaves the main thread without a current loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(dict(config))
     mocks = RecordingMocks(stack_outputs=stack_outputs or {})
     pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource for this run

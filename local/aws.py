@@ -1,0 +1,192 @@
+"""Embedded AWS: moto's ``ThreadedMotoServer`` on a free loopback port, with this stack's
+connections table and chat FIFO queue + DLQ created from ``runtime/schema.py`` — the same
+definitions the Pulumi components use.
+
+Handlers reach it through ``AWS_ENDPOINT_URL`` and fake credentials (``environment()``); the
+shared config and credentials files are masked so no profile can point anywhere real.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from local.gateway.models import LOCAL_REGION
+from runtime import schema
+
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+LOCAL_TABLE_NAME = "rag-websocket-local-connections"
+LOCAL_QUEUE_NAME = "rag-websocket-local-chat.fifo"
+LOCAL_DEAD_LETTER_QUEUE_NAME = "rag-websocket-local-chat-dlq.fifo"
+FAKE_SECRET = "testing"  # noqa: S105 - moto accepts any credentials; these are not secrets
+_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
+# MessageSender retries 429s itself, as with the Lambda runtime's client (runtime/aws.py).
+_MANAGEMENT_CONFIG = Config(
+    connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}, max_pool_connections=64
+)
+
+
+@dataclass(frozen=True)
+class AwsResources:
+    """Where the embedded AWS listens and what was created in it."""
+
+    endpoint_url: str
+    region: str
+    table_name: str
+    queue_url: str
+    queue_arn: str
+    dead_letter_queue_url: str
+
+    def environment(self) -> dict[str, str | None]:
+        """What points boto3 (in any handler) at moto; ``None`` removes a variable."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": FAKE_SECRET,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+            "AWS_SESSION_TOKEN": FAKE_SECRET,
+            "AWS_SECURITY_TOKEN": FAKE_SECRET,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_PROFILE": None,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def _session(self) -> boto3.session.Session:
+        """Fake credentials given explicitly: these clients ignore the process environment."""
+        return boto3.session.Session(
+            aws_access_key_id=FAKE_SECRET,
+            aws_secret_access_key=FAKE_SECRET,
+            aws_session_token=FAKE_SECRET,
+            region_name=self.region,
+        )
+
+    def dynamodb(self) -> DynamoDBClient:
+        return self._session().client(
+            "dynamodb", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
+        )
+
+    def sqs(self) -> SQSClient:
+        return self._session().client("sqs", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def management_api(self, endpoint_url: str) -> ApiGatewayManagementApiClient:
+        """A management API client for a local gateway (``Gateway.management_endpoint``)."""
+        return self._session().client(
+            "apigatewaymanagementapi", endpoint_url=endpoint_url, config=_MANAGEMENT_CONFIG
+        )
+
+
+class EmbeddedAws:
+    """Starts moto in a thread and creates the table and queues; ``stop()`` ends it.
+
+    moto keeps its state per process, so one process runs one embedded AWS at a time.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = LOCAL_REGION,
+        table_name: str = LOCAL_TABLE_NAME,
+        queue_name: str = LOCAL_QUEUE_NAME,
+        dead_letter_queue_name: str = LOCAL_DEAD_LETTER_QUEUE_NAME,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._region = region
+        self._table_name = table_name
+        self._queue_name = queue_name
+        self._dead_letter_queue_name = dead_letter_queue_name
+        self._server: ThreadedMotoServer | None = None
+        self.resources: AwsResources | None = None
+
+    def start(self) -> AwsResources:
+        from moto.server import ThreadedMotoServer
+
+        # One line per request from moto's werkzeug server would drown the gateway's log.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
+        server.start()
+        self._server = server
+        host, port = server.get_host_and_port()
+        try:
+            self.resources = self._create(f"http://{host}:{port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self.resources
+
+    def _create(self, endpoint_url: str) -> AwsResources:
+        # moto's state is process-wide: start from an empty account, whatever ran before.
+        host, _, port = endpoint_url.removeprefix("http://").partition(":")
+        reset = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            reset.request("POST", "/moto-api/reset")
+            reset.getresponse().read()
+        finally:
+            reset.close()
+        draft = AwsResources(endpoint_url, self._region, self._table_name, "", "", "")
+        dynamodb = draft.dynamodb()
+        # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
+        table: Any = schema.table_definition(self._table_name)
+        dynamodb.create_table(**table)
+        dynamodb.update_time_to_live(
+            TableName=self._table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
+        )
+        sqs = draft.sqs()
+        dlq_url: str = sqs.create_queue(
+            QueueName=self._dead_letter_queue_name,
+            Attributes={
+                "FifoQueue": "true",
+                "MessageRetentionPeriod": str(schema.DLQ_RETENTION_SECONDS),
+            },
+        )["QueueUrl"]
+        dlq_arn = self._queue_arn(sqs, dlq_url)
+        attributes: Any = schema.fifo_queue_attributes(dlq_arn)
+        queue_url: str = sqs.create_queue(QueueName=self._queue_name, Attributes=attributes)[
+            "QueueUrl"
+        ]
+        return AwsResources(
+            endpoint_url=endpoint_url,
+            region=self._region,
+            table_name=self._table_name,
+            queue_url=queue_url,
+            queue_arn=self._queue_arn(sqs, queue_url),
+            dead_letter_queue_url=dlq_url,
+        )
+
+    @staticmethod
+    def _queue_arn(sqs: SQSClient, queue_url: str) -> str:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        arn: str = attributes["Attributes"]["QueueArn"]
+        return arn
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> AwsResources:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,141 @@
+"""Runs Lambda handlers in-process, on a thread pool, the way Lambda would run them.
+
+A handler given as ``"package.module:function"`` is loaded from a fresh copy of its module when
+the gateway starts (a cold start): module-level configuration is read from the environment as
+it is then, and a second gateway in the same process gets its own copy. Every invocation gets a
+Lambda-like ``context``, runs on a worker thread so a slow handler never blocks the event loop,
+is cut off at the integration timeout, and its result must survive JSON like Lambda's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Union
+
+from local.events import new_request_id, now_ms
+from local.gateway.exceptions import FunctionError, IntegrationTimeout
+
+Handler = Callable[[dict[str, Any], Any], Any]
+HandlerRef = Union[Handler, str]
+"""A handler callable, or ``"package.module:function"`` to load at start."""
+
+UNAUTHORIZED = "Unauthorized"  # the authorizer's documented way to say 401: not a crash
+_log = logging.getLogger("local.functions")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    aws_request_id: str
+    invoked_function_arn: str
+    log_group_name: str
+    log_stream_name: str
+    deadline_ms: int
+    memory_limit_in_mb: int = 128
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self.deadline_ms - now_ms())
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    handler: Handler
+
+
+def load_handler(ref: str) -> Handler:
+    """``"package.module:function"`` from a fresh copy of the module (a Lambda cold start)."""
+    module_name, separator, attribute = ref.partition(":")
+    if not separator or not module_name or not attribute:
+        raise ValueError(f"handler {ref!r} must be written 'package.module:function'")
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"handler {ref!r}: no module named {module_name!r}")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
+    # Registered while it runs: dataclasses and pydantic look classes' modules up there.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if previous is None:
+            del sys.modules[module_name]
+        else:
+            sys.modules[module_name] = previous
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise AttributeError(f"handler {ref!r}: {module_name} has no function {attribute!r}")
+    function: Handler = handler
+    return function
+
+
+def function_for(ref: HandlerRef) -> Function:
+    if isinstance(ref, str):
+        return Function(name=ref.replace(":", "."), handler=load_handler(ref))
+    name = f"{getattr(ref, '__module__', 'handler')}.{getattr(ref, '__qualname__', 'handler')}"
+    return Function(name=name, handler=ref)
+
+
+def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> Any:
+    try:
+        result = function.handler(event, context)
+    except Exception as exc:
+        if type(exc) is Exception and str(exc) == UNAUTHORIZED:
+            _log.info("%s: Exception: %s", function.name, exc)
+        else:
+            _log.exception("%s failed", function.name)
+        raise FunctionError(type(exc).__name__, str(exc)) from None
+    try:
+        return json.loads(json.dumps(result))
+    except (TypeError, ValueError) as exc:
+        _log.error("%s returned a value JSON cannot hold: %s", function.name, exc)
+        raise FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from None
+
+
+class Invoker:
+    """Invokes functions on a bounded thread pool with the integration timeout."""
+
+    def __init__(
+        self, *, max_workers: int, timeout_seconds: float, region: str, account_id: str
+    ) -> None:
+        self.timeout_seconds = timeout_seconds
+        self._region = region
+        self._account_id = account_id
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
+
+    def _context(self, function: Function) -> LambdaContext:
+        name = function.name.replace(".", "-")[:64]
+        return LambdaContext(
+            function_name=name,
+            aws_request_id=new_request_id(),
+            invoked_function_arn=(
+                f"arn:aws:lambda:{self._region}:{self._account_id}:function:{name}"
+            ),
+            log_group_name=f"/aws/lambda/{name}",
+            log_stream_name="local",
+            deadline_ms=now_ms() + int(self.timeout_seconds * 1000),
+        )
+
+    async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
+        """The handler's JSON-safe result; ``FunctionError`` or ``IntegrationTimeout`` else."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, _run, function, event, self._context(function))
+        try:
+            return await asyncio.wait_for(future, self.timeout_seconds)
+        except TimeoutError:
+            _log.error("%s timed out after %s s", function.name, self.timeout_seconds)
+            raise IntegrationTimeout() from None
+
+    def shutdown(self) -> None:
+        """Stop taking work; handlers still running finish on their threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,143 @@
+"""The gateway's HTTP surface: the WebSocket upgrade, the management API and the JWKS.
+
+The management API answers what boto3's ``apigatewaymanagementapi`` client expects:
+``POST``/``GET``/``DELETE /{stage}/@connections/{connectionId}`` with the id URL-decoded (AWS ids
+hold ``+ / =``), errors as ``x-amzn-ErrorType`` + ``{"message"}`` so boto3 raises the typed
+exception (``GoneException``, ``PayloadTooLargeException``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+from aiohttp import hdrs, web
+
+from local.events import now_ms
+from local.gateway.exceptions import (
+    BadRequestException,
+    ConnectRejected,
+    ForbiddenException,
+    GatewayError,
+    NotFoundException,
+    PayloadTooLargeException,
+)
+from local.gateway.models import GatewayBackend
+from local.gateway.session import ConnectionRunner
+
+CONNECTIONS_SEGMENT = "/@connections/"
+DELETE_CAUSE_CODE = 1000
+DELETE_CAUSE_REASON = "Connection deleted"
+DELETE_WAITS_FOR_DISCONNECT_SECONDS = 2.0
+ERROR_TYPE_HEADER = "x-amzn-ErrorType"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: GatewayError) -> web.Response:
+    if isinstance(error, ConnectRejected):
+        return web.Response(status=error.status, text=error.body)
+    return web.json_response(
+        {"message": error.message},
+        status=error.status,
+        headers={ERROR_TYPE_HEADER: error.code},
+    )
+
+
+@web.middleware
+async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        return error_response(error)
+
+
+def _iso(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class GatewayResponses:
+    def __init__(self, backend: GatewayBackend, runner: ConnectionRunner) -> None:
+        self.backend = backend
+        self.runner = runner
+
+    def _check_stage(self, request: web.Request) -> None:
+        if request.match_info.get("stage") != self.backend.settings.stage:
+            raise ForbiddenException()
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        self._check_stage(request)
+        if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
+            return web.json_response({"message": "Upgrade Required"}, status=426)
+        return await self.runner.run(request)
+
+    def _connection_id(self, request: web.Request) -> str:
+        path = request.raw_path.split("?", 1)[0]
+        _, _, raw_id = path.partition(CONNECTIONS_SEGMENT)
+        connection_id = unquote(raw_id)
+        if not connection_id:
+            raise BadRequestException("missing connection id")
+        return connection_id
+
+    async def connections(self, request: web.Request) -> web.StreamResponse:
+        self._check_stage(request)
+        connection_id = self._connection_id(request)
+        if request.method == hdrs.METH_POST:
+            return await self._post(request, connection_id)
+        if request.method == hdrs.METH_GET:
+            return self._get(connection_id)
+        if request.method == hdrs.METH_DELETE:
+            return await self._delete(connection_id)
+        raise ForbiddenException()
+
+    async def _post(self, request: web.Request, connection_id: str) -> web.StreamResponse:
+        limit = self.backend.settings.max_message_bytes
+        if (request.content_length or 0) > limit:
+            raise PayloadTooLargeException()
+        data = await request.read()
+        if len(data) > limit:
+            raise PayloadTooLargeException()
+        connection = self.backend.get_open(connection_id)
+        await connection.send(data)
+        connection.last_active_ms = now_ms()
+        return web.Response(status=200)
+
+    def _get(self, connection_id: str) -> web.StreamResponse:
+        connection = self.backend.get_open(connection_id)
+        facts = connection.facts
+        return web.json_response(
+            {
+                "connectedAt": _iso(facts.connected_at_ms),
+                "identity": {"sourceIp": facts.source_ip, "userAgent": facts.user_agent},
+                "lastActiveAt": _iso(connection.last_active_ms),
+            }
+        )
+
+    async def _delete(self, connection_id: str) -> web.StreamResponse:
+        """Close the socket, let ``$disconnect`` run, then 204.
+
+        The wait is bounded: AWS answers without waiting for ``$disconnect``, and a caller's
+        read timeout must not depend on how slow that handler is.
+        """
+        connection = self.backend.get_open(connection_id)
+        await connection.close(DELETE_CAUSE_CODE, DELETE_CAUSE_REASON)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.finished.wait(), DELETE_WAITS_FOR_DISCONNECT_SECONDS)
+        return web.Response(status=204)
+
+    async def jwks(self, request: web.Request) -> web.StreamResponse:
+        keys = self.backend.settings.jwks
+        if keys is None:
+            raise NotFoundException()
+        return web.Response(
+            text=json.dumps(keys),
+            content_type="application/json",
+            headers={hdrs.CACHE_CONTROL: "max-age=300"},
+        )
+
+    async def unknown(self, request: web.Request) -> web.StreamResponse:
+        raise ForbiddenException()

@@ -1,0 +1,46 @@
+"""This project's wiring: its handlers as a route table, and the environment they read.
+
+The handlers are named by module path, so nothing here imports them: the gateway loads them
+when it starts, after ``handler_environment`` is in place (their configuration is read at
+import, as in a Lambda cold start).
+"""
+
+from __future__ import annotations
+
+import math
+
+from local.aws import AwsResources
+from local.gateway.models import RouteTable
+from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
+from runtime import schema
+
+MESSAGE_HANDLER = "runtime.handlers.message:handler"
+
+PROJECT_ROUTES = RouteTable(
+    routes={
+        schema.ROUTE_CONNECT: "runtime.handlers.connect:handler",
+        schema.ROUTE_DISCONNECT: "runtime.handlers.disconnect:handler",
+        **dict.fromkeys(schema.MESSAGE_ROUTES, MESSAGE_HANDLER),
+    },
+    authorizer="runtime.handlers.authorizer:handler",
+)
+
+
+def handler_environment(
+    aws: AwsResources,
+    *,
+    management_endpoint: str,
+    jwks_url: str,
+    idle_timeout_seconds: float,
+) -> dict[str, str]:
+    """The Lambda functions' environment variables, as the Pulumi program sets them in AWS."""
+    return {
+        schema.ENV_CONNECTIONS_TABLE: aws.table_name,
+        schema.ENV_CHAT_QUEUE_URL: aws.queue_url,
+        schema.ENV_MANAGEMENT_ENDPOINT: management_endpoint,
+        schema.ENV_AUTH_ISSUER: LOCAL_ISSUER,
+        schema.ENV_AUTH_AUDIENCE: LOCAL_AUDIENCE,
+        schema.ENV_AUTH_JWKS_URL: jwks_url,
+        # The row's TTL slides with the same idle timeout the gateway applies (whole seconds).
+        schema.ENV_IDLE_TIMEOUT: str(max(1, math.ceil(idle_timeout_seconds))),
+    }

@@ -1,0 +1,59 @@
+"""Fixtures of the gateway tests: gateways on free loopback ports, a recorder of the events
+handlers receive, and a real boto3 management API client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from local.background import Background
+from local.gateway import AccessRecord, Gateway, GatewaySettings
+from tests.local.gateway_support import Recorder
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def access_log() -> list[AccessRecord]:
+    return []
+
+
+@pytest.fixture
+def start_gateway(access_log: list[AccessRecord]) -> Iterator[Callable[..., Gateway]]:
+    """``start_gateway(routes, **settings)``: a running gateway on a free port, stopped after."""
+    running: list[Background[Gateway]] = []
+
+    def start(routes: Any, **settings: Any) -> Gateway:
+        settings.setdefault("access_log", access_log.append)
+        background = Background(Gateway(routes, GatewaySettings(port=0, **settings)))
+        gateway = background.__enter__()
+        running.append(background)
+        return gateway
+
+    yield start
+    for background in reversed(running):
+        background.__exit__(None, None, None)
+
+
+@pytest.fixture
+def management() -> Callable[[Gateway], Any]:
+    """A real boto3 ``apigatewaymanagementapi`` client for a gateway."""
+
+    def client(gateway: Gateway) -> Any:
+        return boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=gateway.management_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    return client

@@ -1,0 +1,147 @@
+"""``python -m local``: flags, ``--handlers`` serving another table, ``--log-format json``,
+the startup banner, and Ctrl-C stopping everything cleanly (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from local.__main__ import build_parser, settings_from
+from local.gateway import RouteTable
+from local.responder import demo_responder
+from tests.local.gateway_handlers import ROUTES, echo
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = {"time", "connectionId", "eventType", "routeKey", "status", "latency"}
+
+
+def _settings(*argv: str):
+    return settings_from(build_parser().parse_args(list(argv)))
+
+
+def test_defaults_serve_this_project_with_the_demo_responder():
+    settings = _settings()
+    assert (settings.host, settings.port, settings.stage) == ("127.0.0.1", 8080, "dev")
+    assert settings.idle_timeout_seconds == 600
+    assert settings.max_duration_seconds == 7200
+    assert settings.routes is None
+    assert settings.responder is demo_responder
+    assert settings.log_format == "text"
+
+
+def test_flags_reach_the_settings():
+    settings = _settings(
+        "--port", "0", "--stage", "test", "--idle-timeout", "5", "--max-duration", "60",
+        "--handlers", "tests.local.gateway_handlers:ROUTES",
+        "--responder", "tests.local.gateway_handlers:echo", "--log-format", "json",
+    )  # fmt: skip
+    assert (settings.port, settings.stage) == (0, "test")
+    assert (settings.idle_timeout_seconds, settings.max_duration_seconds) == (5, 60)
+    assert settings.routes is ROUTES
+    assert settings.responder is echo
+    assert settings.log_format == "json"
+    plain = _settings("--handlers", "tests.local.gateway_handlers:PLAIN_ROUTES")
+    assert isinstance(plain.routes, RouteTable)
+    assert plain.responder is None  # another table does not get the demo responder
+    assert _settings("--no-responder").responder is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--handlers", "no_such_module:ROUTES"], "cannot import no_such_module"),
+        (["--handlers", "tests.local.gateway_handlers"], "package.module:NAME"),
+        (["--handlers", "tests.local.gateway_handlers:NOPE"], "has no 'NOPE'"),
+        (["--handlers", "tests.local.gateway_handlers:echo"], "RouteTable"),
+        (["--responder", "tests.local.gateway_handlers:FIELDS_X"], "has no"),
+    ],
+)
+def test_bad_references_name_the_flag_and_the_fix(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _settings(*argv)
+
+
+def test_bad_numbers_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--idle-timeout", "0"])
+    assert "must be a number of seconds > 0" in capsys.readouterr().err
+
+
+def _lines(stream) -> Iterator[str]:
+    yield from iter(stream.readline, "")
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """``python -m local`` serving the echo table with JSON access logs, on a free port."""
+    command = [
+        sys.executable, "-m", "local", "--port", "0", "--log-format", "json",
+        "--handlers", "tests.local.gateway_handlers:ROUTES", "--state-dir", str(tmp_path),
+    ]  # fmt: skip
+    process = subprocess.Popen(  # noqa: S603 - this project's own CLI, fixed arguments
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    reader = threading.Thread(
+        target=lambda: [lines.put(line) for line in _lines(process.stdout)], daemon=True
+    )
+    reader.start()
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def _next_matching(lines: queue.Queue[str], pattern: str) -> re.Match[str]:
+    while True:
+        line = lines.get(timeout=30)
+        found = re.search(pattern, line)
+        if found:
+            return found
+
+
+def test_serve_banner_json_access_log_and_ctrl_c(served):
+    process, lines = served
+    ready = _next_matching(lines, r"ready in ([0-9.]+) s")
+    assert float(ready.group(1)) > 0
+    ws_url = _next_matching(lines, r"WebSocket URL\s+(\S+)").group(1)
+    assert _next_matching(lines, r"Management endpoint\s+(\S+)").group(1) == ws_url.replace(
+        "ws://", "http://"
+    )
+    wscat = _next_matching(lines, r'wscat -c "(ws://\S+\?token=\S+)"').group(1)
+    assert wscat.startswith(ws_url)
+    with connect(ws_url + "?token=carol") as ws:
+        ws.send("hello")
+        assert json.loads(ws.recv(timeout=10))["echo"] == "hello"
+    records = [json.loads(_next_matching(lines, r"^\{.*\}$").group(0)) for _ in range(3)]
+    assert all(set(record) == FIELDS for record in records)
+    assert [r["eventType"] for r in records] == ["CONNECT", "MESSAGE", "DISCONNECT"]
+
+    with connect(ws_url + "?token=dave") as ws:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+    assert process.wait(timeout=30) == 0
+    _next_matching(lines, r"^stopped$")

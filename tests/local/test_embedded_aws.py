@@ -1,0 +1,50 @@
+"""Embedded AWS: moto on loopback with the table and queues built from runtime/schema.py."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from local.aws import EmbeddedAws
+from runtime import schema
+
+
+def test_table_and_queues_match_the_schema_and_only_moto_is_reachable():
+    with EmbeddedAws() as aws:
+        assert aws.endpoint_url.startswith("http://127.0.0.1:")
+        table = aws.dynamodb().describe_table(TableName=aws.table_name)["Table"]
+        assert [k["AttributeName"] for k in table["KeySchema"]] == [
+            schema.PARTITION_KEY,
+            schema.SORT_KEY,
+        ]
+        [index] = table["GlobalSecondaryIndexes"]
+        assert index["IndexName"] == schema.USER_INDEX_NAME
+        ttl = aws.dynamodb().describe_time_to_live(TableName=aws.table_name)
+        assert ttl["TimeToLiveDescription"]["AttributeName"] == schema.TTL_ATTRIBUTE
+
+        attributes = aws.sqs().get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])[
+            "Attributes"
+        ]
+        assert attributes["FifoQueue"] == "true"
+        assert attributes["QueueArn"] == aws.queue_arn
+        redrive = json.loads(attributes["RedrivePolicy"])
+        dlq_arn = aws.sqs().get_queue_attributes(
+            QueueUrl=aws.dead_letter_queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        assert redrive["deadLetterTargetArn"] == dlq_arn
+        assert int(redrive["maxReceiveCount"]) == schema.DLQ_MAX_RECEIVE_COUNT
+        environment = aws.environment()
+    assert environment["AWS_ENDPOINT_URL"] == aws.endpoint_url
+    assert environment["AWS_PROFILE"] is None
+    assert environment["AWS_CONFIG_FILE"] == os.devnull
+    assert environment["AWS_SHARED_CREDENTIALS_FILE"] == os.devnull
+
+
+def test_a_second_start_begins_empty():
+    with EmbeddedAws() as aws:
+        aws.sqs().send_message(
+            QueueUrl=aws.queue_url, MessageBody="x", MessageGroupId="g", MessageDeduplicationId="d"
+        )
+    with EmbeddedAws() as aws:
+        messages = aws.sqs().receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=0)
+        assert messages.get("Messages", []) == []
