@@ -1,0 +1,237 @@
+"""A small WebSocket server that speaks the chat protocol, with faults on demand.
+
+It stands in for API Gateway in the client's unit tests: the token in the query string, ``ping``
+→ ``system/pong``, ``chat_message`` → queued once per clientMessageId (the FIFO dedup id) and
+answered with ``system/accepted``. Tests make it drop sockets (close codes or a bare TCP reset),
+refuse tokens, go down and come back on the same port, swallow messages or answer with errors.
+The local gateway (``local/``) is the real target of the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from client.events import ConnectionEvent, ConnectionEventKind
+from client.subscriptions import Subscription
+from runtime.messages import (
+    ErrorCode,
+    ErrorFrame,
+    SystemEvent,
+    chat_response,
+    error,
+    system,
+    typing_indicator,
+)
+
+T = TypeVar("T")
+
+
+class FakeGateway:
+    """Start with ``async with FakeGateway() as gateway``; connect to ``gateway.url``."""
+
+    def __init__(self, *, accept_token: Callable[[str], bool] | None = None) -> None:
+        self.accept_token = accept_token or (lambda token: token.startswith("good"))
+        self.port = 0
+        self._server: Server | None = None
+        self.connections: list[ServerConnection] = []  # open, oldest first
+        self.handshakes: list[float] = []  # monotonic time of every handshake attempt
+        self.tokens_seen: list[str] = []
+        self.rejected = 0
+        self.reject_status: int | None = None  # refuse every handshake with this status
+        self.answer_pings = True
+        self.pings = 0
+        self.received: list[dict[str, Any]] = []  # every chat_message, re-sends included
+        self.queue: list[dict[str, Any]] = []  # what would reach SQS: one per clientMessageId
+        self._dedup_ids: set[str] = set()
+        self.swallow = 0  # the next N chat messages get no answer at all (not queued either)
+        self.queue_then_abort = 0  # the next N are queued, then the socket dies unanswered
+        self.errors: deque[ErrorFrame] = deque()  # answers to the next chat messages, first
+        self.auto_answer = False  # after accepting, stream "echo: <content>" like a responder
+        self.opened = 0  # connections served so far
+        self.connected = asyncio.Event()  # set at every new connection
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/dev"
+
+    async def __aenter__(self) -> FakeGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            self.port,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Go away like a crashed server: every socket reset, no close frame (1006)."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        self.abort_all()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def restart(self, downtime: float = 0.0) -> None:
+        """Crash and come back on the same port after ``downtime`` seconds."""
+        await self.stop()
+        await asyncio.sleep(downtime)
+        await self.start()
+
+    def abort_all(self) -> None:
+        for connection in list(self.connections):
+            connection.transport.abort()
+
+    async def close_all(self, code: int, reason: str = "") -> None:
+        for connection in list(self.connections):
+            await connection.close(code, reason)
+
+    async def send_to_all(self, *frames: str) -> None:
+        for connection in list(self.connections):
+            for frame in frames:
+                await connection.send(frame)
+
+    async def wait_connections(self, count: int) -> None:
+        """Until ``count`` connections have been opened in total (and are being served)."""
+        while self.opened < count:
+            self.connected.clear()
+            await self.connected.wait()
+
+    def queued_ids(self) -> list[str]:
+        return [message["clientMessageId"] for message in self.queue]
+
+    # --- Server side ----------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshakes.append(time.monotonic())
+        token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+        self.tokens_seen.append(token)
+        status = self.reject_status
+        if status is None and not self.accept_token(token):
+            status = 401
+        if status is None:
+            return None
+        self.rejected += 1
+        body = json.dumps({"message": "Unauthorized" if status == 401 else "Forbidden"})
+        return Response(
+            status,
+            "Unauthorized" if status == 401 else "Forbidden",
+            Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))]),
+            body.encode(),
+        )
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        self.connections.append(connection)
+        self.opened += 1
+        self.connected.set()
+        try:
+            async for raw in connection:
+                await self._on_message(connection, json.loads(raw))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.remove(connection)
+
+    async def _on_message(self, connection: ServerConnection, body: dict[str, Any]) -> None:
+        if body.get("action") == "ping":
+            self.pings += 1
+            if self.answer_pings:
+                await connection.send(system(SystemEvent.PONG).to_json())
+            return
+        self.received.append(body)
+        client_message_id = body["clientMessageId"]
+        if self.errors:
+            frame = self.errors.popleft()
+            update = {"client_message_id": client_message_id}
+            await connection.send(frame.model_copy(update=update).to_json())
+            return
+        if self.swallow:
+            self.swallow -= 1
+            return
+        if client_message_id not in self._dedup_ids:
+            self._dedup_ids.add(client_message_id)
+            self.queue.append(body)
+        if self.queue_then_abort:
+            self.queue_then_abort -= 1
+            connection.transport.abort()
+            return
+        accepted = system(
+            SystemEvent.ACCEPTED,
+            data={
+                "clientMessageId": client_message_id,
+                "conversationId": body["conversationId"],
+                "messageId": f"m-{len(self.received)}",
+            },
+        )
+        await connection.send(accepted.to_json())
+        if self.auto_answer:
+            await self._echo(connection, body)
+
+    async def _echo(self, connection: ServerConnection, body: dict[str, Any]) -> None:
+        conversation_id = body["conversationId"]
+        message_id = f"answer-{body['clientMessageId']}"
+        parts = ["echo: ", body["content"]]
+        await connection.send(typing_indicator(conversation_id, True).to_json())
+        for sequence, part in enumerate(parts):
+            await connection.send(chunk(conversation_id, message_id, sequence, part))
+        await connection.send(done(conversation_id, message_id, len(parts)))
+        await connection.send(typing_indicator(conversation_id, False).to_json())
+
+
+def chunk(conversation_id: str, message_id: str, sequence: int, content: str) -> str:
+    return chat_response(
+        conversation_id, content, message_id=message_id, sequence=sequence
+    ).to_json()
+
+
+def done(conversation_id: str, message_id: str, sequence: int) -> str:
+    return chat_response(
+        conversation_id, "", message_id=message_id, sequence=sequence, done=True
+    ).to_json()
+
+
+def retryable_error(code: ErrorCode, retry_after_ms: int | None) -> ErrorFrame:
+    return error(code, "try again", retryable=True, retry_after_ms=retry_after_ms)
+
+
+TEST_DEADLINE_SECONDS = 30.0
+
+
+def run(scenario: Coroutine[Any, Any, T], deadline: float = TEST_DEADLINE_SECONDS) -> T:
+    """Run one async test scenario in a fresh loop, bounded so a hang fails instead of stalling."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(deadline):
+            return await scenario
+
+    return asyncio.run(bounded())
+
+
+async def next_event(
+    events: Subscription[ConnectionEvent], kind: ConnectionEventKind
+) -> ConnectionEvent:
+    """The next event of ``kind`` (earlier events of other kinds are skipped)."""
+    async for event in events:
+        if event.kind is kind:
+            return event
+    raise AssertionError(f"the event stream ended before a {kind.value} event")

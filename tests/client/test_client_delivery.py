@@ -1,0 +1,247 @@
+"""Nothing lost, nothing queued twice: ChatClient's delivery against the fake gateway.
+
+The fake gateway queues each clientMessageId once, as the FIFO queue's deduplication id does;
+``gateway.received`` records every copy the client sent, ``gateway.queue`` what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from client import (
+    ChatClient,
+    ClientConfig,
+    ConnectionEventKind,
+    MessageNotAcceptedError,
+    MessageRejectedError,
+)
+from client.chat_client import RETRY_WITHOUT_HINT_SECONDS
+from runtime.messages import ErrorCode, MessageTooLargeError, error
+from tests.client.fake_gateway import FakeGateway, next_event, retryable_error, run
+
+CONFIG = ClientConfig(proxy=None)
+
+
+def new_client(config: ClientConfig = CONFIG) -> ChatClient:
+    return ChatClient(config, rng=random.Random(11))
+
+
+def received_ids(gateway: FakeGateway) -> list[str]:
+    return [message["clientMessageId"] for message in gateway.received]
+
+
+def test_a_chat_message_carries_a_client_message_id_and_is_accepted_once() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            message_id = await client.send_chat("c1", "hello")
+            accepted = await client.wait_accepted(message_id)
+            assert accepted.client_message_id == message_id
+            assert accepted.conversation_id == "c1"
+            assert accepted.message_id == "m-1"
+            assert gateway.received == [
+                {
+                    "action": "chat_message",
+                    "conversationId": "c1",
+                    "content": "hello",
+                    "clientMessageId": message_id,
+                }
+            ]
+            assert client.pending_ids() == ()
+            # A late wait on a finished message still gets its outcome.
+            assert await client.wait_accepted(message_id) == accepted
+            explicit = await client.send_chat("c1", "again", client_message_id="my-id-1")
+            assert explicit == "my-id-1"
+
+    run(scenario())
+
+
+def test_messages_sent_while_disconnected_go_out_in_order_after_the_reconnect() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            await gateway.stop()
+            await next_event(events, ConnectionEventKind.DISCONNECTED)
+            sent = [await client.send_chat("c1", f"offline {n}") for n in range(5)]
+            assert client.pending_ids() == tuple(sent)
+            await gateway.start()
+            for message_id in sent:
+                await client.wait_accepted(message_id)
+            assert gateway.queued_ids() == sent
+
+    run(scenario())
+
+
+def test_an_accepted_frame_lost_in_a_drop_means_a_resend_that_is_queued_once() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            gateway.queue_then_abort = 1
+            message_id = await client.send_chat("c1", "queued, answer lost")
+            reconnected = await next_event(events, ConnectionEventKind.RECONNECTED)
+            await client.wait_accepted(message_id)
+            assert received_ids(gateway) == [message_id, message_id]  # re-sent, same id
+            assert gateway.queued_ids() == [message_id]  # queued once
+            assert reconnected.downtime is not None
+            assert reconnected.downtime < 3.0
+
+    run(scenario())
+
+
+def test_a_retryable_error_is_resent_after_retry_after_ms() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            gateway.errors.append(retryable_error(ErrorCode.RATE_LIMITED, retry_after_ms=200))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            message_id = await client.send_chat("c1", "rate limited once")
+            await client.wait_accepted(message_id)
+            assert loop.time() - started >= 0.2  # not before the server's retryAfterMs
+            assert received_ids(gateway) == [message_id, message_id]
+            assert gateway.queued_ids() == [message_id]
+
+    run(scenario())
+
+
+def test_a_retryable_error_without_a_hint_is_resent_after_a_second() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            gateway.errors.append(retryable_error(ErrorCode.SERVICE_UNAVAILABLE, None))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            message_id = await client.send_chat("c1", "queue was down")
+            await client.wait_accepted(message_id)
+            assert loop.time() - started >= RETRY_WITHOUT_HINT_SECONDS
+            assert gateway.queued_ids() == [message_id]
+
+    run(scenario())
+
+
+def test_a_non_retryable_error_rejects_the_message_without_resending() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            gateway.errors.append(error(ErrorCode.BAD_REQUEST, "content is not allowed"))
+            message_id = await client.send_chat("c1", "rejected")
+            with pytest.raises(MessageRejectedError, match="BAD_REQUEST: content is not allowed"):
+                await client.wait_accepted(message_id)
+            assert received_ids(gateway) == [message_id]
+            assert client.pending_ids() == ()
+
+    run(scenario())
+
+
+def test_a_message_with_no_answer_is_resent_after_resend_after() -> None:
+    config = ClientConfig(proxy=None, resend_after=0.3)
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client(config) as client:
+            await client.connect(gateway.url, "good")
+            gateway.swallow = 1
+            message_id = await client.send_chat("c1", "first copy vanishes")
+            await client.wait_accepted(message_id)
+            assert received_ids(gateway) == [message_id, message_id]
+            assert gateway.queued_ids() == [message_id]
+
+    run(scenario())
+
+
+def test_a_message_never_accepted_raises_after_accept_timeout() -> None:
+    config = ClientConfig(proxy=None, accept_timeout=1.0, resend_after=0.3)
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client(config) as client:
+            await client.connect(gateway.url, "good")
+            gateway.swallow = 1_000
+            gateway.errors.append(retryable_error(ErrorCode.SERVICE_UNAVAILABLE, 100))
+            message_id = await client.send_chat("c1", "into the void")
+            with pytest.raises(MessageNotAcceptedError) as caught:
+                await client.wait_accepted(message_id)
+            assert caught.value.client_message_id == message_id
+            assert "SERVICE_UNAVAILABLE" in str(caught.value)  # the last error is named
+            assert client.pending_ids() == ()
+            sent_copies = len(gateway.received)
+            assert sent_copies >= 2
+            assert set(received_ids(gateway)) == {message_id}
+            await asyncio.sleep(0.5)
+            assert len(gateway.received) == sent_copies  # given up: no more re-sends
+
+    run(scenario())
+
+
+def test_an_unknown_connection_error_replaces_the_connection_and_resends() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            gateway.errors.append(
+                error(ErrorCode.UNKNOWN_CONNECTION, "this connection is not registered")
+            )
+            message_id = await client.send_chat("c1", "on a stale connection")
+            dropped = await next_event(events, ConnectionEventKind.DISCONNECTED)
+            assert "not registered" in dropped.reason
+            await client.wait_accepted(message_id)
+            assert gateway.queued_ids() == [message_id]
+            assert len(gateway.handshakes) == 2
+
+    run(scenario())
+
+
+def test_many_messages_through_repeated_drops_are_each_queued_exactly_once_in_order() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            sent: list[str] = []
+            for round_number in range(5):
+                gateway.queue_then_abort = 1 if round_number % 2 else 0
+                sent += [await client.send_chat("c1", f"{round_number}-{n}") for n in range(4)]
+                gateway.abort_all()
+                await next_event(events, ConnectionEventKind.RECONNECTED)
+            for message_id in sent:
+                await client.wait_accepted(message_id)
+            assert gateway.queued_ids() == sent
+            assert len(set(received_ids(gateway))) == len(sent)
+
+    run(scenario())
+
+
+def test_a_large_message_is_fragmented_below_the_frame_limit_and_arrives_whole() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            content = "é" * 40_000  # 80 KB of UTF-8: over the 32 KB frame, under 128 KB
+            await client.wait_accepted(await client.send_chat("c1", content))
+            assert gateway.received[0]["content"] == content
+
+    run(scenario())
+
+
+def test_a_message_over_128_kb_or_with_bad_ids_is_refused_before_sending() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            with pytest.raises(
+                MessageTooLargeError, match=r"the chat message is .* send less content"
+            ):
+                await client.send_chat("c1", "x" * 128 * 1024)
+            with pytest.raises(ValueError, match="conversationId"):
+                await client.send_chat("has spaces", "hello")
+            with pytest.raises(ValueError, match="content"):
+                await client.send_chat("c1", "")
+            with pytest.raises(KeyError, match="unknown clientMessageId"):
+                await client.wait_accepted("never-sent")
+            gateway.swallow = 1
+            message_id = await client.send_chat("c1", "ok")
+            with pytest.raises(ValueError, match="already pending"):
+                await client.send_chat("c1", "dup", client_message_id=message_id)
+            assert client.pending_ids() == (message_id,)
+
+    run(scenario())
