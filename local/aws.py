@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from local.fidelity import remember_fifo_deduplication_ids
 from local.gateway.models import LOCAL_REGION
 from runtime import schema
 
@@ -116,6 +117,7 @@ class EmbeddedAws:
     def start(self) -> AwsResources:
         from moto.server import ThreadedMotoServer
 
+        remember_fifo_deduplication_ids()
         # One line per request from moto's werkzeug server would drown the gateway's log.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)

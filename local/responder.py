@@ -69,6 +69,8 @@ def demo_responder(message: Mapping[str, Any], sender: MessageSender) -> None:
         str(message["conversationId"]),
         _chunks(demo_answer(str(message.get("content", ""))), CHUNK_DELAY_SECONDS),
         user_id=str(message["userId"]) if message.get("userId") else None,
+        # The client gets a new connection id when it reconnects: follow the user there.
+        redirect_gone_to_user=True,
         metadata={"responder": "local-demo", "inReplyTo": message.get("messageId")},
     )
 

@@ -196,7 +196,10 @@ class LocalStack:
             ),
             client=aws.dynamodb(),
         )
-        self._sender = MessageSender(store, endpoint, client=aws.management_api(endpoint))
+        # Redirect on, as the README tells the RAG stack: answers survive a client's reconnect.
+        self._sender = MessageSender(
+            store, endpoint, client=aws.management_api(endpoint), redirect_gone_to_user=True
+        )
         self._consumer = ChatQueueConsumer(aws.sqs(), aws.queue_url, responder, self._sender)
         self._consumer.start()
 

@@ -6,6 +6,7 @@ every read here filters ``ttl > now``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ class Connection:
 
 def expiry(now_seconds: float, connected_at_ms: int, idle_timeout_seconds: int) -> int:
     """The sliding TTL: ``min(lastSeen + idleTimeout, connectedAt + 2 h)`` in epoch seconds."""
-    idle_deadline = int(now_seconds) + idle_timeout_seconds
+    # Rounded up: DynamoDB's TTL has whole seconds, and rounding down could expire a row that
+    # was touched less than a second ago when the idle timeout is short (local tests).
+    idle_deadline = math.ceil(now_seconds + idle_timeout_seconds)
     hard_deadline = connected_at_ms // 1000 + schema.MAX_CONNECTION_SECONDS
     return min(idle_deadline, hard_deadline)
 

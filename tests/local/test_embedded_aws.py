@@ -48,3 +48,36 @@ def test_a_second_start_begins_empty():
     with EmbeddedAws() as aws:
         messages = aws.sqs().receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=0)
         assert messages.get("Messages", []) == []
+
+
+def test_fifo_deduplication_outlives_the_first_copy_like_aws():
+    """AWS refuses a re-sent deduplication id for 5 minutes, even after the first copy was
+    received and deleted; plain moto would queue it again."""
+    with EmbeddedAws() as aws:
+        sqs = aws.sqs()
+
+        def send(dedup_id: str, group: str = "conv") -> None:
+            sqs.send_message(
+                QueueUrl=aws.queue_url,
+                MessageBody=dedup_id,
+                MessageGroupId=group,
+                MessageDeduplicationId=dedup_id,
+            )
+
+        def drain() -> list[str]:
+            bodies = []
+            while batch := sqs.receive_message(
+                QueueUrl=aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", []):
+                for message in batch:
+                    bodies.append(message["Body"])
+                    sqs.delete_message(
+                        QueueUrl=aws.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
+            return bodies
+
+        send("client-message-1")
+        assert drain() == ["client-message-1"]
+        send("client-message-1")  # the client's re-send after a reconnect
+        send("client-message-2")
+        assert drain() == ["client-message-2"]

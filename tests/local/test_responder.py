@@ -122,4 +122,5 @@ def test_demo_responder_streams_an_answer_quoting_the_question(monkeypatch):
     assert len(call["chunks"]) > 3
     assert "".join(call["chunks"]) == demo_answer("What is RAG?")
     assert call["user_id"] == "alice"
+    assert call["redirect_gone_to_user"] is True  # the answer follows the user's reconnect
     assert call["metadata"]["inReplyTo"] == "m1"

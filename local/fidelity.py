@@ -1,0 +1,49 @@
+"""Where moto differs from AWS in a way this project's guarantees depend on, made like AWS.
+
+SQS FIFO deduplication: AWS refuses a message whose deduplication id it accepted in the last
+5 minutes, even after that message was received and deleted. moto 5 only compares against the
+messages still in the queue, so a client that re-sends an unaccepted chat message after the
+responder consumed the first copy would have it queued twice locally and once on AWS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from runtime import schema
+
+_WINDOW = schema.SQS_DEDUPLICATION_WINDOW_SECONDS
+_lock = threading.Lock()
+_patched = False
+
+
+def remember_fifo_deduplication_ids() -> None:
+    """Make moto's FIFO queues remember deduplication ids for the whole window (idempotent)."""
+    global _patched
+    with _lock:
+        if _patched:
+            return
+        from moto.sqs.models import Queue
+
+        original = Queue.add_message
+
+        def add_message(self: Any, message: Any) -> None:
+            dedup_id = getattr(message, "deduplication_id", None)
+            if not getattr(self, "fifo_queue", False) or not dedup_id:
+                original(self, message)
+                return
+            now = time.monotonic()
+            with _lock:
+                seen: dict[str, float] = self.__dict__.setdefault("_seen_dedup_ids", {})
+                for key in [k for k, at in seen.items() if now - at >= _WINDOW]:
+                    del seen[key]
+                if dedup_id in seen:
+                    return
+                seen[dedup_id] = now
+            original(self, message)
+
+        Queue.add_message = add_message  # type: ignore[method-assign]
+        _patched = True
+
