@@ -46,4 +46,3 @@ def remember_fifo_deduplication_ids() -> None:
 
         Queue.add_message = add_message  # type: ignore[method-assign]
         _patched = True
-
