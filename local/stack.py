@@ -102,6 +102,16 @@ class LocalStack:
             raise RuntimeError("the stack is not started")
         return self._gateway
 
+    async def restart_gateway(self) -> Gateway:
+        """Stop the gateway (every socket closes with 1001 and runs ``$disconnect``) and start a
+        new one on the same port with the same routes; AWS and the responder are untouched, like
+        a redeploy of the API in front of the same state."""
+        old = self.gateway
+        await old.stop()
+        self._gateway = Gateway(old.route_table, old.settings)
+        await self._gateway.start()
+        return self._gateway
+
     @property
     def aws(self) -> AwsResources:
         if self._aws is None:

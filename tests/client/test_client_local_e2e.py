@@ -26,7 +26,7 @@ from client import (
     ClientConfig,
     ConnectionEventKind,
 )
-from local.gateway import AccessRecord, Gateway
+from local.gateway import AccessRecord
 from local.responder import demo_answer, demo_responder
 from local.stack import LocalStack
 from runtime.sender import MessageSender
@@ -112,13 +112,7 @@ def new_client(config: ClientConfig | None = None) -> ChatClient:
 
 
 async def restart_gateway(stack: LocalStack) -> None:
-    """Stop the stack's gateway (every socket closed with 1001) and start a new one on the
-    same port, AWS and responder untouched: a redeploy of the API in front of the same state."""
-    old = stack.gateway
-    await old.stop()
-    new = Gateway(old.route_table, old.settings)
-    await new.start()
-    stack._gateway = new  # LocalStack has no public restart (yet): it stops this one at exit
+    await stack.restart_gateway()
 
 
 Fault = Callable[[LocalStack], Awaitable[None]]
