@@ -257,7 +257,7 @@ class MessageSender:
         Raises only if the connections table cannot be read.
         """
         data = serialize(message)
-        targets = [connection.connection_id for connection in self.store.list_for_user(user_id)]
+        targets = self.store.connection_ids_for_user(user_id)
         deliveries = self._fan_out(targets, [data])
         self._tally(deliveries)
         result = BroadcastResult(
@@ -465,7 +465,7 @@ class MessageSender:
 
     def _live_connections(self, user_id: str) -> list[str]:
         try:
-            return [c.connection_id for c in self.store.list_for_user(user_id)]
+            return self.store.connection_ids_for_user(user_id)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "listing a user's connections failed",

@@ -109,8 +109,10 @@ def test_list_and_count_filter_expired_rows_and_paginate(aws: AwsResources) -> N
     clock.now = T0 + 100
     store.add("late", "alice", int(clock.now * 1000))
     assert store.count_for_user("alice") == 31
+    assert len(store.connection_ids_for_user("alice")) == 31
     clock.now = T0 + 650  # the first 30 have expired; only "late" is live
     assert [c.connection_id for c in store.list_for_user("alice")] == ["late"]
+    assert store.connection_ids_for_user("alice") == ["late"]
     assert store.count_for_user("alice") == 1
     assert store.count_for_user("nobody") == 0
 
