@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="maximum connection seconds before closing with 1001 (default 7200)",
     )
     parser.add_argument(
+        "--handler-processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run 'module:function' handlers in N worker processes (default 0: threads)",
+    )
+    parser.add_argument(
         "--handlers",
         metavar="MODULE:ROUTES",
         help="serve another route table (a RouteTable or a dict of route key → handler)",
@@ -121,6 +128,7 @@ def settings_from(args: argparse.Namespace) -> StackSettings:
         stage=args.stage,
         idle_timeout_seconds=args.idle_timeout,
         max_duration_seconds=args.max_duration,
+        handler_processes=args.handler_processes,
         routes=routes,
         responder=responder,
         state_dir=args.state_dir,

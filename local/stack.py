@@ -53,6 +53,7 @@ class StackSettings:
     max_duration_seconds: float = schema.MAX_CONNECTION_SECONDS
     integration_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
     new_connections_per_second: int = schema.NEW_CONNECTIONS_PER_SECOND
+    handler_processes: int = 0  # 0: handlers on threads in this process
     routes: RouteTable | Mapping[str, Any] | None = None  # None: this project's handlers
     responder: Responder | None = demo_responder  # None: nothing consumes the chat queue
     state_dir: Path | str = DEFAULT_STATE_DIR
@@ -172,6 +173,7 @@ class LocalStack:
                 max_duration_seconds=settings.max_duration_seconds,
                 integration_timeout_seconds=settings.integration_timeout_seconds,
                 new_connections_per_second=settings.new_connections_per_second,
+                handler_processes=settings.handler_processes,
                 jwks=self._tokens.jwks(),
                 access_log=settings.access_log or StreamAccessLog(settings.log_format),
             ),

@@ -1,10 +1,15 @@
-"""Runs Lambda handlers in-process, on a thread pool, the way Lambda would run them.
+"""Runs Lambda handlers on a thread pool, or in worker processes, the way Lambda would run them.
 
 A handler given as ``"package.module:function"`` is loaded from a fresh copy of its module when
 the gateway starts (a cold start): module-level configuration is read from the environment as
 it is then, and a second gateway in the same process gets its own copy. Every invocation gets a
 Lambda-like ``context``, runs on a worker thread so a slow handler never blocks the event loop,
 is cut off at the integration timeout, and its result must survive JSON like Lambda's does.
+
+With ``process_workers`` (``--handler-processes``), handlers named by ``"module:function"`` run
+in that many spawned worker processes instead, each loading its own copy of the module: closer
+to Lambda's one-invocation-per-container model, and a CPU-heavy handler (botocore) no longer
+shares the gateway's interpreter lock. Handlers given as callables always run on threads.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import asyncio
 import importlib.util
 import json
 import logging
+import multiprocessing
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -51,6 +57,7 @@ class LambdaContext:
 class Function:
     name: str
     handler: Handler
+    ref: str | None = None  # "package.module:function": what a worker process loads
 
 
 def load_handler(ref: str) -> Handler:
@@ -81,7 +88,7 @@ def load_handler(ref: str) -> Handler:
 
 def function_for(ref: HandlerRef) -> Function:
     if isinstance(ref, str):
-        return Function(name=ref.replace(":", "."), handler=load_handler(ref))
+        return Function(name=ref.replace(":", "."), handler=load_handler(ref), ref=ref)
     name = f"{getattr(ref, '__module__', 'handler')}.{getattr(ref, '__qualname__', 'handler')}"
     return Function(name=name, handler=ref)
 
@@ -102,16 +109,46 @@ def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> A
         raise FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from None
 
 
+# A worker process's functions, loaded on first use (its cold start) and kept (a warm container).
+_process_functions: dict[str, Function] = {}
+
+
+def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
+    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
+    comes back as ``("error", type, message)`` and is raised again in the gateway."""
+    function = _process_functions.get(ref)
+    if function is None:
+        function = _process_functions[ref] = function_for(ref)
+    try:
+        return ("ok", _run(function, event, context))
+    except FunctionError as exc:
+        return ("error", exc.error_type, exc.error_message)
+
+
 class Invoker:
-    """Invokes functions on a bounded thread pool with the integration timeout."""
+    """Invokes functions on a bounded thread pool (or worker processes) with the integration
+    timeout."""
 
     def __init__(
-        self, *, max_workers: int, timeout_seconds: float, region: str, account_id: str
+        self,
+        *,
+        max_workers: int,
+        timeout_seconds: float,
+        region: str,
+        account_id: str,
+        process_workers: int = 0,
     ) -> None:
         self.timeout_seconds = timeout_seconds
         self._region = region
         self._account_id = account_id
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
+        # Spawned, not forked: the gateway's process holds an event loop and moto's threads.
+        # Workers start on first use, so they see the environment the stack has set by then.
+        self._processes: Executor | None = (
+            ProcessPoolExecutor(process_workers, mp_context=multiprocessing.get_context("spawn"))
+            if process_workers > 0
+            else None
+        )
 
     def _context(self, function: Function) -> LambdaContext:
         name = function.name.replace(".", "-")[:64]
@@ -129,13 +166,27 @@ class Invoker:
     async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
         """The handler's JSON-safe result; ``FunctionError`` or ``IntegrationTimeout`` else."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, _run, function, event, self._context(function))
+        context = self._context(function)
+        ref = function.ref if self._processes is not None else None
+        in_process = ref is not None
+        future = (
+            loop.run_in_executor(self._processes, _run_in_process, ref, event, context)
+            if ref is not None
+            else loop.run_in_executor(self._pool, _run, function, event, context)
+        )
         try:
-            return await asyncio.wait_for(future, self.timeout_seconds)
+            result = await asyncio.wait_for(future, self.timeout_seconds)
         except TimeoutError:
             _log.error("%s timed out after %s s", function.name, self.timeout_seconds)
             raise IntegrationTimeout() from None
+        if not in_process:
+            return result
+        if result[0] == "error":
+            raise FunctionError(result[1], result[2])
+        return result[1]
 
     def shutdown(self) -> None:
         """Stop taking work; handlers still running finish on their threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)

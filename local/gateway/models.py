@@ -46,6 +46,7 @@ class GatewaySettings:
     integration_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
     new_connections_per_second: int = schema.NEW_CONNECTIONS_PER_SECOND  # 0: no limit
     max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
+    handler_processes: int = 0  # > 0: "module:function" handlers run in worker processes
     jwks: Mapping[str, Any] | None = None  # served at /.well-known/jwks.json when set
     access_log: AccessLogSink | None = None
     connection_id_factory: Callable[[], str] = new_connection_id
@@ -66,6 +67,8 @@ class GatewaySettings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.handler_processes < 0:
+            raise ValueError(f"handler_processes={self.handler_processes} must be >= 0")
         if self.new_connections_per_second < 0:
             raise ValueError("new_connections_per_second must be >= 0 (0 means no limit)")
 

@@ -92,6 +92,7 @@ class Gateway:
             timeout_seconds=settings.integration_timeout_seconds,
             region=settings.region,
             account_id=settings.account_id,
+            process_workers=settings.handler_processes,
         )
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)
         app = build_app(GatewayResponses(self.backend, self._runner))
