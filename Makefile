@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQUIREMENTS := requirements.txt runtime/requirements.txt requirements-dev.txt constraints.txt
 
-.PHONY: test lint typecheck unit dev bench soak audit clean
+.PHONY: test lint typecheck unit dev bench bench-quick soak audit clean
 
 $(STAMP): $(REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ dev: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
 
 soak: $(STAMP)
 	$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/reliability

@@ -1,0 +1,31 @@
+"""The figures the reliability tests measured, kept for the README.
+
+Each test module records its counts (inputs fuzzed, attacks, faults, messages under load) with
+``record(section, **figures)``; they are merged into ``.build/reliability/figures.json`` (one
+section per test, last run wins) and listed at the end of the pytest run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+FIGURES_FILE = Path(__file__).resolve().parents[2] / ".build" / "reliability" / "figures.json"
+_lock = threading.Lock()
+recorded: dict[str, dict[str, Any]] = {}  # this session's, for the terminal summary
+
+
+def record(section: str, **figures: Any) -> None:
+    with _lock:
+        recorded[section] = figures
+        FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+        saved: dict[str, Any] = {}
+        if FIGURES_FILE.exists():
+            try:
+                saved = json.loads(FIGURES_FILE.read_text())
+            except ValueError:
+                saved = {}
+        saved[section] = figures
+        FIGURES_FILE.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
