@@ -35,7 +35,10 @@ FAKE_SECRET = "testing"  # noqa: S105 - moto accepts any credentials; these are 
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
 # MessageSender retries 429s itself, as with the Lambda runtime's client (runtime/aws.py).
 _MANAGEMENT_CONFIG = Config(
-    connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}, max_pool_connections=64
+    connect_timeout=2,
+    read_timeout=10,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    max_pool_connections=64,
 )
 
 

@@ -26,7 +26,7 @@ _CONFIG = Config(
 _MANAGEMENT_CONFIG = Config(
     connect_timeout=2,
     read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 1},
+    retries={"mode": "standard", "total_max_attempts": 1},
     max_pool_connections=64,
 )
 

@@ -317,13 +317,6 @@ def test_management_api_429_throughout_gives_up_after_the_retries_without_raisin
         assert store.get(connection_id) is not None  # throttled is not gone: the row stays
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/aws.py (and local/aws.py) configure the management API client with "
-    "retries max_attempts=1, which botocore reads as ONE retry, not none: every 429 is "
-    "retried by botocore (its throttling backoff: up to 1 s) before MessageSender's own "
-    "backoff, 8 posts instead of 4. max_attempts=0 (or total_max_attempts=1) turns it off.",
-)
 def test_the_management_client_leaves_429_retries_to_the_sender(
     stack: LocalStack, store: ConnectionStore
 ) -> None:
