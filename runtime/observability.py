@@ -30,6 +30,7 @@ class Metric(StrEnum):
     MESSAGES_SENT = "MessagesSent"
     STALE_CONNECTIONS_REMOVED = "StaleConnectionsRemoved"
     AUTHORIZATION_DENIED = "AuthorizationDenied"
+    UNEXPECTED_FAILURES = schema.UNEXPECTED_FAILURES_METRIC
 
 
 # Powertools' metric set is a plain dict. Lambda runs one invocation per container at a time,

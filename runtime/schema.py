@@ -152,6 +152,10 @@ RATE_WINDOW_SECONDS: Final = 60
 
 METRICS_NAMESPACE: Final = "RagWebSocket"
 SERVICE_NAME: Final = "rag-websocket"
+# EMF metric the runtime emits for failures that are not the client's doing (JWKS unreachable,
+# a store or queue error, a crash). Authorizer denials and per-user 429s never move it; the
+# stack's "unexpected failures" alarm watches it (components/alarms.py).
+UNEXPECTED_FAILURES_METRIC: Final = "UnexpectedFailures"
 
 # --- Values the configuration accepts (runtime.config and components.settings) ---------------
 
