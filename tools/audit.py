@@ -38,9 +38,9 @@ def main() -> int:
     output = result.stdout + result.stderr
     if result.returncode != 0 and any(marker in output for marker in UNREACHABLE_MARKERS):
         print(
-            "make audit: pip-audit cannot reach PyPI's JSON API or OSV from this machine, so "
-            f"nothing in {CONSTRAINTS.name} was audited; run `make audit` where pypi.org is "
-            "reachable",
+            "make audit: pip-audit cannot reach the package index or the OSV database from this "
+            f"machine, so nothing in {CONSTRAINTS.name} was audited; run `make audit` where the "
+            "package index and the OSV database are reachable",
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE
