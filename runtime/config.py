@@ -144,12 +144,15 @@ def _check_jwks_url(url: str, variable: str) -> None:
 
 
 def _is_loopback(host: str) -> bool:
+    """This machine: a loopback address, or the unspecified one (``python -m local --host
+    0.0.0.0`` serves its JWKS there, and connecting to it reaches this host)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def log_level_from_env(env: Mapping[str, str] | None = None) -> str:

@@ -363,6 +363,7 @@ def test_the_default_jwks_url_rule_is_stated_once() -> None:
         "http://127.8.9.10/jwks.json",
         "http://[::1]:8080/.well-known/jwks.json",
         "http://localhost:8080/.well-known/jwks.json",
+        "http://0.0.0.0:8080/.well-known/jwks.json",  # python -m local --host 0.0.0.0
     ],
 )
 def test_jwks_url_over_tls_or_on_loopback_is_accepted(url: str) -> None:
