@@ -172,7 +172,8 @@ class StackSettings(BaseModel):
     @field_validator("auth_issuer")
     @classmethod
     def _issuer(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
+        # Kept exactly as configured: tokens' `iss` is compared with it (Auth0's ends with "/").
+        value = value.strip()
         if not value:
             raise PydanticCustomError("required", "is required: the token issuer's https:// URL")
         if not _HTTPS_URL.match(value):
@@ -289,7 +290,7 @@ class StackSettings(BaseModel):
 
     @property
     def jwks_url(self) -> str:
-        return self.auth_jwks_url or f"{self.auth_issuer}/.well-known/jwks.json"
+        return self.auth_jwks_url or schema.default_jwks_url(self.auth_issuer)
 
     @property
     def lambda_settings(self) -> LambdaSettings:

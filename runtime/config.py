@@ -6,10 +6,12 @@ variable and says what it must hold, instead of failing later on the first reque
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from runtime import schema
 
@@ -90,7 +92,8 @@ def management_endpoint_from_env(env: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """What TokenVerifier needs. The JWKS URL defaults to ``{issuer}/.well-known/jwks.json``."""
+    """What TokenVerifier needs. The issuer is kept exactly as configured (it is compared with
+    ``iss`` as is); the JWKS URL defaults to ``schema.default_jwks_url(issuer)``."""
 
     issuer: str
     audience: str
@@ -100,16 +103,16 @@ class AuthConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
         env = os.environ if env is None else env
-        issuer = _required(env, schema.ENV_AUTH_ISSUER).rstrip("/")
+        issuer = _required(env, schema.ENV_AUTH_ISSUER)
         audience = _required(env, schema.ENV_AUTH_AUDIENCE)
-        jwks_url = env.get(schema.ENV_AUTH_JWKS_URL, "").strip() or (
-            f"{issuer}/.well-known/jwks.json"
+        configured_jwks_url = env.get(schema.ENV_AUTH_JWKS_URL, "").strip()
+        jwks_url = configured_jwks_url or schema.default_jwks_url(issuer)
+        _check_jwks_url(
+            jwks_url,
+            f"{schema.ENV_AUTH_JWKS_URL}={jwks_url!r}"
+            if configured_jwks_url
+            else f"{schema.ENV_AUTH_ISSUER}={issuer!r} (the default JWKS URL {jwks_url!r})",
         )
-        if not jwks_url.startswith(("https://", "http://")):
-            raise ConfigError(
-                f"environment variable {schema.ENV_AUTH_JWKS_URL}={jwks_url!r} is not a URL; "
-                "set it to the https:// address of the issuer's JWKS"
-            )
         raw_use = env.get(schema.ENV_AUTH_TOKEN_USE, "").strip()
         if raw_use and raw_use not in schema.TOKEN_USES:
             raise ConfigError(
@@ -118,6 +121,38 @@ class AuthConfig:
             )
         token_use = cast("TokenUse", raw_use) if raw_use else None
         return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, token_use=token_use)
+
+
+def _check_jwks_url(url: str, variable: str) -> None:
+    """Signing keys only over TLS: a key set fetched in clear text could be swapped in transit.
+    Plain ``http://`` is accepted on loopback only (local mode serves its dev JWKS there)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    if parts.scheme in ("http", "https") and parts.hostname:
+        raise ConfigError(
+            f"environment variable {variable} is not https://; the signing keys must come over "
+            f"TLS: set {schema.ENV_AUTH_JWKS_URL} to the https:// address of the issuer's JWKS "
+            "(http:// is accepted on loopback only)"
+        )
+    raise ConfigError(
+        f"environment variable {variable} is not a URL; set {schema.ENV_AUTH_JWKS_URL} to the "
+        "https:// address of the issuer's JWKS"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """This machine: a loopback address, or the unspecified one (``python -m local --host
+    0.0.0.0`` serves its JWKS there, and connecting to it reaches this host)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def log_level_from_env(env: Mapping[str, str] | None = None) -> str:

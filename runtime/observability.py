@@ -37,6 +37,7 @@ class Metric(StrEnum):
 # but local mode and the benchmarks run many handlers in one process on a thread pool.
 _metrics_lock = threading.Lock()
 Result = TypeVar("Result")
+Context = TypeVar("Context")
 
 
 def count(metric: Metric, value: int = 1) -> None:
@@ -53,13 +54,13 @@ def flush_metrics() -> None:
 
 
 def emits_metrics(
-    handler: Callable[[dict[str, Any], object], Result],
-) -> Callable[[dict[str, Any], object], Result]:
+    handler: Callable[[dict[str, Any], Context], Result],
+) -> Callable[[dict[str, Any], Context], Result]:
     """Flush the invocation's metrics when the handler returns or raises (``log_metrics``,
     thread-safe)."""
 
     @functools.wraps(handler)
-    def wrapper(event: dict[str, Any], context: object) -> Result:
+    def wrapper(event: dict[str, Any], context: Context) -> Result:
         try:
             return handler(event, context)
         finally:

@@ -97,8 +97,24 @@ AUTHORIZER_IDENTITY_SOURCE: Final = f"route.request.querystring.{TOKEN_QUERY_PAR
 MAX_TOKEN_BYTES: Final = 8 * KIB  # refused before parsing
 ALLOWED_JWT_ALGORITHMS: Final = ("RS256", "ES256")
 JWT_LEEWAY_SECONDS: Final = 30
+# A JWKS fetch gives up after this long in all (connect, headers and body together), or sooner
+# when the authorizer's own time runs out: it keeps AUTHORIZER_ANSWER_MARGIN_SECONDS to answer.
 JWKS_TIMEOUT_SECONDS: Final = 2
+AUTHORIZER_ANSWER_MARGIN_SECONDS: Final = 0.5
 JWKS_CACHE_SECONDS: Final = 300
+# An unknown `kid` refetches the key set at most once per this many seconds (PyJWKClient's
+# cooldown), so tokens with made-up kids cannot make the authorizer hammer the issuer.
+JWKS_REFRESH_COOLDOWN_SECONDS: Final = 30
+
+
+def default_jwks_url(issuer: str) -> str:
+    """Where an issuer publishes its keys when ``AUTH_JWKS_URL`` is unset.
+
+    Only this URL drops the issuer's trailing ``/``: the ``iss`` claim is compared with the issuer
+    exactly as configured (Auth0's and Azure AD's issuers end with ``/``).
+    """
+    return f"{issuer.rstrip('/')}/.well-known/jwks.json"
+
 
 # --- SQS chat queue -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 Keys are generated with ``cryptography`` at test time (never stored). ``rsa_key()``/``ec_key()``
 are shared by the whole session; ``new_rsa_key()``/``new_ec_key()`` make fresh ones.
 ``JwksServer`` serves key sets over HTTP on 127.0.0.1 so the real ``PyJWKClient`` is exercised.
+``authorizer_context()`` is the Lambda context the authorizer is invoked with.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK, PyJWKSet
 
+from local.events import now_ms
+from local.gateway import LambdaContext
 from tests.support import TEST_ENV
 
 ISSUER = TEST_ENV["AUTH_ISSUER"]
 AUDIENCE = TEST_ENV["AUTH_AUDIENCE"]
 SUBJECT = "user-7f3a"
 TOKEN_LIFETIME_SECONDS = 300
+AUTHORIZER_TIMEOUT_MS = 10_000  # the stack's default Lambda timeout
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -159,13 +163,25 @@ def hs256_token(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -
     return f"{signing_input}.{b64url(signature)}"
 
 
+def authorizer_context(remaining_ms: int = AUTHORIZER_TIMEOUT_MS) -> LambdaContext:
+    """A Lambda context (local mode's) with ``remaining_ms`` left before the function times out."""
+    return LambdaContext(
+        function_name="authorizer",
+        aws_request_id=str(uuid.uuid4()),
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:authorizer",
+        log_group_name="/aws/lambda/authorizer",
+        log_stream_name="test",
+        deadline_ms=now_ms() + remaining_ms,
+    )
+
+
 class StaticJwks:
     """An in-memory signing-key source (the ``jwk_client=`` of ``TokenVerifier``), no network."""
 
     def __init__(self, document: dict[str, Any]) -> None:
         self._keys = PyJWKSet.from_dict(document).keys
 
-    def get_signing_key(self, kid: str) -> PyJWK:
+    def get_signing_key(self, kid: str, deadline: float | None = None) -> PyJWK:
         for key in self._keys:
             if key.key_id == kid:
                 return key
@@ -177,6 +193,7 @@ class _Route:
     body: bytes
     status: int = 200
     delay_seconds: float = 0.0
+    trickle_seconds: float = 0.0
     hits: int = 0
 
 
@@ -208,7 +225,15 @@ class JwksServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
-                self.wfile.write(route.body)
+                if not route.trickle_seconds:
+                    self.wfile.write(route.body)
+                    return
+                for index in range(len(route.body)):
+                    # One byte at a time: every socket read succeeds well within its timeout.
+                    self.wfile.write(route.body[index : index + 1])
+                    self.wfile.flush()
+                    if server._release.wait(route.trickle_seconds):
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -236,12 +261,16 @@ class JwksServer:
         *,
         status: int = 200,
         delay_seconds: float = 0.0,
+        trickle_seconds: float = 0.0,
     ) -> str:
-        """Serve ``document`` (a JWKS dict, or raw bytes) at a new URL and return that URL."""
+        """Serve ``document`` (a JWKS dict, or raw bytes) at a new URL and return that URL.
+
+        ``delay_seconds``: silence before the answer; ``trickle_seconds``: the body is sent one
+        byte per that many seconds."""
         assert self._server is not None, "start() the server first"
         body = document if isinstance(document, bytes) else json.dumps(document).encode()
         path = f"/{uuid.uuid4().hex}/.well-known/jwks.json"
-        self._routes[path] = _Route(body, status, delay_seconds)
+        self._routes[path] = _Route(body, status, delay_seconds, trickle_seconds)
         return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
     def hits(self, url: str) -> int:

@@ -1,24 +1,36 @@
 """Lambda REQUEST authorizer of the WebSocket ``$connect`` route (DESIGN §4).
 
-Valid token → an IAM policy allowing exactly the event's ``methodArn``, with the userId in the
-context API Gateway hands to every later event. Anything else → ``Exception("Unauthorized")``,
-which API Gateway turns into a 401. No boto3 here (a lighter cold start), and no token in logs.
+Three answers, as API Gateway documents them for a Lambda authorizer
+(https://docs.aws.amazon.com/apigateway/latest/developerguide/call-api-with-api-gateway-lambda-authorization.html):
+
+- a valid token → an IAM policy allowing exactly the event's ``methodArn`` (200 to the client),
+  with the userId in the context API Gateway hands to every later event;
+- a bad token → ``Exception("Unauthorized")``, which API Gateway answers with 401: the client
+  needs a new token and should not retry with this one;
+- a token that cannot be checked now (JWKS unreachable, too slow or malformed, a malformed
+  event, a crash) → ``AuthorizerUnavailableError``: any other exception is answered with 500,
+  which clients retry with backoff. It counts ``UnexpectedFailures``; denials never do.
+
+No boto3 here (a lighter cold start), and no token in logs.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, TypedDict
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerResponseWebSocket,
+    APIGatewayRouteArn,
+    parse_api_gateway_arn,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime import schema
-from runtime.auth import InvalidTokenError, TokenVerifier
+from runtime.auth import InvalidTokenError, TokenVerifier, VerificationUnavailableError
 from runtime.config import AuthConfig
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 UNAUTHORIZED = "Unauthorized"  # the exact message API Gateway maps to 401
-BEARER_SCHEME = "bearer"
-# arn:{partition}:execute-api:{region}:{account}:{apiId}/{stage}/{route}
-_METHOD_ARN = re.compile(r"arn:aws[a-z-]*:execute-api:[a-z0-9-]+:\d{12}:[A-Za-z0-9]+/[^/\s]+/\S+")
 # Authorizer context entry → the claims it is copied from (first string one wins).
 _CONTEXT_CLAIMS: dict[str, tuple[str, ...]] = {
     "tokenUse": ("token_use",),
@@ -27,87 +39,106 @@ _CONTEXT_CLAIMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class PolicyStatement(TypedDict):
-    Action: str
-    Effect: str
-    Resource: str
-
-
-class PolicyDocument(TypedDict):
-    Version: str
-    Statement: list[PolicyStatement]
-
-
-class AuthorizerResponse(TypedDict):
-    principalId: str
-    policyDocument: PolicyDocument
-    context: dict[str, str]
-
-
 class MalformedEventError(Exception):
     """The event is not a WebSocket REQUEST authorizer event we can answer."""
+
+
+class AuthorizerUnavailableError(Exception):
+    """Tokens cannot be checked now. Any exception but ``Exception("Unauthorized")`` makes API
+    Gateway answer 500; this one names the reason (never a token) in Lambda's error report."""
 
 
 VERIFIER = TokenVerifier(AuthConfig.from_env())
 
 
 @emits_metrics
-def handler(event: dict[str, Any], context: object) -> AuthorizerResponse:
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    failure: str | None
     try:
         bind_request(event)
-        return authorize(event, VERIFIER)
-    except (InvalidTokenError, MalformedEventError) as exc:
-        logger.info("authorization denied", extra={"reason": str(exc)})
+        return authorize(event, VERIFIER, _time_for_jwks(context)).asdict()
+    except InvalidTokenError as exc:
+        logger.info("authorization denied", extra={"reason": exc.reason})
+        failure = None
+    except (VerificationUnavailableError, MalformedEventError) as exc:
+        failure = str(exc)
+        logger.error("cannot verify tokens", extra={"reason": failure})
     except Exception as exc:
         # Only the type: an unexpected message could quote the token.
         logger.error("authorizer failed", extra={"errorType": type(exc).__name__})
-    count(Metric.AUTHORIZATION_DENIED)
-    raise Exception(UNAUTHORIZED)
+        failure = "authorizer failed"
+    # Raised outside the except blocks, so that nothing of the cause is chained to them.
+    if failure is None:
+        count(Metric.AUTHORIZATION_DENIED)
+        raise Exception(UNAUTHORIZED)
+    count(Metric.UNEXPECTED_FAILURES)
+    raise AuthorizerUnavailableError(f"cannot verify tokens now: {failure}")
 
 
-def authorize(event: dict[str, Any], verifier: TokenVerifier) -> AuthorizerResponse:
-    """The Allow policy for this event's token, or ``InvalidTokenError``/``MalformedEventError``."""
-    method_arn = event.get("methodArn")
-    if not isinstance(method_arn, str) or not _METHOD_ARN.fullmatch(method_arn):
-        raise MalformedEventError("event has no execute-api methodArn")
+def _time_for_jwks(context: LambdaContext) -> float:
+    """Seconds a JWKS fetch may take: what this invocation has left, less the time to answer."""
+    remaining = context.get_remaining_time_in_millis() / 1000
+    return remaining - schema.AUTHORIZER_ANSWER_MARGIN_SECONDS
+
+
+def authorize(
+    event: dict[str, Any], verifier: TokenVerifier, within_seconds: float
+) -> APIGatewayAuthorizerResponseWebSocket:
+    """The Allow policy for this event's token, else ``InvalidTokenError`` (the token's fault),
+    ``VerificationUnavailableError`` or ``MalformedEventError``."""
+    method_arn = _method_arn(event)
     token = token_from_event(event)
     if token is None:
         raise InvalidTokenError("missing token")
-    claims = verifier.verify(token)
+    claims = verifier.verify(token, within_seconds)
     user_id: str = claims["sub"]
     logger.info("authorization granted", extra={"userId": user_id})
     return allow_policy(user_id, method_arn, claims)
 
 
+def _method_arn(event: dict[str, Any]) -> APIGatewayRouteArn:
+    """The event's ``methodArn``, parsed; a wildcard or anything that does not read back as the
+    same ARN is refused, so the policy can never allow more than this one route."""
+    raw = event.get("methodArn")
+    if isinstance(raw, str) and "*" not in raw and "?" not in raw:
+        try:
+            arn = parse_api_gateway_arn(raw, is_websocket_authorizer=True)
+        except IndexError:
+            arn = None
+        if arn is not None and arn.resource and arn.arn == raw:
+            return arn
+    raise MalformedEventError("event has no execute-api methodArn")
+
+
 def token_from_event(event: dict[str, Any]) -> str | None:
-    """``?token=`` (what browsers can send), else an ``Authorization: Bearer`` header."""
+    """``?token=``: the stack's identity source (``schema.AUTHORIZER_IDENTITY_SOURCE``). API
+    Gateway answers 401 without invoking the authorizer when it is missing, so no other place
+    (an ``Authorization`` header, say) could ever be read in AWS."""
     query = event.get("queryStringParameters") or {}
     token = query.get(schema.TOKEN_QUERY_PARAMETER)
     if isinstance(token, str) and token.strip():
         return token.strip()
-    headers = event.get("headers") or {}
-    for name, value in headers.items():
-        if isinstance(name, str) and name.lower() == "authorization" and isinstance(value, str):
-            scheme, _, credentials = value.strip().partition(" ")
-            if scheme.lower() == BEARER_SCHEME and credentials.strip():
-                return credentials.strip()
     return None
 
 
-def allow_policy(user_id: str, method_arn: str, claims: dict[str, Any]) -> AuthorizerResponse:
+def allow_policy(
+    user_id: str, method_arn: APIGatewayRouteArn, claims: dict[str, Any]
+) -> APIGatewayAuthorizerResponseWebSocket:
     """Allow exactly ``method_arn``: a REST-style ``*/*`` wildcard does not match WebSocket ARNs."""
     context = {schema.ATTR_USER_ID: user_id}
     for entry, names in _CONTEXT_CLAIMS.items():
         value = next((claims[n] for n in names if isinstance(claims.get(n), str)), None)
         if value:
             context[entry] = value
-    return {
-        "principalId": user_id,
-        "policyDocument": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": method_arn}
-            ],
-        },
-        "context": context,
-    }
+    policy = APIGatewayAuthorizerResponseWebSocket(
+        principal_id=user_id,
+        region=method_arn.region,
+        aws_account_id=method_arn.aws_account_id,
+        api_id=method_arn.api_id,
+        stage=method_arn.stage,
+        context=context,
+        partition=method_arn.partition,
+    )
+    policy.allow_route(method_arn.resource)
+    return policy

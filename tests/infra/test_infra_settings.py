@@ -72,6 +72,14 @@ def test_defaults_are_valid_once_the_issuer_is_set() -> None:
     assert settings.effective_stage_name("dev") == "dev"
 
 
+def test_an_issuer_ending_with_a_slash_is_passed_on_as_is() -> None:
+    """Auth0's issuer ends with "/": the authorizer compares ``iss`` with it exactly, so the
+    stack must not strip it; only the default JWKS URL drops it (``schema.default_jwks_url``)."""
+    settings = parse_settings({**VALID, "authIssuer": "https://tenant.auth0.com/"})
+    assert settings.auth_issuer == "https://tenant.auth0.com/"
+    assert settings.jwks_url == "https://tenant.auth0.com/.well-known/jwks.json"
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_files_set_only_declared_keys_and_validate(stack: str) -> None:
     config = config_from_stack_file(PROJECT_ROOT / f"Pulumi.{stack}.yaml")

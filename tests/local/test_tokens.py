@@ -8,30 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jwt
 import pytest
 
 from local.__main__ import main
 from local.tokens import KEY_FILE_NAME, LOCAL_AUDIENCE, LOCAL_ISSUER, DevTokens
 from runtime.auth import InvalidTokenError, TokenVerifier
 from runtime.config import AuthConfig
+from tests.jwt_keys import StaticJwks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _Keys:
-    """The JWKS as TokenVerifier's key source, without a network."""
-
-    def __init__(self, jwks: dict[str, object]) -> None:
-        self._set = jwt.PyJWKSet.from_dict(jwks)
-
-    def get_signing_key(self, kid: str) -> jwt.PyJWK:
-        return next(key for key in self._set.keys if key.key_id == kid)
-
-
 def _verifier(tokens: DevTokens) -> TokenVerifier:
     config = AuthConfig(LOCAL_ISSUER, LOCAL_AUDIENCE, "http://127.0.0.1:9/jwks")
-    return TokenVerifier(config, jwk_client=_Keys(tokens.jwks()))
+    return TokenVerifier(config, jwk_client=StaticJwks(tokens.jwks()))
 
 
 def test_key_is_created_once_private_and_reused(tmp_path):

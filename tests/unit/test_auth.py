@@ -1,19 +1,29 @@
-"""TokenVerifier with real RSA 2048 / EC P-256 keys, in memory and against a local JWKS server."""
+"""TokenVerifier with real RSA 2048 / EC P-256 keys, in memory and against a local JWKS server,
+and the authorizer's configuration (AuthConfig)."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from jwt import PyJWKClient
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from runtime import schema
-from runtime.auth import InvalidTokenError, TokenVerifier, shared_jwk_client
-from runtime.config import AuthConfig, TokenUse
+from runtime.auth import (
+    BoundedJWKClient,
+    InvalidTokenError,
+    TokenVerifier,
+    VerificationUnavailableError,
+    shared_jwk_client,
+)
+from runtime.config import AuthConfig, ConfigError, TokenUse
 from tests.jwt_keys import (
     AUDIENCE,
     ISSUER,
@@ -34,6 +44,8 @@ from tests.jwt_keys import (
 )
 
 CLIENT_ID = AUDIENCE
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+AUTH0_ISSUER = "https://tenant.auth0.com/"  # Auth0 and Azure AD issuers end with "/"
 
 
 def verifier(
@@ -177,6 +189,34 @@ REFUSALS: dict[str, tuple[Callable[[], str], str]] = {
     "empty sub": (lambda: make_token(**standard_claims(sub="")), "missing sub claim"),
     "blank sub": (lambda: make_token(**standard_claims(sub="  ")), "missing sub claim"),
     "numeric sub": (lambda: make_token(**{**standard_claims(), "sub": 42}), "invalid sub claim"),
+    # RFC 7519 §2: a NumericDate is a JSON number; PyJWT alone accepts these with int().
+    "exp as a numeric string": (
+        lambda: make_token(**{**standard_claims(), "exp": str(int(time.time()) + 3600)}),
+        "invalid exp claim",
+    ),
+    "exp as a boolean": (
+        lambda: make_token(**{**standard_claims(), "exp": True}),
+        "invalid exp claim",
+    ),
+    "nbf as a numeric string": (
+        lambda: make_token(**standard_claims(nbf=str(int(time.time()) - 60))),
+        "invalid nbf claim",
+    ),
+    "nbf as a boolean": (lambda: make_token(**standard_claims(nbf=False)), "invalid nbf claim"),
+    "iat as a numeric string": (
+        lambda: make_token(**{**standard_claims(), "iat": str(int(time.time()))}),
+        "invalid iat claim",
+    ),
+    "iat as a boolean": (
+        lambda: make_token(**{**standard_claims(), "iat": True}),
+        "invalid iat claim",
+    ),
+    "exp as infinity": (
+        lambda: assemble_token(
+            {"alg": "RS256", "kid": rsa_key().kid}, {**standard_claims(), "exp": float("inf")}
+        ),
+        "invalid exp claim",
+    ),
     "tampered payload": (
         lambda: tamper_payload(make_token(**standard_claims())),
         "invalid signature",
@@ -223,7 +263,7 @@ def test_token_of_exactly_the_limit_is_not_refused_for_size() -> None:
 )
 def test_disallowed_algorithm_is_refused_without_a_key_lookup(case: str) -> None:
     class NoLookups:
-        def get_signing_key(self, kid: str) -> Any:
+        def get_signing_key(self, kid: str, deadline: float | None = None) -> Any:
             raise AssertionError("looked up a key for a token with a disallowed alg")
 
     config = AuthConfig(ISSUER, AUDIENCE, "https://issuer.test.invalid/jwks")
@@ -264,14 +304,114 @@ def test_cognito_access_verifier_refuses_missing_client_id() -> None:
     assert reason_for(token, "access") == "wrong client_id"
 
 
-def test_unexpected_key_source_error_becomes_invalid_token() -> None:
+def test_an_unexpected_error_is_not_blamed_on_the_token() -> None:
     class Broken:
-        def get_signing_key(self, kid: str) -> Any:
+        def get_signing_key(self, kid: str, deadline: float | None = None) -> Any:
             raise ValueError(f"exploded on {kid}")
 
     config = AuthConfig(ISSUER, AUDIENCE, "https://issuer.test.invalid/jwks")
-    with pytest.raises(InvalidTokenError, match=r"^verification failed$"):
+    with pytest.raises(VerificationUnavailableError, match=r"^verification failed$") as info:
         TokenVerifier(config, jwk_client=Broken()).verify(make_token(**standard_claims()))
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+# --- issuers are compared exactly ------------------------------------------------------------
+
+
+def test_an_issuer_ending_with_a_slash_is_kept_and_matched_exactly() -> None:
+    """Auth0's issuer is ``https://<tenant>.auth0.com/`` in config and in every token's ``iss``."""
+    config = AuthConfig.from_env(
+        {schema.ENV_AUTH_ISSUER: AUTH0_ISSUER, schema.ENV_AUTH_AUDIENCE: AUDIENCE}
+    )
+    assert config.issuer == AUTH0_ISSUER
+    assert config.jwks_url == "https://tenant.auth0.com/.well-known/jwks.json"
+
+    verifier = TokenVerifier(config, jwk_client=StaticJwks(trusted_jwks()))
+    assert verifier.verify(make_token(**standard_claims(issuer=AUTH0_ISSUER)))["sub"] == SUBJECT
+    with pytest.raises(InvalidTokenError, match="wrong issuer"):
+        verifier.verify(make_token(**standard_claims(issuer=AUTH0_ISSUER.rstrip("/"))))
+
+
+def test_an_issuer_without_a_slash_refuses_one_with_it() -> None:
+    config = AuthConfig.from_env(
+        {schema.ENV_AUTH_ISSUER: ISSUER, schema.ENV_AUTH_AUDIENCE: AUDIENCE}
+    )
+    verifier = TokenVerifier(config, jwk_client=StaticJwks(trusted_jwks()))
+    with pytest.raises(InvalidTokenError, match="wrong issuer"):
+        verifier.verify(make_token(**standard_claims(issuer=ISSUER + "/")))
+
+
+def test_the_default_jwks_url_rule_is_stated_once() -> None:
+    assert schema.default_jwks_url(AUTH0_ISSUER) == schema.default_jwks_url(
+        "https://tenant.auth0.com"
+    )
+    config = AuthConfig.from_env(
+        {schema.ENV_AUTH_ISSUER: AUTH0_ISSUER, schema.ENV_AUTH_AUDIENCE: AUDIENCE}
+    )
+    assert config.jwks_url == schema.default_jwks_url(AUTH0_ISSUER)
+
+
+# --- the JWKS URL must be https:// (loopback excepted) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://issuer.example/.well-known/jwks.json",
+        "http://127.0.0.1:8080/.well-known/jwks.json",
+        "http://127.8.9.10/jwks.json",
+        "http://[::1]:8080/.well-known/jwks.json",
+        "http://localhost:8080/.well-known/jwks.json",
+        "http://0.0.0.0:8080/.well-known/jwks.json",  # python -m local --host 0.0.0.0
+    ],
+)
+def test_jwks_url_over_tls_or_on_loopback_is_accepted(url: str) -> None:
+    env = {
+        schema.ENV_AUTH_ISSUER: ISSUER,
+        schema.ENV_AUTH_AUDIENCE: AUDIENCE,
+        schema.ENV_AUTH_JWKS_URL: url,
+    }
+    assert AuthConfig.from_env(env).jwks_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://issuer.example/.well-known/jwks.json",
+        "http://10.0.0.5/.well-known/jwks.json",
+        "http://127.0.0.1.evil.example/jwks.json",
+        "http://localhost.evil.example/jwks.json",
+    ],
+)
+def test_jwks_url_in_clear_text_is_a_configuration_error(url: str) -> None:
+    env = {
+        schema.ENV_AUTH_ISSUER: ISSUER,
+        schema.ENV_AUTH_AUDIENCE: AUDIENCE,
+        schema.ENV_AUTH_JWKS_URL: url,
+    }
+    with pytest.raises(ConfigError, match=re.escape(f"AUTH_JWKS_URL={url!r} is not https://")):
+        AuthConfig.from_env(env)
+
+
+def test_a_clear_text_issuer_names_the_issuer_variable() -> None:
+    """Without AUTH_JWKS_URL the keys come from the issuer's URL: the error names AUTH_ISSUER."""
+    env = {schema.ENV_AUTH_ISSUER: "http://issuer.example", schema.ENV_AUTH_AUDIENCE: AUDIENCE}
+    with pytest.raises(
+        ConfigError, match=r"AUTH_ISSUER='http://issuer\.example' .* is not https://"
+    ):
+        AuthConfig.from_env(env)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://issuer.example/jwks", "jwks.json"])
+def test_jwks_url_that_is_not_a_url_names_the_variable(url: str) -> None:
+    env = {
+        schema.ENV_AUTH_ISSUER: ISSUER,
+        schema.ENV_AUTH_AUDIENCE: AUDIENCE,
+        schema.ENV_AUTH_JWKS_URL: url,
+    }
+    with pytest.raises(ConfigError, match=re.escape(f"AUTH_JWKS_URL={url!r} is not a URL")):
+        AuthConfig.from_env(env)
 
 
 # --- the real PyJWKClient against a JWKS on 127.0.0.1 ----------------------------------------
@@ -298,12 +438,44 @@ def network_verifier(url: str, token_use: TokenUse | None = None) -> TokenVerifi
 def test_shared_jwk_client_is_one_per_url_with_the_schema_limits() -> None:
     client = shared_jwk_client("https://issuer.test.invalid/a/jwks.json")
 
-    assert isinstance(client, PyJWKClient)
+    assert isinstance(client, BoundedJWKClient)
     assert client is shared_jwk_client("https://issuer.test.invalid/a/jwks.json")
     assert client is not shared_jwk_client("https://issuer.test.invalid/b/jwks.json")
     assert client.timeout == schema.JWKS_TIMEOUT_SECONDS
+    assert client.cooldown_duration == schema.JWKS_REFRESH_COOLDOWN_SECONDS
     assert client.jwk_set_cache is not None
     assert client.jwk_set_cache.lifespan == schema.JWKS_CACHE_SECONDS
+
+
+def test_unknown_kids_refetch_the_jwks_at_most_once_per_cooldown(jwks_server: JwksServer) -> None:
+    """PyJWT 2.13 refetched the key set for every unknown kid (GHSA-fhv5-28vv-h8m8): tokens with
+    made-up kids would turn the authorizer into an amplifier against the issuer."""
+    url = jwks_server.serve(trusted_jwks())
+    verifier = network_verifier(url)
+    assert verifier.verify(make_token(**standard_claims()))["sub"] == SUBJECT
+
+    for attempt in range(5):
+        with pytest.raises(InvalidTokenError, match="no matching signing key"):
+            verifier.verify(make_token(new_rsa_key(f"made-up-{attempt}"), **standard_claims()))
+    assert jwks_server.hits(url) == 1
+
+
+def _pyjwt_requirement(path: Path) -> Requirement:
+    lines = (line.partition("#")[0].strip() for line in path.read_text().splitlines())
+    (line,) = [line for line in lines if re.match(r"pyjwt\b", line, re.IGNORECASE)]
+    return Requirement(line)
+
+
+def test_the_layer_requires_a_pyjwt_that_rate_limits_jwks_refetches() -> None:
+    """``cooldown_duration`` (one refetch per cooldown on unknown kids) came with PyJWT 2.14.0;
+    2.13.0 refetches on every unknown kid. The pin in constraints.txt (what ``make`` installs and
+    the tests run against) satisfies the layer's requirement."""
+    required = _pyjwt_requirement(PROJECT_ROOT / "runtime" / "requirements.txt").specifier
+    assert Version("2.13.0") not in required
+    assert Version("2.14.0") in required
+    (pinned,) = _pyjwt_requirement(PROJECT_ROOT / "constraints.txt").specifier
+    assert pinned.operator == "=="
+    assert Version(pinned.version) in required
 
 
 def test_jwks_fetched_once_then_served_from_cache(jwks_server: JwksServer) -> None:
@@ -328,35 +500,61 @@ def test_key_from_another_jwks_against_real_jwks_is_refused(jwks_server: JwksSer
         network_verifier(url).verify(make_token(impostor_rsa_key(), **standard_claims()))
 
 
-def test_jwks_down_is_refused(refused_url: str) -> None:
-    with pytest.raises(InvalidTokenError, match="JWKS unreachable"):
+# --- a JWKS we cannot use is not the token's fault ---------------------------------------------
+
+
+def test_jwks_down_cannot_verify(refused_url: str) -> None:
+    with pytest.raises(VerificationUnavailableError, match="JWKS unreachable"):
         network_verifier(refused_url).verify(make_token(**standard_claims()))
 
 
-def test_jwks_error_status_is_refused(jwks_server: JwksServer) -> None:
+def test_jwks_error_status_cannot_verify(jwks_server: JwksServer) -> None:
     url = jwks_server.serve(b'{"message": "internal error"}', status=500)
-    with pytest.raises(InvalidTokenError, match="JWKS unreachable"):
+    with pytest.raises(VerificationUnavailableError, match="JWKS unreachable"):
         network_verifier(url).verify(make_token(**standard_claims()))
 
 
-def test_jwks_not_json_is_refused(jwks_server: JwksServer) -> None:
-    url = jwks_server.serve(b"<html>maintenance</html>")
-    with pytest.raises(InvalidTokenError):
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>maintenance</html>", "JWKS malformed"),
+        (b"[1, 2]", "JWKS malformed"),
+        (json.dumps({"keys": [{**rsa_key().public_jwk, "use": "enc"}]}).encode(), "JWKS malformed"),
+        (b'{"keys": [{"kty": "RSA", "kid": "k"}]}', "JWKS has no usable key"),
+    ],
+    ids=["not json", "not an object", "no signing key", "no key that parses"],
+)
+def test_jwks_malformed_cannot_verify(jwks_server: JwksServer, body: bytes, reason: str) -> None:
+    url = jwks_server.serve(body)
+    with pytest.raises(VerificationUnavailableError) as info:
         network_verifier(url).verify(make_token(**standard_claims()))
+    assert info.value.reason == reason
 
 
-def test_jwks_without_keys_is_refused(jwks_server: JwksServer) -> None:
+def test_jwks_without_keys_cannot_verify(jwks_server: JwksServer) -> None:
     url = jwks_server.serve({"keys": []})
-    with pytest.raises(InvalidTokenError, match="JWKS has no usable key"):
+    with pytest.raises(VerificationUnavailableError, match="JWKS has no usable key"):
         network_verifier(url).verify(make_token(**standard_claims()))
 
 
-def test_jwks_slow_is_refused_within_the_timeout(jwks_server: JwksServer) -> None:
+def test_jwks_slow_gives_up_at_the_callers_budget(jwks_server: JwksServer) -> None:
     url = jwks_server.serve(trusted_jwks(), delay_seconds=schema.JWKS_TIMEOUT_SECONDS * 10)
     token = make_token(**standard_claims())
 
     started = time.monotonic()
-    with pytest.raises(InvalidTokenError, match="JWKS unreachable"):
-        network_verifier(url).verify(token)
-    # A correctness bound (the fetch gives up at its timeout), not a performance benchmark.
-    assert time.monotonic() - started < schema.JWKS_TIMEOUT_SECONDS * 3
+    with pytest.raises(VerificationUnavailableError, match="JWKS too slow"):
+        network_verifier(url).verify(token, within_seconds=0.5)
+    # A correctness bound (the fetch gives up at its budget), not a performance benchmark.
+    assert time.monotonic() - started < schema.JWKS_TIMEOUT_SECONDS
+
+
+def test_jwks_trickling_gives_up_at_the_total_timeout(jwks_server: JwksServer) -> None:
+    """Every read succeeds within PyJWKClient's per-read timeout; the total is what bounds it."""
+    url = jwks_server.serve(trusted_jwks(), trickle_seconds=0.2)
+    token = make_token(**standard_claims())
+
+    started = time.monotonic()
+    with pytest.raises(VerificationUnavailableError, match="JWKS too slow"):
+        network_verifier(url).verify(token, within_seconds=60)
+    # A correctness bound (never past schema.JWKS_TIMEOUT_SECONDS), not a performance benchmark.
+    assert time.monotonic() - started < schema.JWKS_TIMEOUT_SECONDS + 1
