@@ -134,7 +134,11 @@ def test_unexpected_failures_alarm_watches_what_the_runtime_emits(dev_run: Progr
 def test_integration_5xx_comes_from_the_access_log(dev_run: ProgramRun) -> None:
     """IntegrationError cannot tell a 429 from a 500; the access log can. The filter matches
     the status the client got ($context.status) or the handler's own status code
-    ($context.integration.status), both written as JSON strings by the access log format."""
+    ($context.integration.status), both written as JSON strings by the access log format. The
+    pattern's form (quoted wildcards joined by ``||``) is that of the CIS AWS Foundations 4.1
+    metric filter, ``{ ($.errorCode = "*UnauthorizedOperation") || ($.errorCode =
+    "AccessDenied*") }`` (https://tenable.com/audits/items/CIS_Amazon_Web_Services_Foundations_v1.5.0_L1.audit:00a418b93cdf6c4fb1b143ea02d295d3);
+    JSON patterns: https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/matching-terms-json-log-events.html."""
     metric_filter = dev_run.one("aws:cloudwatch/logMetricFilter:LogMetricFilter").inputs
     group = dev_run.one("aws:cloudwatch/logGroup:LogGroup", "websocket-access-logs").state
     assert metric_filter["logGroupName"] == group["name"]
