@@ -1,8 +1,9 @@
 """rag-websocket: the real-time channel of the RAG chatbot (README: "Deploy to AWS").
 
 settings → connections table, chat queue, packages → four handlers, each with only the
-permissions it uses → WebSocket API → policies for the RAG stack → alarms → the stack outputs
-of DESIGN §6 (the contract the RAG stack reads; never rename them).
+permissions it uses → WebSocket API (its access logs use the account stack's CloudWatch role)
+→ policies for the RAG stack → alarms → the stack outputs of DESIGN §6 (the contract the RAG
+stack reads; outputs may be added, never renamed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pulumi
 
 from components.alarms import Alarms, AlarmsArgs
+from components.api_gateway_account import account_role_arn
 from components.chat_queue import ChatQueue, ChatQueueArgs
 from components.connection_table import ConnectionTable, ConnectionTableArgs
 from components.consumer_policies import ConsumerPolicies, ConsumerPoliciesArgs
@@ -29,10 +31,14 @@ table = ConnectionTable(
     ConnectionTableArgs(
         point_in_time_recovery=settings.point_in_time_recovery,
         deletion_protection=settings.deletion_protection,
+        kms_key_arn=settings.table_kms_key_arn,
         tags=tags,
     ),
 )
-queue = ChatQueue("chat", ChatQueueArgs(tags=tags))
+queue = ChatQueue(
+    "chat",
+    ChatQueueArgs(visibility_timeout_seconds=settings.chat_visibility_timeout_seconds, tags=tags),
+)
 packages = DependencyLayer(
     "packages", DependencyLayerArgs(lambda_settings=settings.lambda_settings)
 )
@@ -121,7 +127,7 @@ api = WebSocketApi(
         throttle_burst_limit=settings.throttle_burst_limit,
         throttle_rate_limit=settings.throttle_rate_limit,
         log_retention_days=settings.log_retention_days,
-        manage_api_gateway_account=settings.manage_api_gateway_account,
+        account_role_arn=account_role_arn(settings.account_stack) if settings.access_logs else None,
         custom_domain_name=settings.custom_domain_name,
         certificate_arn=settings.certificate_arn,
         tags=tags,
@@ -153,6 +159,7 @@ alarms = Alarms(
         queue_name=queue.name,
         dead_letter_queue_name=queue.dead_letter_name,
         oldest_message_alarm_seconds=settings.oldest_message_alarm_seconds,
+        access_log_group_name=api.access_log_group_name,
         alarm_email=settings.alarm_email,
         tags=tags,
     ),
@@ -173,3 +180,8 @@ pulumi.export("senderPolicyArn", policies.sender_policy_arn)
 pulumi.export("chatConsumerPolicyArn", policies.chat_consumer_policy_arn)
 pulumi.export("runtimeLayerArn", packages.runtime_layer_arn)
 pulumi.export("alarmTopicArn", alarms.topic_arn)
+# Added after DESIGN §6's first list; the names above never change.
+pulumi.export("chatVisibilityTimeoutSeconds", queue.visibility_timeout_seconds)
+pulumi.export("connectionCloserPolicyArn", policies.connection_closer_policy_arn)
+if api.domain_target is not None:
+    pulumi.export("customDomainTarget", api.domain_target)

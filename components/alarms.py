@@ -1,4 +1,13 @@
-"""CloudWatch alarms on every part of the channel, an SNS topic for them, and a dashboard.
+"""CloudWatch alarms that mean trouble, an SNS topic for them, and a dashboard.
+
+Normal client behaviour never fires an alarm: an expired token makes the authorizer raise
+``Unauthorized`` (a Lambda ``Errors`` datapoint), and a connect over the per-user limit answers
+429 (an API Gateway ``IntegrationError``, which counts every 4XX and 5XX the integration
+returns). So the authorizer's ``Errors`` and ``IntegrationError`` stay on the dashboard, and the
+alarms watch what is not normal: the runtime's ``UnexpectedFailures`` (EMF), the other
+handlers' errors, throttles, 5xx answers (a metric filter on the access log), the table, the
+dead-letter queue and the age of the oldest chat message. README.md's alarm table says which
+events move each one; tests/infra pins the two together.
 
 DynamoDB publishes ThrottledRequests and SystemErrors per ``TableName`` AND ``Operation``; an
 alarm on the table dimension alone watches a metric that does not exist and never fires, so
@@ -14,16 +23,25 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.naming import physical_name
 from runtime import schema
 
 COMPONENT_TYPE = "rag-websocket:components:Alarms"
 PERIOD_SECONDS = 300
 EVALUATION_PERIODS = 1
+MAX_ALARM_NAME_LENGTH = 255
+MAX_TOPIC_NAME_LENGTH = 256
+MAX_FILTER_NAME_LENGTH = 512
 # The operations on the connections table (handlers + MessageSender).
 TABLE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query")
 API_ERROR_METRICS = ("IntegrationError", "ExecutionError")
-FUNCTION_METRICS = ("Errors", "Throttles")
 TABLE_METRICS = ("ThrottledRequests", "SystemErrors")
+# Powertools' EMF: the runtime's Metrics(namespace, service) publishes with one dimension.
+RUNTIME_DIMENSIONS = {"service": schema.SERVICE_NAME}
+# 5xx answers, counted from the access log: what the client got ($context.status) or what the
+# handler returned ($context.integration.status). IntegrationError cannot tell them from 4XX.
+INTEGRATION_5XX_METRIC = "Integration5xx"
+INTEGRATION_5XX_PATTERN = '{ ($.status = "5*") || ($.integrationStatus = "5*") }'
 DASHBOARD_WIDTH = 12
 DASHBOARD_HEIGHT = 6
 
@@ -38,11 +56,17 @@ class AlarmsArgs:
     queue_name: pulumi.Input[str]
     dead_letter_queue_name: pulumi.Input[str]
     oldest_message_alarm_seconds: int
+    # Handlers whose Errors include normal denials: the authorizer raises Unauthorized.
+    denying_functions: frozenset[str] = frozenset({"authorizer"})
+    # The stage's access log group; None (access logs off) leaves out the 5xx alarm.
+    access_log_group_name: pulumi.Input[str] | None = None
     alarm_email: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class Alarms(pulumi.ComponentResource):
+    """Every alarm and the topic are named ``<project>-<stack>-…``: dev's page says dev."""
+
     topic_arn: pulumi.Output[str]
     dashboard_name: pulumi.Output[str]
 
@@ -52,8 +76,15 @@ class Alarms(pulumi.ComponentResource):
         super().__init__(COMPONENT_TYPE, name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
+        # Fixed names: a replacement deletes the old resource before creating its successor.
+        self._fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self._tags = dict(args.tags)
-        self.topic = aws.sns.Topic(f"{name}-topic", tags=self._tags, opts=self._child)
+        self.topic = aws.sns.Topic(
+            f"{name}-topic",
+            name=physical_name("alarms", max_length=MAX_TOPIC_NAME_LENGTH),
+            tags=self._tags,
+            opts=self._fixed_name,
+        )
         if args.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-email",
@@ -64,28 +95,39 @@ class Alarms(pulumi.ComponentResource):
             )
         self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
 
-        api = {"ApiId": args.api_id, "Stage": args.stage_name}
-        for metric in API_ERROR_METRICS:
-            self._alarm(
-                f"api-{metric}",
-                f"API Gateway {metric}: requests the handlers or API Gateway failed",
-                namespace="AWS/ApiGateway",
-                metric_name=metric,
-                dimensions=api,
-                statistic="Sum",
-                threshold=1,
-            )
+        self._alarm(
+            "unexpected-failures",
+            "the runtime failed where the client did nothing wrong: JWKS unreachable, a "
+            "DynamoDB or SQS error, a crash (EMF UnexpectedFailures)",
+            namespace=schema.METRICS_NAMESPACE,
+            metric_name=schema.UNEXPECTED_FAILURES_METRIC,
+            dimensions=RUNTIME_DIMENSIONS,
+            statistic="Sum",
+            threshold=1,
+        )
         for key, function_name in args.function_names.items():
-            for metric in FUNCTION_METRICS:
+            if key not in args.denying_functions:
                 self._alarm(
-                    f"{key}-{metric}",
-                    f"Lambda {metric} of the {key} handler",
+                    f"{key}-Errors",
+                    f"the {key} handler raised, timed out or ran out of memory",
                     namespace="AWS/Lambda",
-                    metric_name=metric,
+                    metric_name="Errors",
                     dimensions={"FunctionName": function_name},
                     statistic="Sum",
                     threshold=1,
                 )
+        for key, function_name in args.function_names.items():
+            self._alarm(
+                f"{key}-Throttles",
+                f"Lambda throttled the {key} handler (account or reserved concurrency)",
+                namespace="AWS/Lambda",
+                metric_name="Throttles",
+                dimensions={"FunctionName": function_name},
+                statistic="Sum",
+                threshold=1,
+            )
+        if args.access_log_group_name is not None:
+            self._integration_5xx(args.access_log_group_name, args.api_id, args.stage_name)
         for metric in TABLE_METRICS:
             self._table_alarm(metric, args.table_name)
         self._alarm(
@@ -110,11 +152,43 @@ class Alarms(pulumi.ComponentResource):
             f"{name}-dashboard",
             dashboard_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
             dashboard_body=_dashboard_body(args),
-            opts=self._child,
+            opts=self._fixed_name,
         )
         self.topic_arn = self.topic.arn
         self.dashboard_name = self.dashboard.dashboard_name
         self.register_outputs({"topicArn": self.topic_arn, "dashboardName": self.dashboard_name})
+
+    def _integration_5xx(
+        self,
+        log_group_name: pulumi.Input[str],
+        api_id: pulumi.Input[str],
+        stage_name: pulumi.Input[str],
+    ) -> None:
+        aws.cloudwatch.LogMetricFilter(
+            f"{self._name}-integration-5xx",
+            name=physical_name("integration-5xx", max_length=MAX_FILTER_NAME_LENGTH),
+            log_group_name=log_group_name,
+            pattern=INTEGRATION_5XX_PATTERN,
+            metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                namespace=schema.METRICS_NAMESPACE,
+                name=INTEGRATION_5XX_METRIC,
+                value="1",
+                unit="Count",
+                # From the access log's own fields: each stack's API gets its own series.
+                dimensions={"ApiId": "$.apiId", "Stage": "$.stage"},
+            ),
+            opts=self._fixed_name,
+        )
+        self._alarm(
+            "integration-5xx",
+            "a route answered 5xx: a handler crashed or timed out, or API Gateway could not "
+            "invoke it (4XX answers such as an over-limit connect's 429 do not count)",
+            namespace=schema.METRICS_NAMESPACE,
+            metric_name=INTEGRATION_5XX_METRIC,
+            dimensions={"ApiId": api_id, "Stage": stage_name},
+            statistic="Sum",
+            threshold=1,
+        )
 
     def _alarm(
         self,
@@ -129,6 +203,7 @@ class Alarms(pulumi.ComponentResource):
     ) -> None:
         self.alarms[key] = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{key}",
+            name=physical_name(key, max_length=MAX_ALARM_NAME_LENGTH),
             alarm_description=description,
             namespace=namespace,
             metric_name=metric_name,
@@ -142,7 +217,7 @@ class Alarms(pulumi.ComponentResource):
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
             tags=self._tags,
-            opts=self._child,
+            opts=self._fixed_name,
         )
 
     def _table_alarm(self, metric: str, table_name: pulumi.Input[str]) -> None:
@@ -169,6 +244,7 @@ class Alarms(pulumi.ComponentResource):
         key = f"table-{metric}"
         self.alarms[key] = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{key}",
+            name=physical_name(key, max_length=MAX_ALARM_NAME_LENGTH),
             alarm_description=f"DynamoDB {metric} on the connections table",
             metric_queries=[*queries, total],
             evaluation_periods=EVALUATION_PERIODS,
@@ -178,7 +254,7 @@ class Alarms(pulumi.ComponentResource):
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
             tags=self._tags,
-            opts=self._child,
+            opts=self._fixed_name,
         )
 
 

@@ -19,6 +19,8 @@ MAX_QUEUE_NAME_LENGTH = 80
 
 @dataclass(frozen=True)
 class ChatQueueArgs:
+    # How long the RAG consumer may hold a message (the chatVisibilityTimeoutSeconds config).
+    visibility_timeout_seconds: int
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -31,7 +33,11 @@ def redrive_policy(dead_letter_arn: str) -> str:
 
 
 class ChatQueue(pulumi.ComponentResource):
-    """Chat messages in per-conversation order (MessageGroupId = conversationId)."""
+    """Chat messages in per-conversation order (MessageGroupId: the user and conversation).
+
+    Both queues have fixed names (the FIFO ``.fifo`` suffix needs one), so a replacement deletes
+    the old queue first: SQS refuses a second queue of the same name.
+    """
 
     url: pulumi.Output[str]
     arn: pulumi.Output[str]
@@ -39,6 +45,7 @@ class ChatQueue(pulumi.ComponentResource):
     dead_letter_url: pulumi.Output[str]
     dead_letter_arn: pulumi.Output[str]
     dead_letter_name: pulumi.Output[str]
+    visibility_timeout_seconds: pulumi.Output[int]
 
     def __init__(
         self, name: str, args: ChatQueueArgs, opts: pulumi.ResourceOptions | None = None
@@ -46,8 +53,10 @@ class ChatQueue(pulumi.ComponentResource):
         super().__init__(COMPONENT_TYPE, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # The attributes local mode creates the queue with: one statement of the queue's shape.
+        # The visibility timeout alone is the stack's: it fits the deployed consumer.
         attributes = schema.fifo_queue_attributes()
         tags = dict(args.tags)
+        fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self.dead_letter_queue = aws.sqs.Queue(
             f"{name}-dlq",
             name=physical_name(f"{name}-dlq", max_length=MAX_QUEUE_NAME_LENGTH, suffix=FIFO_SUFFIX),
@@ -55,7 +64,7 @@ class ChatQueue(pulumi.ComponentResource):
             sqs_managed_sse_enabled=True,
             message_retention_seconds=schema.DLQ_RETENTION_SECONDS,
             tags=tags,
-            opts=child,
+            opts=fixed_name,
         )
         self.queue = aws.sqs.Queue(
             name,
@@ -65,11 +74,11 @@ class ChatQueue(pulumi.ComponentResource):
             deduplication_scope=attributes["DeduplicationScope"],
             fifo_throughput_limit=attributes["FifoThroughputLimit"],
             sqs_managed_sse_enabled=attributes["SqsManagedSseEnabled"] == "true",
-            visibility_timeout_seconds=int(attributes["VisibilityTimeout"]),
+            visibility_timeout_seconds=args.visibility_timeout_seconds,
             message_retention_seconds=int(attributes["MessageRetentionPeriod"]),
             redrive_policy=self.dead_letter_queue.arn.apply(redrive_policy),
             tags=tags,
-            opts=child,
+            opts=fixed_name,
         )
         aws.sqs.RedriveAllowPolicy(
             f"{name}-dlq-allow",
@@ -85,6 +94,7 @@ class ChatQueue(pulumi.ComponentResource):
         self.dead_letter_url = self.dead_letter_queue.url
         self.dead_letter_arn = self.dead_letter_queue.arn
         self.dead_letter_name = self.dead_letter_queue.name
+        self.visibility_timeout_seconds = pulumi.Output.from_input(args.visibility_timeout_seconds)
         self.register_outputs(
             {
                 "url": self.url,

@@ -18,11 +18,19 @@ KEY_ATTRIBUTE_TYPE = "S"
 class ConnectionTableArgs:
     point_in_time_recovery: bool
     deletion_protection: bool
+    # Empty: the AWS-owned key (no KMS charges); else a customer managed key's ARN.
+    kms_key_arn: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class ConnectionTable(pulumi.ComponentResource):
-    """PAY_PER_REQUEST table keyed ``PK``/``SK``, GSI ``userId-index``, TTL on ``ttl``, SSE."""
+    """PAY_PER_REQUEST table keyed ``PK``/``SK``, GSI ``userId-index``, TTL on ``ttl``.
+
+    DynamoDB encrypts every table at rest. ``enabled=False`` keeps the AWS-owned key, which costs
+    nothing; ``enabled=True`` alone would pick the AWS managed key (``aws/dynamodb``), billed
+    per KMS request. A customer key is opt-in through ``tableKmsKeyArn``. The name is left to
+    Pulumi (a random suffix), so two stacks or a replacement never collide.
+    """
 
     name: pulumi.Output[str]
     arn: pulumi.Output[str]
@@ -59,7 +67,13 @@ class ConnectionTable(pulumi.ComponentResource):
                 )
             ],
             ttl=aws.dynamodb.TableTtlArgs(attribute_name=schema.TTL_ATTRIBUTE, enabled=True),
-            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            server_side_encryption=(
+                aws.dynamodb.TableServerSideEncryptionArgs(
+                    enabled=True, kms_key_arn=args.kms_key_arn
+                )
+                if args.kms_key_arn
+                else aws.dynamodb.TableServerSideEncryptionArgs(enabled=False)
+            ),
             point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(
                 enabled=args.point_in_time_recovery
             ),

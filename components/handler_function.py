@@ -2,7 +2,8 @@
 
 The log group is created first under ``/aws/lambda/<function name>`` with the configured
 retention (otherwise Lambda creates it on first use, kept forever), and the role may write only
-to it. Everything else the handler may do is the caller's explicit list of statements.
+to it. Everything else the handler may do is the caller's explicit list of statements. The
+function and its log group have fixed names, so a replacement deletes the old one first.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class HandlerFunction(pulumi.ComponentResource):
             name=log_group_name(self.function_name),
             retention_in_days=settings.log_retention_days,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.role = aws.iam.Role(
             f"{name}-role",
@@ -108,7 +109,9 @@ class HandlerFunction(pulumi.ComponentResource):
             ),
             tags=tags,
             # The role's policy and the log group first: the first invocation can already log.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.policy, self.log_group], delete_before_replace=True
+            ),
         )
         self.arn = self.function.arn
         self.invoke_arn = self.function.invoke_arn

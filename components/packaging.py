@@ -2,9 +2,10 @@
 
 * the code: the ``runtime`` package alone (no tests, no ``__pycache__``), in a directory named by
   the hash of its files;
-* the dependencies: ``runtime/requirements.txt`` installed by pip for Lambda's platform
-  (manylinux2014, the function's architecture and Python version, wheels only), in a
-  content-addressed cache, so a warm ``pulumi preview`` never runs pip. boto3/botocore stay out:
+* the dependencies: ``runtime/requirements.txt`` installed by pip with the project's
+  ``constraints.txt`` (the versions the tests ran against) for Lambda's platform (the
+  function's architecture and Python version, wheels only), in a content-addressed cache, so a
+  warm ``pulumi preview`` never runs pip, with or without network. boto3/botocore stay out:
   the Lambda runtime has them.
 """
 
@@ -22,13 +23,19 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCE = PROJECT_ROOT / "runtime"
 RUNTIME_REQUIREMENTS = RUNTIME_SOURCE / "requirements.txt"
+CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
 BUILD_DIR_ENV = "RAG_WEBSOCKET_BUILD_DIR"
 LAYER_PYTHON_DIR = "python"  # Lambda puts /opt/python on sys.path
 PACKAGE_NAME = "runtime"
 # Bump when the layout of a cache entry changes, so old entries are not reused.
-BUILD_FORMAT = "1"
+BUILD_FORMAT = "2"
 COMPLETE_SUFFIX = ".complete"  # a sibling file, so that it never lands in an archive
-PIP_PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+# Lambda's Python 3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34): wheels tagged for either
+# glibc baseline install there; newer releases of some packages ship only the 2_28 tag.
+PIP_PLATFORMS = {
+    "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
+}
 # Provided by the Lambda Python runtime; a layer copy would only shadow the runtime's own.
 AWS_PROVIDED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer")
 _EXCLUDED_DIRS = frozenset({"__pycache__", "tests", ".pytest_cache", ".mypy_cache"})
@@ -39,7 +46,7 @@ CommandRunner = Callable[[Sequence[str]], None]
 
 
 class PackagingError(RuntimeError):
-    """pip could not install the layer's requirements for Lambda's platform."""
+    """pip could not install the layer's requirements for Lambda's platform (one line: why)."""
 
 
 def build_root() -> Path:
@@ -97,9 +104,10 @@ class LayerBuild:
     architecture: str
     python_version: str
     requirements: Path = RUNTIME_REQUIREMENTS
+    constraints: Path = CONSTRAINTS
 
     @property
-    def platform(self) -> str:
+    def platforms(self) -> tuple[str, ...]:
         try:
             return PIP_PLATFORMS[self.architecture]
         except KeyError:
@@ -113,7 +121,8 @@ class LayerBuild:
             [
                 BUILD_FORMAT.encode(),
                 self.requirements.read_bytes(),
-                self.platform.encode(),
+                self.constraints.read_bytes(),
+                *(platform.encode() for platform in self.platforms),
                 self.python_version.encode(),
             ]
         )
@@ -130,10 +139,11 @@ class LayerBuild:
             "install",
             "--requirement",
             str(self.requirements),
+            "--constraint",
+            str(self.constraints),
             "--target",
             str(target),
-            "--platform",
-            self.platform,
+            *(argument for platform in self.platforms for argument in ("--platform", platform)),
             "--only-binary=:all:",
             "--implementation",
             "cp",
@@ -149,9 +159,15 @@ class LayerBuild:
 def run_command(command: Sequence[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
-        raise PackagingError(
-            f"{' '.join(command[2:4])} failed ({result.returncode}):\n{result.stderr.strip()}"
-        )
+        raise PackagingError(_reason(result.stderr) or f"pip exited with {result.returncode}")
+
+
+def _reason(stderr: str) -> str:
+    """pip's last ``ERROR:`` line (offline: "No matching distribution found for ..."), else its
+    last line: what a person needs from a page of resolver output."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or [""])[-1]
 
 
 def prepare_dependencies(
@@ -165,7 +181,15 @@ def prepare_dependencies(
     shutil.rmtree(staging, ignore_errors=True)
     site = staging / LAYER_PYTHON_DIR
     site.mkdir(parents=True)
-    run(build.pip_command(site))
+    try:
+        run(build.pip_command(site))
+    except PackagingError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PackagingError(
+            f"the {build.architecture} python{build.python_version} dependency layer is not in "
+            f"the cache ({destination}) and pip could not build it: {exc}. Run `pulumi preview` "
+            "once with access to PyPI; later previews reuse the cache offline"
+        ) from None
     _prune(site)
     _publish(staging, destination)
     return destination

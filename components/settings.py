@@ -34,6 +34,12 @@ MAX_THROTTLE_RATE = 10000
 MIN_LAMBDA_MEMORY_MB = 128
 MAX_LAMBDA_MEMORY_MB = 10240
 MIN_IDLE_TIMEOUT_SECONDS = 30
+# The chat queue's visibility timeout: how long a consumer may hold a message. Lambda refuses an
+# SQS event source whose function timeout exceeds it, and AWS recommends at least six times the
+# function timeout: 1800 s fits a RAG function of 5 minutes, 60 s one of 10 s. SQS allows 12 h.
+DEFAULT_CHAT_VISIBILITY_TIMEOUT_SECONDS = 1800
+MIN_CHAT_VISIBILITY_TIMEOUT_SECONDS = 60
+MAX_CHAT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 
 LambdaArchitecture = Literal["arm64", "x86_64"]
 LambdaRuntime = Literal["python3.12", "python3.13"]
@@ -46,6 +52,16 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z
 _CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _TAG = re.compile(r"^([^=]{1,128})=(.{0,256})$")
+_STACK_REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+$")
+# Keys a stack may still set from an earlier release, with what replaced them.
+RETIRED_KEYS = {
+    "manageApiGatewayAccount": (
+        "is retired: the account stack (account/) owns the API Gateway CloudWatch role now. "
+        'Move the role out of this stack first (README, "Deploy to AWS": moving the account '
+        "setting), or `pulumi up` deletes it and resets logging for every API in the region"
+    ),
+}
 
 
 def _example(value: str) -> dict[str, Any]:
@@ -143,8 +159,19 @@ class StackSettings(BaseModel):
     oldest_message_alarm_seconds: Annotated[
         int, Field(ge=60, json_schema_extra=_example("300"))
     ] = 300
+    chat_visibility_timeout_seconds: Annotated[
+        int,
+        Field(
+            ge=MIN_CHAT_VISIBILITY_TIMEOUT_SECONDS,
+            le=MAX_CHAT_VISIBILITY_TIMEOUT_SECONDS,
+            json_schema_extra=_example(str(DEFAULT_CHAT_VISIBILITY_TIMEOUT_SECONDS)),
+        ),
+    ] = DEFAULT_CHAT_VISIBILITY_TIMEOUT_SECONDS
     point_in_time_recovery: Annotated[bool, Field(json_schema_extra=_example("true"))] = False
     deletion_protection: Annotated[bool, Field(json_schema_extra=_example("true"))] = False
+    table_kms_key_arn: Annotated[
+        str, Field(json_schema_extra=_example("arn:aws:kms:<region>:<account>:key/<id>"))
+    ] = ""
     stage_name: Annotated[str, Field(json_schema_extra=_example("dev"))] = ""
     custom_domain_name: Annotated[str, Field(json_schema_extra=_example("chat-ws.example.com"))] = (
         ""
@@ -155,7 +182,10 @@ class StackSettings(BaseModel):
             json_schema_extra=_example("arn:aws:acm:<region>:<account>:certificate/<id>"),
         ),
     ] = ""
-    manage_api_gateway_account: Annotated[bool, Field(json_schema_extra=_example("true"))] = False
+    access_logs: Annotated[bool, Field(json_schema_extra=_example("false"))] = True
+    account_stack: Annotated[
+        str, Field(json_schema_extra=_example("<org>/rag-websocket-account/<region>"))
+    ] = ""
     tags: Annotated[list[str], Field(json_schema_extra=_example('["team=chat"]'))] = []
 
     @field_validator("log_retention_days")
@@ -255,6 +285,37 @@ class StackSettings(BaseModel):
             )
         return value
 
+    @field_validator("table_kms_key_arn")
+    @classmethod
+    def _kms_key(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _KMS_KEY_ARN.match(value):
+            raise PydanticCustomError(
+                "arn",
+                "must be a KMS key ARN, or empty for the AWS-owned key, got {value!r}",
+                {"value": value},
+            )
+        return value
+
+    @field_validator("account_stack")
+    @classmethod
+    def _account_stack(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value and not _STACK_REFERENCE.match(value):
+            raise PydanticCustomError(
+                "stack",
+                "must name a stack as <org>/<project>/<stack>, got {value!r}",
+                {"value": value},
+            )
+        if not value and (info.data or {}).get("access_logs", True):
+            raise PydanticCustomError(
+                "required",
+                "is required while accessLogs is on: the account stack (account/) of this "
+                "account and region, which holds the API Gateway CloudWatch role access logs "
+                "need; deploy it first, or set accessLogs false",
+            )
+        return value
+
     @field_validator("tags", mode="before")
     @classmethod
     def _tags_from_json(cls, value: object) -> object:
@@ -328,7 +389,19 @@ def _shell_quote(value: str) -> str:
 
 
 _OWN_ERROR_TYPES = frozenset(
-    {"retention", "required", "url", "email", "stage", "domain", "arn", "unused", "json", "tag"}
+    {
+        "retention",
+        "required",
+        "url",
+        "email",
+        "stage",
+        "domain",
+        "arn",
+        "unused",
+        "json",
+        "tag",
+        "stack",
+    }
 )
 
 
@@ -336,6 +409,11 @@ def _describe(error: ErrorDetails) -> str:
     # Defaults are reported under the field's name, given values under the key: one spelling.
     key = config_key(str(error["loc"][0]))
     if error["type"] == "extra_forbidden":
+        if key in RETIRED_KEYS:
+            return (
+                f"  - {CONFIG_NAMESPACE}:{key} {RETIRED_KEYS[key]}\n"
+                f"    fix: pulumi config rm {CONFIG_NAMESPACE}:{key}"
+            )
         return f"  - {CONFIG_NAMESPACE}:{key} is not a known key; see Pulumi.yaml for the list"
     # The project's own messages already quote the bad value; pydantic's do not.
     shown = "" if error["type"] in _OWN_ERROR_TYPES else f" (got {error['input']!r})"

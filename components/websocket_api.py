@@ -3,8 +3,9 @@
 Each line here answers a trap of DESIGN §4: the authorizer sits on ``$connect`` only and reads
 ``route.request.querystring.token``; the stage sets BOTH throttling values (one alone leaves
 the other at 0: every request 429); the deployment comes after the routes and is redone when
-they change; access logs need the account's CloudWatch role (``manageApiGatewayAccount``);
-Lambda permissions are scoped to this API (routes) and to the authorizer's own ARN.
+anything it snapshots changes; access logs need the account's CloudWatch role, which the
+account stack owns (``components.api_gateway_account``); Lambda permissions are scoped to this
+API (routes) and to the authorizer's own ARN.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from components.handler_function import HandlerFunction
-from components.iam import API_GATEWAY_SERVICE, allow, assume_role_policy, policy_document
 from components.naming import physical_name
 from runtime import schema
 
 COMPONENT_TYPE = "rag-websocket:components:WebSocketApi"
 PROTOCOL = "WEBSOCKET"
+ROUTE_RESPONSE_SELECTION_EXPRESSION = "$default"
 ROUTE_RESPONSE_KEY = "$default"
 INTEGRATION_TIMEOUT_MS = schema.INTEGRATION_TIMEOUT_SECONDS * 1000
 MAX_API_NAME_LENGTH = 128
@@ -42,18 +43,10 @@ ACCESS_LOG_FORMAT = {
     "requestTimeEpoch": "$context.requestTimeEpoch",
     "sourceIp": "$context.identity.sourceIp",
     "messageId": "$context.messageId",
+    # The 5xx metric filter of components.alarms keys its metric by these two.
+    "apiId": "$context.apiId",
+    "stage": "$context.stage",
 }
-# What API Gateway needs to write access logs anywhere in the account and region (the same
-# permissions as the AWS managed AmazonAPIGatewayPushToCloudWatchLogs, minus its "*").
-ACCOUNT_LOG_ACTIONS = (
-    "logs:CreateLogGroup",
-    "logs:CreateLogStream",
-    "logs:DescribeLogGroups",
-    "logs:DescribeLogStreams",
-    "logs:PutLogEvents",
-    "logs:GetLogEvents",
-    "logs:FilterLogEvents",
-)
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,8 @@ class WebSocketApiArgs:
     throttle_burst_limit: int
     throttle_rate_limit: int
     log_retention_days: int
-    manage_api_gateway_account: bool = False
+    # The account's CloudWatch role (from the account stack), or None for no access logs.
+    account_role_arn: pulumi.Output[str] | None = None
     custom_domain_name: str = ""
     certificate_arn: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -97,6 +91,11 @@ def _slug(route_key: str) -> str:
     return route_key.lstrip("$").replace("_", "-")
 
 
+def _digest(snapshot: dict[str, object]) -> str:
+    """sha256 of the resolved inputs; an ``*Args`` object serialises as its fields."""
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True, default=vars).encode()).hexdigest()
+
+
 class WebSocketApi(pulumi.ComponentResource):
     api_id: pulumi.Output[str]
     execution_arn: pulumi.Output[str]
@@ -104,7 +103,7 @@ class WebSocketApi(pulumi.ComponentResource):
     stage_name: pulumi.Output[str]
     websocket_url: pulumi.Output[str]
     management_endpoint: pulumi.Output[str]
-    access_log_group_name: pulumi.Output[str]
+    access_log_group_name: pulumi.Output[str] | None = None  # set with access logs
     domain_target: pulumi.Output[str] | None = None  # set with a custom domain
 
     def __init__(
@@ -129,17 +128,23 @@ class WebSocketApi(pulumi.ComponentResource):
             opts=child,
         )
         execution_arn = self.api.execution_arn
+        # The inputs of everything a deployment snapshots (authorizer, integrations, routes,
+        # route responses): the deployment is replaced whenever one of them changes, so the
+        # stage never keeps serving an old identity source, timeout or route.
+        snapshot: dict[str, object] = {}
 
         # WebSocket APIs take only Lambda REQUEST authorizers; the HTTP-only
         # fields (payload format, simple responses, JWT) stay unset.
-        self.authorizer = aws.apigatewayv2.Authorizer(
-            f"{name}-authorizer",
+        authorizer_inputs = aws.apigatewayv2.AuthorizerArgs(
             api_id=self.api.id,
             name=physical_name("authorizer", max_length=MAX_API_NAME_LENGTH),
             authorizer_type="REQUEST",
             authorizer_uri=args.authorizer.invoke_arn,
             identity_sources=[schema.AUTHORIZER_IDENTITY_SOURCE],
-            opts=child,
+        )
+        snapshot["authorizer"] = authorizer_inputs
+        self.authorizer = aws.apigatewayv2.Authorizer(
+            f"{name}-authorizer", authorizer_inputs, opts=child
         )
         args.authorizer.allow_api_gateway(
             "authorizer",
@@ -148,18 +153,19 @@ class WebSocketApi(pulumi.ComponentResource):
             ),
         )
 
-        self.integrations = {
-            key: aws.apigatewayv2.Integration(
-                f"{name}-{key}-integration",
+        self.integrations: dict[str, aws.apigatewayv2.Integration] = {}
+        for key, function in handlers.items():
+            integration_inputs = aws.apigatewayv2.IntegrationArgs(
                 api_id=self.api.id,
                 integration_type="AWS_PROXY",
                 integration_method="POST",
                 integration_uri=function.invoke_arn,
                 timeout_milliseconds=INTEGRATION_TIMEOUT_MS,
-                opts=child,
             )
-            for key, function in handlers.items()
-        }
+            snapshot[f"integration {key}"] = integration_inputs
+            self.integrations[key] = aws.apigatewayv2.Integration(
+                f"{name}-{key}-integration", integration_inputs, opts=child
+            )
         for function in handlers.values():
             function.allow_api_gateway("routes", execution_arn.apply(lambda arn: f"{arn}/*/*"))
 
@@ -167,8 +173,7 @@ class WebSocketApi(pulumi.ComponentResource):
         self.route_responses: dict[str, aws.apigatewayv2.RouteResponse] = {}
         for spec in ROUTES:
             integration = self.integrations[spec.handler]
-            route = aws.apigatewayv2.Route(
-                f"{name}-route-{_slug(spec.key)}",
+            route_inputs = aws.apigatewayv2.RouteArgs(
                 api_id=self.api.id,
                 route_key=spec.key,
                 target=integration.id.apply(
@@ -176,39 +181,31 @@ class WebSocketApi(pulumi.ComponentResource):
                 ),
                 authorization_type="CUSTOM" if spec.authorized else "NONE",
                 authorizer_id=self.authorizer.id if spec.authorized else None,
-                route_response_selection_expression=ROUTE_RESPONSE_KEY if spec.two_way else None,
-                opts=child,
+                route_response_selection_expression=(
+                    ROUTE_RESPONSE_SELECTION_EXPRESSION if spec.two_way else None
+                ),
+            )
+            snapshot[f"route {spec.key}"] = route_inputs
+            route = aws.apigatewayv2.Route(
+                f"{name}-route-{_slug(spec.key)}", route_inputs, opts=child
             )
             self.routes[spec.key] = route
             if spec.two_way:
-                self.route_responses[spec.key] = aws.apigatewayv2.RouteResponse(
-                    f"{name}-route-{_slug(spec.key)}-response",
+                response_inputs = aws.apigatewayv2.RouteResponseArgs(
                     api_id=self.api.id,
                     route_id=route.id,
                     route_response_key=ROUTE_RESPONSE_KEY,
-                    opts=child,
+                )
+                snapshot[f"route response {spec.key}"] = response_inputs
+                self.route_responses[spec.key] = aws.apigatewayv2.RouteResponse(
+                    f"{name}-route-{_slug(spec.key)}-response", response_inputs, opts=child
                 )
 
-        # After every route, and replaced whenever one of them, their integrations or the
-        # authorizer changes: a stage then serves the new routes, never a half-made API.
-        route_parts = [
-            self.authorizer.id,
-            *(integration.id for integration in self.integrations.values()),
-            *(integration.integration_uri for integration in self.integrations.values()),
-            *(route.id for route in self.routes.values()),
-            *(response.id for response in self.route_responses.values()),
-        ]
         self.deployment = aws.apigatewayv2.Deployment(
             f"{name}-deployment",
             api_id=self.api.id,
             description="routes, integrations and authorizer of rag-websocket",
-            triggers={
-                "redeployment": pulumi.Output.all(*route_parts).apply(
-                    lambda parts: hashlib.sha256(
-                        json.dumps([[asdict(spec) for spec in ROUTES], parts]).encode()
-                    ).hexdigest()
-                )
-            },
+            triggers={"redeployment": pulumi.Output.from_input(snapshot).apply(_digest)},
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -220,17 +217,25 @@ class WebSocketApi(pulumi.ComponentResource):
             ),
         )
 
-        self.access_logs = aws.cloudwatch.LogGroup(
-            f"{name}-access-logs",
-            name=f"/aws/apigateway/{physical_name('websocket', max_length=MAX_API_NAME_LENGTH)}"
-            f"/{args.stage_name}/access",
-            retention_in_days=args.log_retention_days,
-            tags=tags,
-            opts=child,
-        )
-        stage_dependencies: list[pulumi.Resource] = []
-        if args.manage_api_gateway_account:
-            stage_dependencies.append(self._account_logging_role(name, execution_arn, tags))
+        access_log_settings = None
+        if args.account_role_arn is not None:
+            self.access_logs = aws.cloudwatch.LogGroup(
+                f"{name}-access-logs",
+                name=f"/aws/apigateway/{physical_name('websocket', max_length=MAX_API_NAME_LENGTH)}"
+                f"/{args.stage_name}/access",
+                retention_in_days=args.log_retention_days,
+                tags=tags,
+                # A fixed name: the old group must go before its replacement can exist.
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            )
+            self.access_log_group_name = self.access_logs.name
+            access_log_settings = aws.apigatewayv2.StageAccessLogSettingsArgs(
+                # Waits for the account's role: without it the stage would fail to create.
+                destination_arn=pulumi.Output.all(
+                    self.access_logs.arn, args.account_role_arn
+                ).apply(lambda parts: parts[0]),
+                format=json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")),
+            )
 
         self.stage = aws.apigatewayv2.Stage(
             f"{name}-stage",
@@ -247,19 +252,14 @@ class WebSocketApi(pulumi.ComponentResource):
                 logging_level="OFF",
                 data_trace_enabled=False,
             ),
-            access_log_settings=aws.apigatewayv2.StageAccessLogSettingsArgs(
-                destination_arn=self.access_logs.arn,
-                format=json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")),
-            ),
+            access_log_settings=access_log_settings,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=stage_dependencies),
+            opts=child,
         )
-
         self.api_id = self.api.id
         self.execution_arn = execution_arn
         self.region = execution_arn.apply(lambda arn: arn.split(":")[3])
         self.stage_name = self.stage.name
-        self.access_log_group_name = self.access_logs.name
         # The management API is an AWS API signed with SigV4: its execute-api address works
         # with or without a custom domain, so the endpoint stays on it.
         self.management_endpoint = pulumi.Output.all(self.api.api_endpoint, self.stage.name).apply(
@@ -281,43 +281,6 @@ class WebSocketApi(pulumi.ComponentResource):
             }
         )
 
-    def _account_logging_role(
-        self, name: str, execution_arn: pulumi.Output[str], tags: dict[str, str]
-    ) -> aws.apigateway.Account:
-        """The account-and-region CloudWatch role API Gateway writes access logs with."""
-        child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(
-            f"{name}-cloudwatch-role",
-            assume_role_policy=assume_role_policy(API_GATEWAY_SERVICE),
-            description="API Gateway account role: write API access logs to CloudWatch Logs",
-            tags=tags,
-            opts=child,
-        )
-        logs = execution_arn.apply(lambda arn: arn_prefix(arn, "logs"))
-        self.account_policy_document = policy_document(
-            [
-                allow(
-                    "ApiGatewayAccessLogs",
-                    ACCOUNT_LOG_ACTIONS,
-                    [
-                        logs.apply(lambda prefix: f"{prefix}:log-group:*"),
-                        logs.apply(lambda prefix: f"{prefix}:log-group:*:log-stream:*"),
-                    ],
-                )
-            ]
-        )
-        policy = aws.iam.RolePolicy(
-            f"{name}-cloudwatch-policy",
-            role=role.id,
-            policy=self.account_policy_document,
-            opts=child,
-        )
-        return aws.apigateway.Account(
-            f"{name}-account",
-            cloudwatch_role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
-        )
-
     def _custom_domain(
         self, name: str, args: WebSocketApiArgs, tags: dict[str, str]
     ) -> pulumi.Output[str]:
@@ -330,7 +293,8 @@ class WebSocketApi(pulumi.ComponentResource):
                 security_policy="TLS_1_2",
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            # A domain name exists once in a region: the old one must go first.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         aws.apigatewayv2.ApiMapping(
             f"{name}-domain-mapping",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,16 +21,30 @@ with warnings.catch_warnings():
 
 from components.packaging import BUILD_DIR_ENV, LayerBuild, mark_complete
 from components.settings import LambdaSettings
-from tests.infra.mocks import PROJECT_ROOT, REGION, ProgramRun, config_from_stack_file, run_program
+from tests.infra.mocks import (
+    ACCOUNT,
+    PROJECT_ROOT,
+    REGION,
+    ProgramRun,
+    config_from_stack_file,
+    run_program,
+)
 
 PROGRAM = PROJECT_ROOT / "__main__.py"
 PROJECT = "rag-websocket"
+ACCOUNT_PROGRAM = PROJECT_ROOT / "account" / "__main__.py"
+ACCOUNT_PROJECT = "rag-websocket-account"
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example"
 AUDIENCE = "example-app-client"
+ACCOUNT_STACK = "acme/rag-websocket-account/us-east-1"
+ACCOUNT_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/api-gateway-cloudwatch-role-1a2b3c4"
 AUTH_CONFIG = {
     f"{PROJECT}:authIssuer": ISSUER,
     f"{PROJECT}:authAudience": AUDIENCE,
+    f"{PROJECT}:accountStack": ACCOUNT_STACK,
 }
+# What the account stack (account/) exports once deployed.
+DEPLOYED_ACCOUNT_STACK = {ACCOUNT_STACK: {"cloudWatchRoleArn": ACCOUNT_ROLE_ARN}}
 
 
 def stack_config(stack: str, **overrides: str) -> dict[str, str]:
@@ -64,12 +79,21 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-def run_stack(stack: str, *, expect_error: bool = False, **overrides: str) -> ProgramRun:
+def run_stack(
+    stack: str,
+    *,
+    expect_error: bool = False,
+    stack_outputs: dict[str, dict[str, Any]] | None = None,
+    **overrides: str,
+) -> ProgramRun:
+    """The program with ``stack``'s config; the account stack is deployed unless
+    ``stack_outputs`` says otherwise."""
     return run_program(
         PROGRAM,
         stack_config(stack, **overrides),
         project=PROJECT,
         stack=stack,
+        stack_outputs=DEPLOYED_ACCOUNT_STACK if stack_outputs is None else stack_outputs,
         expect_error=expect_error,
     )
 
@@ -88,4 +112,12 @@ def prod_run(build_dir: Path) -> ProgramRun:
         certificateArn="arn:aws:acm:us-east-1:123456789012:certificate/0f3e6a52-1111-2222",
         lambdaArchitecture="x86_64",
         stageName="live",
+    )
+
+
+@pytest.fixture(scope="session")
+def account_run() -> ProgramRun:
+    """The account/ project, as ``pulumi up`` of its us-east-1 stack would run it."""
+    return run_program(
+        ACCOUNT_PROGRAM, {"aws:region": REGION}, project=ACCOUNT_PROJECT, stack=REGION
     )

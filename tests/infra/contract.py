@@ -1,4 +1,8 @@
-"""DESIGN §6: the stack outputs the RAG stack reads, each with the shape of its value."""
+"""DESIGN §6: the stack outputs the RAG stack reads, each with the shape of its value.
+
+``CONTRACT`` is the first list and never changes; ``ADDED`` holds outputs added since (outputs
+may be added, never renamed). ``customDomainTarget`` exists only with a custom domain.
+"""
 
 from __future__ import annotations
 
@@ -18,4 +22,11 @@ CONTRACT = {
     "chatConsumerPolicyArn": r"arn:aws:iam::\d{12}:policy/[\w+=,.@-]+",
     "runtimeLayerArn": r"arn:aws:lambda:[a-z0-9-]+:\d{12}:layer:[\w-]+:\d+",
     "alarmTopicArn": r"arn:aws:sns:[a-z0-9-]+:\d{12}:[\w-]+",
+}
+ADDED = {
+    "chatVisibilityTimeoutSeconds": r"\d+",
+    "connectionCloserPolicyArn": r"arn:aws:iam::\d{12}:policy/[\w+=,.@-]+",
+}
+WITH_CUSTOM_DOMAIN = {
+    "customDomainTarget": r"d-[a-z0-9]+\.execute-api\.[a-z0-9-]+\.amazonaws\.com",
 }

@@ -38,11 +38,20 @@ class Registered:
     id: str
 
 
+@dataclass(frozen=True)
+class Options:
+    """The resource options the engine would act on at replacement and deletion."""
+
+    delete_before_replace: bool
+    retain_on_delete: bool
+
+
 @dataclass
 class ProgramRun:
     resources: list[Registered]
     outputs: dict[str, Any]
     dependencies: dict[str, set[str]]  # resource name → names of the resources it waits for
+    options: dict[str, Options]  # resource name → its options
     error: BaseException | None = None
 
     def of_type(self, typ: str) -> list[Registered]:
@@ -132,19 +141,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test"}, []
         if args.token == "aws:index/getRegion:getRegion":
             return {"name": REGION, "region": REGION, "id": REGION}, []
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         raise AssertionError(f"unexpected invoke {args.token}")
 
 
 class RecordingMonitor(MockMonitor):
-    """Also keeps each resource's dependencies (``depends_on`` and input outputs)."""
+    """Also keeps each resource's dependencies (``depends_on`` and input outputs) and options."""
 
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.dependencies: dict[str, set[str]] = {}
+        self.options: dict[str, Options] = {}
 
     def RegisterResource(self, request: Any) -> Any:
         names = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
         self.dependencies[request.name] = names
+        self.options[request.name] = Options(
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            retain_on_delete=bool(request.retainOnDelete),
+        )
         return super().RegisterResource(request)
 
 
@@ -180,7 +196,12 @@ def run_program(
     pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource for this run
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
-    run = ProgramRun(resources=mocks.resources, outputs={}, dependencies=monitor.dependencies)
+    run = ProgramRun(
+        resources=mocks.resources,
+        outputs={},
+        dependencies=monitor.dependencies,
+        options=monitor.options,
+    )
 
     @pulumi.runtime.test
     def execute() -> pulumi.Output[None] | None:

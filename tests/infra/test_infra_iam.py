@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -55,11 +57,16 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
         "disconnect-policy": own_logs("disconnect") | {("dynamodb:DeleteItem", table)},
         "message-policy": own_logs("message")
         | {("dynamodb:UpdateItem", table), ("sqs:SendMessage", queue)},
+        # What MessageSender calls: PostToConnection, and the store's reads and 410 clean-up.
         "rag-sender": {
-            ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/{method}/@connections/*")
-            for method in ("POST", "GET", "DELETE")
-        }
-        | {("dynamodb:Query", index), ("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table)},
+            ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/POST/@connections/*"),
+            ("dynamodb:Query", index),
+            ("dynamodb:GetItem", table),
+            ("dynamodb:DeleteItem", table),
+        },
+        "rag-connection-closer": {
+            ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/DELETE/@connections/*")
+        },
         "rag-chat-consumer": {
             (action, queue)
             for action in (
@@ -70,29 +77,21 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
             )
         },
     }
-    if run.of_type("aws:apigateway/account:Account"):
-        expected["websocket-cloudwatch-policy"] = {
-            (action, resource)
-            for action in (
-                "logs:CreateLogGroup",
-                "logs:CreateLogStream",
-                "logs:DescribeLogGroups",
-                "logs:DescribeLogStreams",
-                "logs:PutLogEvents",
-                "logs:GetLogEvents",
-                "logs:FilterLogEvents",
-            )
-            for resource in (f"{LOGS}:log-group:*", f"{LOGS}:log-group:*:log-stream:*")
-        }
     return expected
 
 
 def run_stack(run: ProgramRun) -> str:
-    return "dev" if run.of_type("aws:apigateway/account:Account") else "prod"
+    return str(run.one("aws:apigatewayv2/stage:Stage").inputs["name"]).replace("live", "prod")
 
 
 @pytest.fixture(params=["dev", "prod"])
 def run(request: pytest.FixtureRequest) -> ProgramRun:
+    return request.getfixturevalue(f"{request.param}_run")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["dev", "prod", "account"])
+def any_run(request: pytest.FixtureRequest) -> ProgramRun:
+    """Every program of the repository: both stages and the account project."""
     return request.getfixturevalue(f"{request.param}_run")  # type: ignore[no-any-return]
 
 
@@ -104,8 +103,8 @@ def test_every_policy_grants_exactly_the_listed_actions(run: ProgramRun) -> None
         assert _grants(document) == expected[name], name
 
 
-def test_no_wildcard_action_or_resource(run: ProgramRun) -> None:
-    for name, document in policy_documents(run.resources).items():
+def test_no_wildcard_action_or_resource(any_run: ProgramRun) -> None:
+    for name, document in policy_documents(any_run.resources).items():
         for action, resource in _grants(document):
             assert "*" not in action, (name, action)
             assert resource != "*", (name, resource)
@@ -117,7 +116,7 @@ def test_no_wildcard_action_or_resource(run: ProgramRun) -> None:
 # account CloudWatch role uses (the issue forbids "*"). That one finding, and only on that
 # policy, is parliament's stale data, not a broad grant.
 STALE_PARLIAMENT_FINDING = (
-    "websocket-cloudwatch-policy",
+    "api-gateway-cloudwatch-policy",
     "RESOURCE_MISMATCH",
     json.dumps([{"action": "logs:DescribeLogGroups", "required_format": "*"}]),
 )
@@ -128,16 +127,18 @@ def _findings(document: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f.issue, json.dumps(f.detail)) for f in analysis.findings]
 
 
-def test_parliament_finds_nothing(run: ProgramRun) -> None:
-    for name, document in policy_documents(run.resources).items():
+def test_parliament_finds_nothing(any_run: ProgramRun) -> None:
+    for name, document in policy_documents(any_run.resources).items():
         findings = [(name, *finding) for finding in _findings(document)]
         assert [f for f in findings if f != STALE_PARLIAMENT_FINDING] == [], name
 
 
-def test_the_stale_parliament_finding_is_still_the_only_exception(dev_run: ProgramRun) -> None:
+def test_the_stale_parliament_finding_is_still_the_only_exception(
+    account_run: ProgramRun,
+) -> None:
     """Once parliament learns the scoped form, this fails and the exception above goes."""
-    document = policy_documents(dev_run.resources)["websocket-cloudwatch-policy"]
-    assert [("websocket-cloudwatch-policy", *f) for f in _findings(document)] == [
+    document = policy_documents(account_run.resources)["api-gateway-cloudwatch-policy"]
+    assert [("api-gateway-cloudwatch-policy", *f) for f in _findings(document)] == [
         STALE_PARLIAMENT_FINDING
     ]
 
@@ -155,9 +156,9 @@ def test_parliament_would_catch_a_mistake() -> None:
     assert {"UNKNOWN_ACTION", "RESOURCE_MISMATCH"} <= issues
 
 
-def test_roles_trust_exactly_one_service(run: ProgramRun) -> None:
+def test_roles_trust_exactly_one_service(any_run: ProgramRun) -> None:
     # parliament lints identity policies; a trust policy has no Resource, so it is checked here.
-    for name, document in trust_policies(run.resources).items():
+    for name, document in trust_policies(any_run.resources).items():
         [statement] = document["Statement"]
         service = "apigateway" if "cloudwatch" in name else "lambda"
         assert statement == {
@@ -171,6 +172,28 @@ def test_managed_policies_are_what_the_outputs_name(dev_run: ProgramRun) -> None
     policies = {p.name: p.state["arn"] for p in dev_run.of_type("aws:iam/policy:Policy")}
     assert dev_run.outputs["senderPolicyArn"] == policies["rag-sender"]
     assert dev_run.outputs["chatConsumerPolicyArn"] == policies["rag-chat-consumer"]
+    assert dev_run.outputs["connectionCloserPolicyArn"] == policies["rag-connection-closer"]
+
+
+def test_the_sender_may_post_and_nothing_else_on_connections(dev_run: ProgramRun) -> None:
+    """MessageSender calls PostToConnection only (a 410 is how it learns a connection is
+    gone); GetConnection and DeleteConnection are not in its policy. Closing a connection is
+    the separately named, opt-in connectionCloserPolicyArn."""
+    import runtime
+
+    calls = {
+        call
+        for path in Path(runtime.__file__).parent.rglob("*.py")
+        for call in re.findall(r"\.(\w+_connection)\(", path.read_text())
+    }
+    assert calls == {"post_to_connection"}
+    documents = policy_documents(dev_run.resources)
+    connections = {
+        resource
+        for action, resource in _grants(documents["rag-sender"])
+        if action == "execute-api:ManageConnections"
+    }
+    assert connections == {f"{EXECUTION_ARN}/dev/POST/@connections/*"}
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from runtime import schema
+from tests.infra.contract import CONTRACT
 from tests.infra.mocks import PROJECT_ROOT, REGION, ProgramRun, run_program
 
 EXAMPLE = PROJECT_ROOT / "examples" / "rag_consumer"
 WEBSOCKET_STACK = "acme/rag-websocket/dev"
 
 
-def _run(outputs: dict[str, Any], *, expect_error: bool = False) -> ProgramRun:
+def _run(outputs: dict[str, Any], *, expect_error: bool = False, **config: str) -> ProgramRun:
     return run_program(
         EXAMPLE / "__main__.py",
-        {"rag-consumer:websocketStack": WEBSOCKET_STACK, "aws:region": REGION},
+        {
+            "rag-consumer:websocketStack": WEBSOCKET_STACK,
+            "aws:region": REGION,
+            **{f"rag-consumer:{key}": value for key, value in config.items()},
+        },
         project="rag-consumer",
         stack="dev",
         stack_outputs={WEBSOCKET_STACK: outputs},
@@ -29,7 +34,9 @@ def test_example_reads_every_output_of_the_contract(dev_run: ProgramRun) -> None
     consumer = _run(dev_run.outputs)
     reference = consumer.one("pulumi:pulumi:StackReference")
     assert reference.inputs["name"] == WEBSOCKET_STACK
-    assert consumer.outputs["channel"] == dev_run.outputs
+    read = consumer.outputs["channel"]
+    assert read == {name: dev_run.outputs[name] for name in read}
+    assert set(CONTRACT) | {"chatVisibilityTimeoutSeconds"} == set(read)
     assert consumer.outputs["websocketUrl"] == dev_run.outputs["websocketUrl"]
 
 
@@ -51,7 +58,6 @@ def test_example_attaches_both_policies_and_the_runtime_layer(dev_run: ProgramRu
         schema.ENV_CONNECTIONS_TABLE: dev_run.outputs["connectionsTableName"],
         schema.ENV_MANAGEMENT_ENDPOINT: dev_run.outputs["managementEndpoint"],
     }
-    assert function["timeout"] < schema.QUEUE_VISIBILITY_TIMEOUT_SECONDS
     assert {"answer-sender", "answer-chat-consumer"} <= consumer.dependencies["answer"]
 
 
@@ -87,7 +93,8 @@ def test_example_contract_is_design_section_6(dev_run: ProgramRun) -> None:
     ]
     assert isinstance(contract, ast.Tuple)
     names = {element.value for element in contract.elts if isinstance(element, ast.Constant)}
-    assert names == set(dev_run.outputs)
+    assert names == set(CONTRACT) | {"chatVisibilityTimeoutSeconds"}
+    assert names <= set(dev_run.outputs)
 
 
 def test_example_handler_is_a_sqs_batch_handler() -> None:
@@ -96,3 +103,37 @@ def test_example_handler_is_a_sqs_batch_handler() -> None:
     assert any(isinstance(n, ast.FunctionDef) and n.name == "handler" for n in tree.body)
     assert "batchItemFailures" in source
     assert "from runtime.sender import MessageSender" in source
+
+
+def test_consumer_is_sized_to_the_queues_visibility_timeout(dev_run: ProgramRun) -> None:
+    """Lambda refuses an event source whose function timeout exceeds the queue's visibility
+    timeout; AWS recommends a visibility timeout of at least six times the function timeout
+    (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html). A FIFO event
+    source takes no batching window ("Batching window is not supported for FIFO queues",
+    https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-parameters.html)."""
+    visibility = dev_run.outputs["chatVisibilityTimeoutSeconds"]
+    consumer = _run(dev_run.outputs)
+    function = consumer.one("aws:lambda/function:Function", "answer").inputs
+    mapping = consumer.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
+    assert function["timeout"] == visibility // 6 == 300  # a 5-minute consumer by default
+    assert mapping["batchSize"] == 300 // 120  # answers of 2 minutes each
+    assert "maximumBatchingWindowInSeconds" not in mapping
+
+
+def test_a_longer_visibility_timeout_makes_a_longer_consumer(dev_run: ProgramRun) -> None:
+    outputs = {**dev_run.outputs, "chatVisibilityTimeoutSeconds": 7200}
+    consumer = _run(outputs, answerSecondsPerMessage="600")
+    assert consumer.one("aws:lambda/function:Function", "answer").inputs["timeout"] == 900
+    mapping = consumer.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
+    assert mapping["batchSize"] == 1
+
+
+def test_a_queue_too_short_for_one_answer_fails_with_the_fix(dev_run: ProgramRun) -> None:
+    outputs = {**dev_run.outputs, "chatVisibilityTimeoutSeconds": 60}
+    consumer = _run(outputs, expect_error=True)
+    assert consumer.error is not None  # Pulumi wraps the program's error in its own ValueError
+    message = str(consumer.error)
+    assert "visibility timeout (60 s) fits a consumer of 10 s" in message
+    assert (
+        "raise chatVisibilityTimeoutSeconds on the rag-websocket stack to at least 720" in message
+    )

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.infra.contract import CONTRACT
+from tests.infra.contract import ADDED, CONTRACT, WITH_CUSTOM_DOMAIN
 from tests.infra.readme_tables import (
     CONFIG_END_MARKER,
     CONFIG_MARKER,
@@ -31,12 +31,12 @@ def test_config_table_matches_pulumi_yaml() -> None:
     assert table == config_table(), "regenerate it: python -m tests.infra.readme_tables"
 
 
-def test_outputs_table_lists_the_contract() -> None:
+def test_outputs_table_lists_the_contract_and_what_was_added() -> None:
     table = section(_readme(), OUTPUTS_MARKER, OUTPUTS_END_MARKER)
     if table is None:
         pytest.skip(f"README.md has no {OUTPUTS_MARKER} section yet")
     named = re.findall(r"^\| `([A-Za-z]+)` \|", table, flags=re.MULTILINE)
-    assert sorted(named) == sorted(CONTRACT)
+    assert sorted(named) == sorted({**CONTRACT, **ADDED, **WITH_CUSTOM_DOMAIN})
 
 
 def test_generated_table_has_one_row_per_key() -> None:

@@ -21,13 +21,13 @@ from components.settings import (
     parse_settings,
 )
 from runtime import schema
-from tests.infra.conftest import AUDIENCE, ISSUER, PROJECT, run_stack
+from tests.infra.conftest import ACCOUNT_STACK, AUDIENCE, ISSUER, PROJECT, run_stack
 from tests.infra.mocks import PROJECT_ROOT, config_from_stack_file
 
 PROJECT_FILE = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())
 DECLARED: dict[str, dict[str, Any]] = PROJECT_FILE["config"]
 PULUMI_TYPES = {"integer": int, "boolean": bool, "string": str, "array": list}
-VALID = {"authIssuer": ISSUER, "authAudience": AUDIENCE}
+VALID = {"authIssuer": ISSUER, "authAudience": AUDIENCE, "accountStack": ACCOUNT_STACK}
 
 
 def _field(key: str) -> FieldInfo:
@@ -131,7 +131,12 @@ def test_every_bad_key_is_reported_at_once_with_its_fix() -> None:
     problems = caught.value.problems
     message = str(caught.value)
     reported = {problem.split(":", 2)[1].split(":")[0] for problem in problems}
-    expected = set(bad) - {"customDomainName"} | {"authIssuer", "authAudience", "certificateArn"}
+    expected = set(bad) - {"customDomainName"} | {
+        "authIssuer",
+        "authAudience",
+        "certificateArn",
+        "accountStack",
+    }
     assert reported == expected
     assert f"({len(expected)} problems)" in message
     for key in expected - {"tags"}:

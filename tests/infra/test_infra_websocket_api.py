@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from components import websocket_api
+from components.api_gateway_account import AccountSettingsError
+from components.settings import SettingsError, parse_settings
 from components.websocket_api import ACCESS_LOG_FORMAT
 from runtime import schema
+from tests.infra.conftest import ACCOUNT_STACK, AUDIENCE, ISSUER, run_stack
 from tests.infra.mocks import ProgramRun
 
 API = "aws:apigatewayv2/api:Api"
@@ -143,18 +149,70 @@ def test_access_logs_are_json_with_the_fields_that_explain_a_failure(
     assert required.items() <= log_format.items()
 
 
-def test_account_cloudwatch_role_only_when_managed(
+def test_stage_stacks_never_own_the_account_setting(
     dev_run: ProgramRun, prod_run: ProgramRun
 ) -> None:
-    account = dev_run.one("aws:apigateway/account:Account")
-    role = dev_run.one("aws:iam/role:Role", "websocket-cloudwatch-role")
-    assert account.inputs["cloudwatchRoleArn"] == role.state["arn"]
-    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {
-        "Service": "apigateway.amazonaws.com"
-    }
-    assert "websocket-account" in dev_run.dependencies["websocket-stage"]
-    assert not prod_run.of_type("aws:apigateway/account:Account")
-    assert not [r for r in prod_run.of_type("aws:iam/role:Role") if "cloudwatch" in r.name]
+    """The account setting is per account and region; pulumi-aws 7 resets it when an
+    ``aws.apigateway.Account`` is deleted (the v6 docs announce it: "In a future major version
+    of the provider, destroying the resource will reset account settings",
+    https://www.pulumi.com/registry/packages/aws/api-docs/apigateway/account/), so a stage that
+    owned it would break logging for every API in the region when destroyed."""
+    for run in (dev_run, prod_run):
+        assert not run.of_type("aws:apigateway/account:Account")
+        assert not [r for r in run.of_type("aws:iam/role:Role") if "cloudwatch" in r.name]
+        reference = run.one("pulumi:pulumi:StackReference")
+        assert reference.inputs["name"] == ACCOUNT_STACK
+        assert (
+            run.one(STAGE).inputs["accessLogSettings"]["destinationArn"]
+            == (run.one("aws:cloudwatch/logGroup:LogGroup", "websocket-access-logs").state["arn"])
+        )
+        # The stage waits for the account stack's role, through the reference.
+        assert ACCOUNT_STACK in run.dependencies[run.one(STAGE).name]
+
+
+def test_a_stage_without_its_account_stack_fails_saying_to_deploy_it(build_dir: object) -> None:
+    """Where no CloudWatch role is set, API Gateway refuses a stage with access logs ("CloudWatch
+    Logs role ARN must be set in account settings to enable logging"); the preview says why
+    first, and what to do."""
+    run = run_stack("prod", stack_outputs={ACCOUNT_STACK: {}}, expect_error=True)
+    assert isinstance(run.error, AccountSettingsError)
+    message = str(run.error)
+    assert f"the account stack {ACCOUNT_STACK} has no cloudWatchRoleArn output" in message
+    assert "deploy it first (cd account && pulumi stack select" in message
+    assert "pulumi config set rag-websocket:accessLogs false" in message
+
+
+def test_access_logs_can_be_turned_off_per_stage(build_dir: object) -> None:
+    run = run_stack("prod", stack_outputs={}, accessLogs="false", accountStack="")
+    assert run.error is None
+    assert "accessLogSettings" not in run.one(STAGE).inputs
+    assert not [g for g in run.of_type("aws:cloudwatch/logGroup:LogGroup") if "access" in g.name]
+    assert not run.of_type("pulumi:pulumi:StackReference")
+
+
+def test_access_logs_without_an_account_stack_are_refused_with_the_fix() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({"authIssuer": ISSUER, "authAudience": AUDIENCE})
+    message = str(caught.value)
+    assert "rag-websocket:accountStack: is required while accessLogs is on" in message
+    assert "deploy it first, or set accessLogs false" in message
+    assert "fix: pulumi config set rag-websocket:accountStack " in message
+
+
+def test_the_retired_key_says_where_the_role_went() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(
+            {
+                "authIssuer": ISSUER,
+                "authAudience": AUDIENCE,
+                "accountStack": ACCOUNT_STACK,
+                "manageApiGatewayAccount": "true",
+            }
+        )
+    message = str(caught.value)
+    assert "manageApiGatewayAccount is retired: the account stack (account/) owns" in message
+    assert "moving the account setting" in message
+    assert "fix: pulumi config rm rag-websocket:manageApiGatewayAccount" in message
 
 
 def test_custom_domain_maps_the_stage_and_becomes_the_url(
@@ -174,3 +232,44 @@ def test_custom_domain_maps_the_stage_and_becomes_the_url(
     assert mapping["stage"] == "live"
     assert "apiMappingKey" not in mapping
     assert prod_run.outputs["websocketUrl"] == "wss://chat-ws.example.com"
+
+
+def _trigger(run: ProgramRun) -> str:
+    return str(run.one(DEPLOYMENT).inputs["triggers"]["redeployment"])
+
+
+@pytest.mark.parametrize(
+    ("what", "module", "attribute", "value"),
+    [
+        ("identity source", schema, "AUTHORIZER_IDENTITY_SOURCE", "route.request.header.Auth"),
+        ("integration timeout", websocket_api, "INTEGRATION_TIMEOUT_MS", 20_000),
+        (
+            "route settings",
+            websocket_api,
+            "ROUTE_RESPONSE_SELECTION_EXPRESSION",
+            "$integration.response.statuscode",
+        ),
+        ("route response", websocket_api, "ROUTE_RESPONSE_KEY", "$default-v2"),
+    ],
+)
+def test_every_change_the_deployment_snapshots_redeploys(
+    dev_run: ProgramRun,
+    monkeypatch: pytest.MonkeyPatch,
+    what: str,
+    module: object,
+    attribute: str,
+    value: object,
+) -> None:
+    """A Deployment is a snapshot of the API's routes, integrations and authorizer; a stage
+    keeps serving the old snapshot until a new Deployment exists. Ids alone do not change when
+    an identity source, a timeout or a route's settings do, so the trigger hashes every input."""
+    assert _trigger(run_stack("dev")) == _trigger(dev_run)  # nothing changed, no redeploy
+    monkeypatch.setattr(module, attribute, value)
+    changed = run_stack("dev")
+    assert _trigger(changed) != _trigger(dev_run), what
+
+
+def test_a_new_route_redeploys(dev_run: ProgramRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = websocket_api.RouteSpec("typing", "message", two_way=False)
+    monkeypatch.setattr(websocket_api, "ROUTES", (*websocket_api.ROUTES, extra))
+    assert _trigger(run_stack("dev")) != _trigger(dev_run)
