@@ -11,8 +11,9 @@ import logging
 
 from client.answers import Answer, AnswerAssembler, ChunkOutcome
 from client.backoff import Backoff
-from client.chat_client import Accepted, ChatClient
+from client.chat_client import ChatClient
 from client.config import ClientConfig
+from client.delivery import Accepted
 from client.errors import (
     AuthenticationError,
     ChatClientError,

@@ -22,9 +22,7 @@ import json
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from uuid import uuid4
@@ -36,13 +34,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from client.answers import Answer, AnswerAssembler, AnswerInbox
 from client.backoff import Backoff
 from client.config import ClientConfig
+from client.delivery import Accepted, Delivery, PendingMessage
 from client.errors import (
     AuthenticationError,
     ChatMessageTooLargeError,
     ClientClosedError,
     ConnectError,
-    MessageNotAcceptedError,
-    MessageRejectedError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.handshake import TokenProvider, open_connection, url_with_token
@@ -65,46 +62,9 @@ logger = logging.getLogger(__name__)
 PING_TEXT = json.dumps({"action": ROUTE_PING})
 # UTF-8 takes at most 4 bytes a character: a fragment this long fits one API Gateway frame.
 FRAGMENT_CHARS = MAX_FRAME_BYTES // 4
-# A retryable error without ``retryAfterMs`` (the queue was unavailable): re-send after this.
-RETRY_WITHOUT_HINT_SECONDS = 1.0
-# Outcomes of finished messages kept for late ``wait_accepted`` calls.
-REMEMBERED_OUTCOMES = 4096
 _MAX_LOGGED_CHARS = 200
 
 EventCallback = Callable[[ConnectionEvent], None]
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The server queued a chat message (its ``system/accepted`` frame)."""
-
-    client_message_id: str
-    conversation_id: str
-    message_id: str | None
-    frame: SystemFrame
-
-
-@dataclass(eq=False)
-class _Pending:
-    client_message_id: str
-    conversation_id: str
-    text: str
-    future: asyncio.Future[Accepted]
-    deadline: asyncio.TimerHandle | None = None
-    resend: asyncio.TimerHandle | None = None
-    sent_on: int | None = None  # the connection generation it was last sent on
-    last_error: str | None = None
-
-    def stop_timers(self) -> None:
-        for handle in (self.deadline, self.resend):
-            if handle is not None:
-                handle.cancel()
-
-
-def _retrieve(future: asyncio.Future[Accepted]) -> None:
-    """Mark a failure as seen: the caller may never await ``wait_accepted``."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _fragments(text: str) -> list[str]:
@@ -147,8 +107,11 @@ class ChatClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
-        self._pending: dict[str, _Pending] = {}
-        self._outcomes: OrderedDict[str, asyncio.Future[Accepted]] = OrderedDict()
+        self._delivery = Delivery(
+            accept_timeout=self.config.accept_timeout,
+            resend_after=self.config.resend_after,
+            send_again=self._send_again,
+        )
         self._liveness: asyncio.Future[None] | None = None
         self._drop_reason: str | None = None
         self._frames: Fanout[Frame] = Fanout()
@@ -240,8 +203,6 @@ class ChatClient:
         """
         self._check_usable()
         message_id = client_message_id or uuid4().hex
-        if message_id in self._pending:
-            raise ValueError(f"clientMessageId {message_id!r} is already pending")
         try:
             action = ChatMessageAction(
                 action=ROUTE_CHAT_MESSAGE,
@@ -258,11 +219,7 @@ class ChatClient:
         size = len(text.encode("utf-8"))
         if size > MAX_MESSAGE_BYTES:
             raise ChatMessageTooLargeError(size)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(message_id, conversation_id, text, loop.create_future())
-        pending.future.add_done_callback(_retrieve)
-        pending.deadline = loop.call_later(self.config.accept_timeout, self._expire, pending)
-        self._pending[message_id] = pending
+        pending = self._delivery.add(message_id, conversation_id, text)
         await self._transmit(pending, again=False)
         return message_id
 
@@ -273,18 +230,11 @@ class ChatClient:
         a non-retryable error frame, ``ClientClosedError``/``AuthenticationError`` if the
         client stops first. Cancelling this wait does not cancel the message.
         """
-        pending = self._pending.get(client_message_id)
-        future = pending.future if pending else self._outcomes.get(client_message_id)
-        if future is None:
-            raise KeyError(
-                f"unknown clientMessageId {client_message_id!r}: not sent by this client "
-                f"or finished more than {REMEMBERED_OUTCOMES} messages ago"
-            )
-        return await asyncio.shield(future)
+        return await self._delivery.wait_accepted(client_message_id)
 
     def pending_ids(self) -> tuple[str, ...]:
         """The clientMessageIds sent but not yet accepted, oldest first."""
-        return tuple(self._pending)
+        return self._delivery.ids()
 
     # --- Answers ----------------------------------------------------------------------------
 
@@ -385,7 +335,7 @@ class ChatClient:
         async with self._send_lock:
             self._generation += 1
             self._ws = ws
-            for pending in list(self._pending.values()):
+            for pending in self._delivery.pending():
                 await self._transmit_locked(ws, pending, again=False)
 
     async def _keepalive(self, ws: ClientConnection) -> None:
@@ -429,27 +379,10 @@ class ChatClient:
                 self._answers.put(outcome.answer)
             return
         if isinstance(frame, SystemFrame) and frame.event is SystemEvent.ACCEPTED:
-            self._on_accepted(frame)
+            self._delivery.on_accepted(frame)
         elif isinstance(frame, ErrorFrame):
             self._on_error(frame)
         self._frames.publish(frame)
-
-    def _on_accepted(self, frame: SystemFrame) -> None:
-        data = frame.data or {}
-        message_id = data.get("clientMessageId")
-        pending = self._pending.get(message_id) if isinstance(message_id, str) else None
-        if pending is None:
-            return  # the answer to a re-send of a message accepted already
-        server_id = data.get("messageId")
-        self._finish(pending)
-        pending.future.set_result(
-            Accepted(
-                client_message_id=pending.client_message_id,
-                conversation_id=pending.conversation_id,
-                message_id=server_id if isinstance(server_id, str) else None,
-                frame=frame,
-            )
-        )
 
     def _on_error(self, frame: ErrorFrame) -> None:
         ws = self._current
@@ -457,65 +390,29 @@ class ChatClient:
             # The server forgot this connection (expired row): only a new one will do.
             self._drop(ws, frame.message)
             return
-        pending = self._pending.get(frame.client_message_id or "")
-        if pending is None:
-            return
-        pending.last_error = f"{frame.code.value}: {frame.message}"
-        if not frame.retryable:
-            self._finish(pending)
-            pending.future.set_exception(
-                MessageRejectedError(pending.client_message_id, frame.code.value, frame.message)
-            )
-            return
-        delay = (
-            frame.retry_after_ms / 1000
-            if frame.retry_after_ms is not None
-            else RETRY_WITHOUT_HINT_SECONDS
-        )
-        self._arm_resend(pending, delay)
+        self._delivery.on_error(frame)
 
-    # --- Delivery bookkeeping ---------------------------------------------------------------
+    # --- Sending ----------------------------------------------------------------------------
 
-    async def _transmit(self, pending: _Pending, *, again: bool) -> None:
+    def _send_again(self, pending: PendingMessage) -> None:
+        self._spawn(self._transmit(pending, again=True))
+
+    async def _transmit(self, pending: PendingMessage, *, again: bool) -> None:
         async with self._send_lock:
             ws = self._ws
             if ws is not None:
                 await self._transmit_locked(ws, pending, again=again)
 
     async def _transmit_locked(
-        self, ws: ClientConnection, pending: _Pending, *, again: bool
+        self, ws: ClientConnection, pending: PendingMessage, *, again: bool
     ) -> None:
-        if self._pending.get(pending.client_message_id) is not pending:
+        if not self._delivery.is_pending(pending):
             return  # accepted or given up while waiting for the lock
         if pending.sent_on == self._generation and not again:
             return
         if await self._send_text(ws, pending.text):
             pending.sent_on = self._generation
-            self._arm_resend(pending, self.config.resend_after)
-
-    def _arm_resend(self, pending: _Pending, delay: float) -> None:
-        if pending.resend is not None:
-            pending.resend.cancel()
-        pending.resend = asyncio.get_running_loop().call_later(
-            delay, lambda: self._spawn(self._transmit(pending, again=True))
-        )
-
-    def _expire(self, pending: _Pending) -> None:
-        if self._pending.get(pending.client_message_id) is not pending:
-            return
-        self._finish(pending)
-        error = MessageNotAcceptedError(
-            pending.client_message_id, self.config.accept_timeout, pending.last_error
-        )
-        logger.warning("%s", error)
-        pending.future.set_exception(error)
-
-    def _finish(self, pending: _Pending) -> None:
-        pending.stop_timers()
-        del self._pending[pending.client_message_id]
-        self._outcomes[pending.client_message_id] = pending.future
-        if len(self._outcomes) > REMEMBERED_OUTCOMES:
-            self._outcomes.popitem(last=False)
+            self._delivery.sent(pending)
 
     # --- Plumbing ---------------------------------------------------------------------------
 
@@ -562,9 +459,7 @@ class ChatClient:
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
-        for pending in list(self._pending.values()):
-            self._finish(pending)
-            pending.future.set_exception(error)
+        self._delivery.fail_all(error)
         self._answers.fail(error)
         self._frames.close(None if clean else error)
         self._events.close()

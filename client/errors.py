@@ -37,6 +37,13 @@ class ClientClosedError(ChatClientError):
     """The client was closed (or stopped on an authentication error) before this completed."""
 
 
+class UnknownMessageError(ChatClientError, KeyError):
+    """``wait_accepted`` was given a ``clientMessageId`` this client does not know (any more)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class MessageNotAcceptedError(ChatClientError):
     """A chat message got no ``system/accepted`` within the client's ``accept_timeout``.
 

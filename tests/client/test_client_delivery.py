@@ -18,7 +18,7 @@ from client import (
     MessageNotAcceptedError,
     MessageRejectedError,
 )
-from client.chat_client import RETRY_WITHOUT_HINT_SECONDS
+from client.delivery import RETRY_WITHOUT_HINT_SECONDS
 from runtime.messages import ErrorCode, MessageTooLargeError, error
 from tests.client.fake_gateway import FakeGateway, next_event, retryable_error, run
 
