@@ -3,8 +3,10 @@
 - Reconnect: any drop (network error, close 1001 on the idle timeout or the 2-hour limit, 1006,
   a server restart) starts reconnect attempts with full-jitter backoff, each with a fresh token
   from the provider. A 401/403 on the handshake stops the client with ``AuthenticationError``.
-- Keep-alive: the ``ping`` action every ``ping_interval``; a ping answered by no frame at all
-  within ``pong_timeout`` marks the connection dead, and it is replaced.
+- Keep-alive: the ``ping`` action every ``ping_interval``; a ping not sent, or answered by no
+  frame at all, within ``pong_timeout`` marks the connection dead, and it is replaced.
+- Sending: one client-owned task writes each connection (``ConnectionWriter``); ``send_chat``
+  returns at once and a caller's cancellation never interrupts a send.
 - Delivery: each chat message carries a ``clientMessageId`` and stays pending until its
   ``system/accepted`` arrives. Pending messages are re-sent, with the same id, after a reconnect,
   after a retryable ``error`` frame, and when no answer came within ``resend_after``; the server
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -44,6 +45,7 @@ from client.errors import (
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.handshake import TokenProvider, open_connection, url_with_token
 from client.subscriptions import Fanout, Subscription
+from client.writer import ConnectionWriter
 from runtime.messages import (
     ChatMessageAction,
     ChatResponse,
@@ -55,20 +57,13 @@ from runtime.messages import (
     describe_validation_error,
     parse_frame,
 )
-from runtime.schema import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE, ROUTE_PING
+from runtime.schema import MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE
 
 logger = logging.getLogger(__name__)
 
-PING_TEXT = json.dumps({"action": ROUTE_PING})
-# UTF-8 takes at most 4 bytes a character: a fragment this long fits one API Gateway frame.
-FRAGMENT_CHARS = MAX_FRAME_BYTES // 4
 _MAX_LOGGED_CHARS = 200
 
 EventCallback = Callable[[ConnectionEvent], None]
-
-
-def _fragments(text: str) -> list[str]:
-    return [text[i : i + FRAGMENT_CHARS] for i in range(0, len(text), FRAGMENT_CHARS)]
 
 
 class ChatClient:
@@ -100,19 +95,16 @@ class ChatClient:
         self._url: str | None = None
         self._token_provider: TokenProvider | None = None
         self._current: ClientConnection | None = None  # the connection being served
-        self._ws: ClientConnection | None = None  # the same, once ready for sending
-        self._generation = 0
+        self._writer: ConnectionWriter | None = None  # its writer
         self._closing = False
         self._failure: BaseException | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._send_lock = asyncio.Lock()
         self._delivery = Delivery(
             accept_timeout=self.config.accept_timeout,
             resend_after=self.config.resend_after,
             send_again=self._send_again,
         )
-        self._liveness: asyncio.Future[None] | None = None
         self._drop_reason: str | None = None
         self._frames: Fanout[Frame] = Fanout()
         self._events: Fanout[ConnectionEvent] = Fanout()
@@ -171,7 +163,7 @@ class ChatClient:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._writer is not None
 
     @property
     def failure(self) -> BaseException | None:
@@ -196,10 +188,11 @@ class ChatClient:
     async def send_chat(
         self, conversation_id: str, content: str, *, client_message_id: str | None = None
     ) -> str:
-        """Send a chat message; returns its ``clientMessageId`` at once.
+        """Hand a chat message to the client's writer; returns its ``clientMessageId`` at once.
 
-        The message is kept, and re-sent as needed, until the server accepts it; await
-        ``wait_accepted(id)`` to know. While disconnected it is sent after the reconnect.
+        Never waits for the network. The message is kept, and re-sent as needed, until the
+        server accepts it; await ``wait_accepted(id)`` to know. While disconnected it is sent
+        after the reconnect.
         """
         self._check_usable()
         message_id = client_message_id or uuid4().hex
@@ -220,7 +213,8 @@ class ChatClient:
         if size > MAX_MESSAGE_BYTES:
             raise ChatMessageTooLargeError(size)
         pending = self._delivery.add(message_id, conversation_id, text)
-        await self._transmit(pending, again=False)
+        if self._writer is not None:
+            self._writer.enqueue(pending)
         return message_id
 
     async def wait_accepted(self, client_message_id: str) -> Accepted:
@@ -311,47 +305,40 @@ class ChatClient:
     async def _session(self, ws: ClientConnection) -> tuple[int | None, str]:
         """Serve one connection until it drops; returns its close code and reason."""
         self._drop_reason = None
-        tasks = [self._spawn(self._start_sending(ws)), self._spawn(self._keepalive(ws))]
+        writer = ConnectionWriter(ws, self._delivery, lambda reason: self._drop(ws, reason))
+        self._writer = writer
+        tasks = [self._spawn(writer.run()), self._spawn(self._keepalive(ws, writer))]
+        for task in tasks:
+            task.add_done_callback(lambda done: self._on_task_done(ws, done))
         try:
             async for message in ws:
+                writer.frame_received()
                 self._on_message(message)
         except ConnectionClosed:
             pass
         finally:
             for task in tasks:
                 task.cancel()
-            if self._ws is ws:
-                self._ws = None
+            self._writer = None
             self._current = None
-            if self._liveness is not None and not self._liveness.done():
-                self._liveness.cancel()
         return ws.close_code, self._drop_reason or ws.close_reason or ""
 
-    async def _start_sending(self, ws: ClientConnection) -> None:
-        """Make ``ws`` the live connection and re-send what is pending, oldest first.
-
-        Under the send lock, so that a message sent meanwhile goes out after the older ones.
-        """
-        async with self._send_lock:
-            self._generation += 1
-            self._ws = ws
-            for pending in self._delivery.pending():
-                await self._transmit_locked(ws, pending, again=False)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
+    async def _keepalive(self, ws: ClientConnection, writer: ConnectionWriter) -> None:
         while True:
             await asyncio.sleep(self.config.ping_interval)
-            # Any frame after the ping proves the connection alive: the pong, or whatever a
-            # busy connection was receiving anyway.
-            self._liveness = loop.create_future()
-            if not await self._send_text(ws, PING_TEXT):
-                return
             try:
-                await asyncio.wait_for(asyncio.shield(self._liveness), self.config.pong_timeout)
+                async with asyncio.timeout(self.config.pong_timeout):
+                    await writer.ping()
             except TimeoutError:
                 self._drop(ws, f"no answer to ping within {self.config.pong_timeout:g} s")
                 return
+
+    def _on_task_done(self, ws: ClientConnection, task: asyncio.Task[None]) -> None:
+        """A connection's writer or keep-alive must not die unnoticed: replace the connection."""
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("a connection task failed", exc_info=task.exception())
+        self._drop(ws, f"internal error: {task.exception()!r}")
 
     def _drop(self, ws: ClientConnection, reason: str) -> None:
         """Abandon a connection now (no closing handshake: it may be dead); it is replaced."""
@@ -362,8 +349,6 @@ class ChatClient:
     # --- Receiving --------------------------------------------------------------------------
 
     def _on_message(self, message: str | bytes) -> None:
-        if self._liveness is not None and not self._liveness.done():
-            self._liveness.set_result(None)
         try:
             frame = parse_frame(message)
         except ValueError:  # pydantic's ValidationError included
@@ -395,37 +380,8 @@ class ChatClient:
     # --- Sending ----------------------------------------------------------------------------
 
     def _send_again(self, pending: PendingMessage) -> None:
-        self._spawn(self._transmit(pending, again=True))
-
-    async def _transmit(self, pending: PendingMessage, *, again: bool) -> None:
-        async with self._send_lock:
-            ws = self._ws
-            if ws is not None:
-                await self._transmit_locked(ws, pending, again=again)
-
-    async def _transmit_locked(
-        self, ws: ClientConnection, pending: PendingMessage, *, again: bool
-    ) -> None:
-        if not self._delivery.is_pending(pending):
-            return  # accepted or given up while waiting for the lock
-        if pending.sent_on == self._generation and not again:
-            return
-        if await self._send_text(ws, pending.text):
-            pending.sent_on = self._generation
-            self._delivery.sent(pending)
-
-    # --- Plumbing ---------------------------------------------------------------------------
-
-    async def _send_text(self, ws: ClientConnection, text: str) -> bool:
-        """Send one text message (fragmented above the frame limit); False if ``ws`` is gone."""
-        try:
-            if len(text) > FRAGMENT_CHARS:
-                await ws.send(_fragments(text))
-            else:
-                await ws.send(text)
-        except ConnectionClosed:
-            return False
-        return True
+        if self._writer is not None:
+            self._writer.enqueue(pending)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)

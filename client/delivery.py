@@ -46,7 +46,6 @@ class PendingMessage:
     future: asyncio.Future[Accepted]
     deadline: asyncio.TimerHandle | None = None
     resend: asyncio.TimerHandle | None = None
-    sent_on: int | None = None  # the connection generation it was last sent on
     last_error: str | None = None
 
     def stop_timers(self) -> None:

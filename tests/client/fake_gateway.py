@@ -3,7 +3,8 @@
 It stands in for API Gateway in the client's unit tests: the token in the query string, ``ping``
 → ``system/pong``, ``chat_message`` → queued once per clientMessageId (the FIFO dedup id) and
 answered with ``system/accepted``. Tests make it drop sockets (close codes or a bare TCP reset),
-refuse tokens, go down and come back on the same port, swallow messages or answer with errors.
+refuse tokens, go down and come back on the same port, swallow messages or answer with errors,
+or stall: stop reading, like the far end of a silently dead network path.
 The local gateway (``local/``) is the real target of the end-to-end tests.
 """
 
@@ -101,6 +102,16 @@ class FakeGateway:
     def abort_all(self) -> None:
         for connection in list(self.connections):
             connection.transport.abort()
+
+    def stall(self) -> None:
+        """Stop reading the open connections: the client's sends fill the socket buffers and
+        block, and nothing it sends is answered (new connections are served normally)."""
+        for connection in self.connections:
+            connection.transport.pause_reading()
+
+    def resume(self) -> None:
+        for connection in self.connections:
+            connection.transport.resume_reading()
 
     async def close_all(self, code: int, reason: str = "") -> None:
         for connection in list(self.connections):
@@ -208,6 +219,22 @@ def done(conversation_id: str, message_id: str, sequence: int) -> str:
     return chat_response(
         conversation_id, "", message_id=message_id, sequence=sequence, done=True
     ).to_json()
+
+
+async def at_once(call: Coroutine[Any, Any, T]) -> T:
+    """Await ``call``, failing if it waited for anything (it must complete on its first step)."""
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(0)
+    assert task.done(), "the call waited instead of returning at once"
+    return task.result()
+
+
+# Loopback's socket buffers hold about 4 MB: this many 100 KB chat messages fill them.
+STALLING_MESSAGES = 60
+
+
+def big_message(n: int) -> str:
+    return f"{n}:" + "x" * 100_000
 
 
 def retryable_error(code: ErrorCode, retry_after_ms: int | None) -> ErrorFrame:
