@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -94,11 +93,12 @@ class ChatClient:
         )
         self._url: str | None = None
         self._token_provider: TokenProvider | None = None
-        self._current: ClientConnection | None = None  # the connection being served
+        self._current: ClientConnection | None = None  # the latest connection opened
         self._writer: ConnectionWriter | None = None  # its writer
         self._closing = False
         self._failure: BaseException | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivery = Delivery(
             accept_timeout=self.config.accept_timeout,
@@ -128,6 +128,9 @@ class ChatClient:
             ws = await open_connection(url, token_provider, self.config)
         except (OSError, InvalidHandshake, TimeoutError) as exc:  # AuthenticationError passes
             raise ConnectError(f"could not connect to {url}: {exc}") from exc
+        if self._closing:  # closed while the connection was opening
+            await ws.close()
+            raise ClientClosedError("the client was closed while connecting")
         self._url = url
         self._token_provider = token_provider
         self._current = ws
@@ -135,20 +138,30 @@ class ChatClient:
         self._supervisor = asyncio.create_task(self._supervise(ws), name="chat-client")
 
     async def close(self) -> None:
-        """Close the connection (1000) and stop; pending messages fail with ClientClosedError."""
-        if self._closing:
-            return
-        self._closing = True
-        ws = self._current
-        if ws is not None:
-            await ws.close()
+        """Stop, and close the connection (1000); safe to call again and to cancel.
+
+        The client is closed for its callers at once, before anything is awaited: pending
+        messages and ``receive_answer``/``ask`` fail with ``ClientClosedError``, and
+        ``frames()``/``events()`` end. The closing handshake (at most ``close_timeout``) runs in
+        a client-owned task: a ``close()`` cancelled before it finished leaves it running, the
+        cancellation reaches its caller, and the next ``close()`` waits for the end.
+        """
+        if self._shutdown is None:
+            if self._failure is None:
+                self._emit(ConnectionEventKind.CLOSED)
+                self._stop(ClientClosedError("the client was closed"), clean=True)
+            self._closing = True
+            self._shutdown = asyncio.get_running_loop().create_task(
+                self._shut_down(), name="chat-client-close"
+            )
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        if self._failure is None:
-            self._emit(ConnectionEventKind.CLOSED)
-            self._stop(ClientClosedError("the client was closed"), clean=True)
+            await asyncio.wait([self._supervisor])
+        if self._current is not None:
+            await self._current.close()
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -320,7 +333,6 @@ class ChatClient:
             for task in tasks:
                 task.cancel()
             self._writer = None
-            self._current = None
         return ws.close_code, self._drop_reason or ws.close_reason or ""
 
     async def _keepalive(self, ws: ClientConnection, writer: ConnectionWriter) -> None:

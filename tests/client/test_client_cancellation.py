@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ProtocolError
 
-from client import ChatClient, ClientConfig, ConnectionEventKind
+from client import ChatClient, ClientClosedError, ClientConfig, ConnectionEventKind
 from tests.client.fake_gateway import (
     STALLING_MESSAGES,
     FakeGateway,
@@ -101,5 +101,37 @@ def test_a_send_error_drops_the_connection_and_the_message_goes_out_on_the_next(
             await next_event(events, ConnectionEventKind.RECONNECTED)
             await client.wait_accepted(message_id)
             assert gateway.queued_ids() == [message_id]
+
+    run(scenario())
+
+
+def test_close_cancelled_half_way_still_ends_the_client_and_a_second_close_completes_it() -> None:
+    config = ClientConfig(proxy=None, close_timeout=1.0)
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway:
+            client = new_client(config)
+            frames = client.frames()
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            gateway.swallow = 1
+            message_id = await client.send_chat("c1", "unanswered")
+            answer = asyncio.create_task(client.receive_answer("c1"))
+            gateway.stall()  # the closing handshake waits for a close frame that never comes
+            closing = asyncio.create_task(client.close())
+            await asyncio.sleep(0.1)
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing  # the caller's cancellation is not swallowed
+            with pytest.raises(ClientClosedError):
+                await client.wait_accepted(message_id)
+            with pytest.raises(ClientClosedError):
+                await answer
+            with pytest.raises(ClientClosedError):
+                await client.send_chat("c1", "too late")
+            assert [f async for f in frames] == []
+            assert [e.kind async for e in events][-1] is ConnectionEventKind.CLOSED
+            await client.close()  # waits for the handshake to time out and the socket to go
+            assert not client.connected
 
     run(scenario())
