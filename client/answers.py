@@ -39,6 +39,11 @@ class Answer:
         """The ``done`` frame's metadata (sources, usage, ... whatever the responder sends)."""
         return self.chunks[-1].metadata
 
+    @property
+    def in_reply_to(self) -> str | None:
+        """The ``clientMessageId`` of the question, when the responder named it."""
+        return next((c.in_reply_to for c in reversed(self.chunks) if c.in_reply_to), None)
+
 
 @dataclass(frozen=True)
 class ChunkOutcome:
@@ -108,11 +113,13 @@ class AnswerAssembler:
 
 
 class AnswerInbox:
-    """Finished answers per conversation, handed out in arrival order to ``get`` callers.
+    """Finished answers: to the question waiting for them, else per conversation in order.
 
-    Answers nobody asked for are kept (the newest ``backlog`` per conversation, for the
-    ``conversations`` most recently answered) so that an answer finishing before its caller
-    starts waiting is not missed.
+    An answer whose ``inReplyTo`` names a question registered with ``expect`` goes to that
+    question only. Any other answer goes to ``get`` callers of its conversation; answers nobody
+    asked for are kept (the newest ``backlog`` per conversation, for the ``conversations`` most
+    recently answered) so that an answer finishing before its caller starts waiting is not
+    missed.
     """
 
     def __init__(
@@ -124,9 +131,27 @@ class AnswerInbox:
         self._conversations = conversations
         self._unread: OrderedDict[str, deque[Answer]] = OrderedDict()
         self._waiters: dict[str, deque[asyncio.Future[Answer]]] = {}
+        self._replies: dict[str, asyncio.Future[Answer]] = {}
         self._failure: BaseException | None = None
 
+    def expect(self, client_message_id: str) -> asyncio.Future[Answer]:
+        """The future answer to this question; ``forget`` it when no longer waiting."""
+        reply: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        if self._failure is not None:
+            reply.set_exception(self._failure)
+        else:
+            self._replies[client_message_id] = reply
+        return reply
+
+    def forget(self, client_message_id: str) -> None:
+        """Stop waiting: a later answer to this question goes to its conversation."""
+        self._replies.pop(client_message_id, None)
+
     def put(self, answer: Answer) -> None:
+        reply = self._replies.pop(answer.in_reply_to or "", None)
+        if reply is not None and not reply.done():
+            reply.set_result(answer)
+            return
         waiters = self._waiters.get(answer.conversation_id)
         while waiters:
             waiter = waiters.popleft()
@@ -162,8 +187,10 @@ class AnswerInbox:
     def fail(self, exc: BaseException) -> None:
         """Every current and later ``get`` with nothing unread raises ``exc``."""
         self._failure = exc
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+        waiting = [*self._replies.values()]
+        waiting += [waiter for waiters in self._waiters.values() for waiter in waiters]
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._replies.clear()
         self._waiters.clear()

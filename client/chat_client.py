@@ -254,10 +254,22 @@ class ChatClient:
         return await self._answers.get(conversation_id)
 
     async def ask(self, conversation_id: str, content: str) -> Answer:
-        """``send_chat``, wait until accepted, then ``receive_answer`` for the conversation."""
-        message_id = await self.send_chat(conversation_id, content)
-        await self.wait_accepted(message_id)
-        return await self._answers.get(conversation_id)
+        """Send a question and return its answer: the one whose ``inReplyTo`` is its id.
+
+        Concurrent ``ask`` calls, in one conversation or several, each get their own answer.
+        An answer that arrives after its ``ask`` stopped waiting (cancelled, timed out) goes
+        to ``frames()`` and ``receive_answer``, never to another ``ask``. Needs a responder
+        that names the question (``MessageSender.stream(..., in_reply_to=clientMessageId)``);
+        with one that does not, use ``send_chat`` and ``receive_answer``.
+        """
+        message_id = uuid4().hex
+        reply = self._answers.expect(message_id)
+        try:
+            await self.send_chat(conversation_id, content, client_message_id=message_id)
+            await self.wait_accepted(message_id)
+            return await reply
+        finally:
+            self._answers.forget(message_id)
 
     # --- Connection supervision -------------------------------------------------------------
 

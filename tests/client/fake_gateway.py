@@ -53,6 +53,7 @@ class FakeGateway:
         self.answer_pings = True
         self.pings = 0
         self.received: list[dict[str, Any]] = []  # every chat_message, re-sends included
+        self.message_received = asyncio.Event()  # set at every chat_message
         self.queue: list[dict[str, Any]] = []  # what would reach SQS: one per clientMessageId
         self._dedup_ids: set[str] = set()
         self.swallow = 0  # the next N chat messages get no answer at all (not queued either)
@@ -128,6 +129,12 @@ class FakeGateway:
             self.connected.clear()
             await self.connected.wait()
 
+    async def wait_received(self, count: int) -> None:
+        """Until ``count`` chat messages have been received in total (re-sends included)."""
+        while len(self.received) < count:
+            self.message_received.clear()
+            await self.message_received.wait()
+
     def queued_ids(self) -> list[str]:
         return [message["clientMessageId"] for message in self.queue]
 
@@ -170,6 +177,7 @@ class FakeGateway:
                 await connection.send(system(SystemEvent.PONG).to_json())
             return
         self.received.append(body)
+        self.message_received.set()
         client_message_id = body["clientMessageId"]
         if self.errors:
             frame = self.errors.popleft()
@@ -199,25 +207,49 @@ class FakeGateway:
             await self._echo(connection, body)
 
     async def _echo(self, connection: ServerConnection, body: dict[str, Any]) -> None:
-        conversation_id = body["conversationId"]
-        message_id = f"answer-{body['clientMessageId']}"
-        parts = ["echo: ", body["content"]]
-        await connection.send(typing_indicator(conversation_id, True).to_json())
-        for sequence, part in enumerate(parts):
-            await connection.send(chunk(conversation_id, message_id, sequence, part))
-        await connection.send(done(conversation_id, message_id, len(parts)))
-        await connection.send(typing_indicator(conversation_id, False).to_json())
+        for frame in answer(body, "echo: " + body["content"]):
+            await connection.send(frame)
 
 
-def chunk(conversation_id: str, message_id: str, sequence: int, content: str) -> str:
+def answer(question: dict[str, Any], content: str) -> list[str]:
+    """What a responder streams for ``question`` (a received chat_message): typing on, the
+    content in two chunks, done, typing off; every frame ``inReplyTo`` the question."""
+    conversation_id = question["conversationId"]
+    question_id = question["clientMessageId"]
+    message_id = f"answer-{question_id}"
+    middle = len(content) // 2
+    return [
+        typing_indicator(conversation_id, True, in_reply_to=question_id).to_json(),
+        chunk(conversation_id, message_id, 0, content[:middle], in_reply_to=question_id),
+        chunk(conversation_id, message_id, 1, content[middle:], in_reply_to=question_id),
+        done(conversation_id, message_id, 2, in_reply_to=question_id),
+        typing_indicator(conversation_id, False, in_reply_to=question_id).to_json(),
+    ]
+
+
+def chunk(
+    conversation_id: str,
+    message_id: str,
+    sequence: int,
+    content: str,
+    *,
+    in_reply_to: str | None = None,
+) -> str:
     return chat_response(
-        conversation_id, content, message_id=message_id, sequence=sequence
+        conversation_id, content, message_id=message_id, sequence=sequence, in_reply_to=in_reply_to
     ).to_json()
 
 
-def done(conversation_id: str, message_id: str, sequence: int) -> str:
+def done(
+    conversation_id: str, message_id: str, sequence: int, *, in_reply_to: str | None = None
+) -> str:
     return chat_response(
-        conversation_id, "", message_id=message_id, sequence=sequence, done=True
+        conversation_id,
+        "",
+        message_id=message_id,
+        sequence=sequence,
+        done=True,
+        in_reply_to=in_reply_to,
     ).to_json()
 
 
