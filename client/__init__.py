@@ -22,6 +22,8 @@ from client.errors import (
     ConnectError,
     MessageNotAcceptedError,
     MessageRejectedError,
+    SubscriptionOverflowError,
+    UnknownMessageError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.handshake import TokenProvider
@@ -48,5 +50,7 @@ __all__ = [
     "MessageNotAcceptedError",
     "MessageRejectedError",
     "Subscription",
+    "SubscriptionOverflowError",
     "TokenProvider",
+    "UnknownMessageError",
 ]

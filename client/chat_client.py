@@ -106,9 +106,9 @@ class ChatClient:
             send_again=self._send_again,
         )
         self._drop_reason: str | None = None
-        self._frames: Fanout[Frame] = Fanout()
-        self._events: Fanout[ConnectionEvent] = Fanout()
-        self._assembler = AnswerAssembler()
+        self._frames: Fanout[Frame] = Fanout(self.config.subscription_limit)
+        self._events: Fanout[ConnectionEvent] = Fanout(self.config.subscription_limit)
+        self._assembler = AnswerAssembler(max_unfinished_bytes=self.config.unfinished_answer_bytes)
         self._answers = AnswerInbox(self.config.answer_backlog)
         self.duplicate_chunks_dropped = 0
 
@@ -188,12 +188,17 @@ class ChatClient:
     def frames(self) -> Subscription[Frame]:
         """Every frame received from now on, chunks deduplicated; ends at ``close()``.
 
-        Raises ``AuthenticationError`` when a reconnect's token is refused.
+        Raises ``AuthenticationError`` when a reconnect's token is refused, and
+        ``SubscriptionOverflowError`` after the consumer fell ``subscription_limit`` frames
+        behind. Use ``async with client.frames() as frames:`` (or ``aclose()``) to stop early.
         """
         return self._frames.subscribe()
 
     def events(self) -> Subscription[ConnectionEvent]:
-        """Connection events from now on (drops, reconnect attempts, reconnects, the end)."""
+        """Connection events from now on (drops, reconnect attempts, reconnects, the end).
+
+        Bounded like ``frames()``.
+        """
         return self._events.subscribe()
 
     # --- Sending ----------------------------------------------------------------------------

@@ -37,6 +37,17 @@ class ClientClosedError(ChatClientError):
     """The client was closed (or stopped on an authentication error) before this completed."""
 
 
+class SubscriptionOverflowError(ChatClientError):
+    """A ``frames()``/``events()`` consumer fell too far behind; its subscription was ended."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this subscription fell {limit} items behind and was ended; read it faster, or "
+            "raise ClientConfig.subscription_limit, and subscribe again to carry on"
+        )
+        self.limit = limit
+
+
 class UnknownMessageError(ChatClientError, KeyError):
     """``wait_accepted`` was given a ``clientMessageId`` this client does not know (any more)."""
 
