@@ -29,7 +29,7 @@ from uuid import uuid4
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
 
 from client.answers import Answer, AnswerAssembler, AnswerInbox
 from client.backoff import Backoff
@@ -118,16 +118,19 @@ class ChatClient:
         """Open the first connection, then keep one open until ``close()``.
 
         ``token_provider`` is a token or a (sync or async) function called for a fresh token on
-        every (re)connect. Raises ``AuthenticationError`` on 401/403 and ``ConnectError`` when
-        the server cannot be reached; the client can then be connected again.
+        every (re)connect; fetching it and the handshake together get ``open_timeout``. Raises
+        ``AuthenticationError`` on 401/403 and ``ConnectError`` otherwise (unreachable, timed
+        out, the token provider failed); the client can then be connected again.
         """
         if self._supervisor is not None or self._closing:
             raise RuntimeError("connect() can be called once per ChatClient")
         url_with_token(url, "-")  # a bad URL fails here, not in a reconnect
         try:
             ws = await open_connection(url, token_provider, self.config)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:  # AuthenticationError passes
-            raise ConnectError(f"could not connect to {url}: {exc}") from exc
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # network, timeout, 429/5xx, a failing token provider
+            raise ConnectError(f"could not connect to {url}: {exc or type(exc).__name__}") from exc
         if self._closing:  # closed while the connection was opening
             await ws.close()
             raise ClientClosedError("the client was closed while connecting")

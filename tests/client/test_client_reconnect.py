@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -224,6 +225,58 @@ def test_a_failing_token_provider_is_retried_like_a_network_error() -> None:
             failed = await next_event(events, ConnectionEventKind.RECONNECT_FAILED)
             assert "identity provider unreachable" in failed.reason
             await next_event(events, ConnectionEventKind.RECONNECTED)
+
+    run(scenario())
+
+
+def test_a_hung_token_provider_fails_the_attempt_within_open_timeout_and_is_asked_again() -> None:
+    config = ClientConfig(proxy=None, open_timeout=0.5)
+    calls = count()
+
+    async def provider() -> str:
+        if next(calls) == 1:
+            await asyncio.Event().wait()  # the identity provider never answers
+        return "good"
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client(config) as client:
+            events = client.events()
+            await client.connect(gateway.url, provider)
+            gateway.abort_all()
+            failed = await next_event(events, ConnectionEventKind.RECONNECT_FAILED)
+            assert "took over 0.5 s (ClientConfig.open_timeout)" in failed.reason
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            assert next(calls) == 3  # asked again after the hung call
+
+    run(scenario())
+
+
+async def never_answers() -> str:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def raises_value_error() -> str:
+    raise ValueError("no refresh token")
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        (raises_value_error, "no refresh token"),
+        (lambda: "", "not a non-empty string"),
+        (never_answers, "took over 0.5 s"),
+    ],
+)
+def test_a_failing_token_provider_on_the_first_connect_raises_connect_error(
+    provider: Callable[[], Any], message: str
+) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway:
+            client = new_client(ClientConfig(proxy=None, open_timeout=0.5))
+            with pytest.raises(ConnectError, match=message):
+                await client.connect(gateway.url, provider)
+            assert gateway.handshakes == []
 
     run(scenario())
 
