@@ -42,6 +42,7 @@ from client.errors import (
     ConnectError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
+from client.frames import parse_received
 from client.handshake import TokenProvider, open_connection, url_with_token
 from client.subscriptions import Fanout, Subscription
 from client.writer import ConnectionWriter
@@ -54,7 +55,6 @@ from runtime.messages import (
     SystemEvent,
     SystemFrame,
     describe_validation_error,
-    parse_frame,
 )
 from runtime.schema import MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE
 
@@ -381,9 +381,8 @@ class ChatClient:
     # --- Receiving --------------------------------------------------------------------------
 
     def _on_message(self, message: str | bytes) -> None:
-        try:
-            frame = parse_frame(message)
-        except ValueError:  # pydantic's ValidationError included
+        frame = parse_received(message)
+        if frame is None:
             logger.warning("ignored a frame outside the protocol: %.*r", _MAX_LOGGED_CHARS, message)
             return
         if isinstance(frame, ChatResponse):

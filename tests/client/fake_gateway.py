@@ -58,7 +58,9 @@ class FakeGateway:
         self._dedup_ids: set[str] = set()
         self.swallow = 0  # the next N chat messages get no answer at all (not queued either)
         self.queue_then_abort = 0  # the next N are queued, then the socket dies unanswered
-        self.errors: deque[ErrorFrame] = deque()  # answers to the next chat messages, first
+        # Answers to the next chat messages, first: frames, or wire dicts (for codes from the
+        # future); the gateway fills in the clientMessageId.
+        self.errors: deque[ErrorFrame | dict[str, Any]] = deque()
         self.auto_answer = False  # after accepting, stream "echo: <content>" like a responder
         self.opened = 0  # connections served so far
         self.connected = asyncio.Event()  # set at every new connection
@@ -181,8 +183,8 @@ class FakeGateway:
         client_message_id = body["clientMessageId"]
         if self.errors:
             frame = self.errors.popleft()
-            update = {"client_message_id": client_message_id}
-            await connection.send(frame.model_copy(update=update).to_json())
+            wire = frame if isinstance(frame, dict) else json.loads(frame.to_json())
+            await connection.send(json.dumps({**wire, "clientMessageId": client_message_id}))
             return
         if self.swallow:
             self.swallow -= 1
