@@ -91,6 +91,10 @@ class ChatClient:
             self.config.reconnect_max_delay,
             rng or random.SystemRandom(),
         )
+        # One series of delays across drops: only a connection that stayed up
+        # ``backoff_reset_after`` starts it again, so a server that accepts and drops at once
+        # is not hit at the first, shortest delay forever.
+        self._delays = self._backoff.delays()
         self._url: str | None = None
         self._token_provider: TokenProvider | None = None
         self._current: ClientConnection | None = None  # the latest connection opened
@@ -284,10 +288,13 @@ class ChatClient:
     async def _supervise(self, ws: ClientConnection) -> None:
         try:
             while True:
+                opened_at = time.monotonic()
                 close_code, reason = await self._session(ws)
                 if self._closing:
                     return
                 dropped_at = time.monotonic()
+                if dropped_at - opened_at >= self.config.backoff_reset_after:
+                    self._delays = self._backoff.delays()
                 self._emit(
                     ConnectionEventKind.DISCONNECTED,
                     close_code=close_code,
@@ -309,7 +316,7 @@ class ChatClient:
         assert self._url is not None
         assert self._token_provider is not None
         attempt = 0
-        for delay in self._backoff.delays():
+        for delay in self._delays:
             attempt += 1
             self._emit(
                 ConnectionEventKind.RECONNECTING,

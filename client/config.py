@@ -6,7 +6,11 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from client.answers import DEFAULT_ANSWER_BACKLOG, DEFAULT_UNFINISHED_ANSWER_BYTES
-from client.backoff import DEFAULT_INITIAL_DELAY_SECONDS, DEFAULT_MAX_DELAY_SECONDS
+from client.backoff import (
+    DEFAULT_INITIAL_DELAY_SECONDS,
+    DEFAULT_MAX_DELAY_SECONDS,
+    DEFAULT_RESET_AFTER_SECONDS,
+)
 from client.subscriptions import DEFAULT_SUBSCRIPTION_LIMIT
 from runtime.schema import IDLE_TIMEOUT_SECONDS, SQS_DEDUPLICATION_WINDOW_SECONDS
 
@@ -30,7 +34,8 @@ class ClientConfig:
     - ``resend_after``: a chat message with no answer (accepted or error) this long after it was
       sent is sent again with the same ``clientMessageId``.
     - ``reconnect_initial_delay`` / ``reconnect_max_delay``: the full-jitter backoff's first
-      ceiling and cap.
+      ceiling and cap. The series goes on across drops; it starts again from the first delay
+      only after a connection stayed up ``backoff_reset_after``.
     - ``open_timeout``: one connection attempt (TCP, TLS, handshake, authorizer) at most this long.
     - ``answer_backlog``: finished answers kept per conversation for ``receive_answer``.
     - ``unfinished_answer_bytes``: content of answers still streaming, in total, in UTF-8 bytes;
@@ -46,6 +51,7 @@ class ClientConfig:
     resend_after: float = DEFAULT_RESEND_AFTER_SECONDS
     reconnect_initial_delay: float = DEFAULT_INITIAL_DELAY_SECONDS
     reconnect_max_delay: float = DEFAULT_MAX_DELAY_SECONDS
+    backoff_reset_after: float = DEFAULT_RESET_AFTER_SECONDS
     open_timeout: float = DEFAULT_OPEN_TIMEOUT_SECONDS
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT_SECONDS
     answer_backlog: int = DEFAULT_ANSWER_BACKLOG

@@ -51,6 +51,7 @@ class FakeGateway:
         self.rejected = 0
         self.reject_status: int | None = None  # refuse every handshake with this status
         self.answer_pings = True
+        self.drop_on_open = False  # reset every new connection right after the handshake
         self.pings = 0
         self.received: list[dict[str, Any]] = []  # every chat_message, re-sends included
         self.message_received = asyncio.Event()  # set at every chat_message
@@ -164,6 +165,8 @@ class FakeGateway:
         self.connections.append(connection)
         self.opened += 1
         self.connected.set()
+        if self.drop_on_open:
+            connection.transport.abort()
         try:
             async for raw in connection:
                 await self._on_message(connection, json.loads(raw))

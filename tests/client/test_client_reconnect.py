@@ -127,6 +127,41 @@ def test_keeps_trying_while_the_server_is_down_and_reports_each_attempt() -> Non
     run(scenario())
 
 
+class HighestDelay(random.Random):
+    """Full jitter that always draws the ceiling: the delays show the backoff's series."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_server_that_drops_at_once_gets_growing_delays_until_a_connection_stays_up() -> None:
+    config = ClientConfig(
+        proxy=None,
+        reconnect_initial_delay=0.05,
+        reconnect_max_delay=0.4,
+        backoff_reset_after=1.0,
+    )
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, ChatClient(config, rng=HighestDelay()) as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            gateway.drop_on_open = True
+            gateway.abort_all()
+            delays = [
+                (await next_event(events, ConnectionEventKind.RECONNECTING)).delay for _ in range(5)
+            ]
+            assert delays == [0.05, 0.1, 0.2, 0.4, 0.4]
+            gateway.drop_on_open = False
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            await asyncio.sleep(1.2)  # up longer than backoff_reset_after
+            gateway.abort_all()
+            again = await next_event(events, ConnectionEventKind.RECONNECTING)
+            assert again.delay == 0.05
+
+    run(scenario())
+
+
 def test_a_refused_token_on_connect_raises_and_is_never_retried() -> None:
     async def scenario() -> None:
         async with FakeGateway() as gateway:
