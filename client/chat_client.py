@@ -37,9 +37,12 @@ from client.config import ClientConfig
 from client.delivery import Accepted, Delivery, PendingMessage
 from client.errors import (
     AuthenticationError,
+    ChatClientError,
     ChatMessageTooLargeError,
     ClientClosedError,
+    ClientUsageError,
     ConnectError,
+    InvalidArgumentError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.frames import parse_received
@@ -100,7 +103,7 @@ class ChatClient:
         self._current: ClientConnection | None = None  # the latest connection opened
         self._writer: ConnectionWriter | None = None  # its writer
         self._closing = False
-        self._failure: BaseException | None = None
+        self._failure: ChatClientError | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,14 +130,15 @@ class ChatClient:
         out, the token provider failed); the client can then be connected again.
         """
         if self._supervisor is not None or self._closing:
-            raise RuntimeError("connect() can be called once per ChatClient")
+            raise ClientUsageError("connect() can be called once per ChatClient")
         url_with_token(url, "-")  # a bad URL fails here, not in a reconnect
         try:
             ws = await open_connection(url, token_provider, self.config)
         except AuthenticationError:
             raise
         except Exception as exc:  # network, timeout, 429/5xx, a failing token provider
-            raise ConnectError(f"could not connect to {url}: {exc or type(exc).__name__}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise ConnectError(f"could not connect to {url}: {reason}") from exc
         if self._closing:  # closed while the connection was opening
             await ws.close()
             raise ClientClosedError("the client was closed while connecting")
@@ -186,8 +190,9 @@ class ChatClient:
         return self._writer is not None
 
     @property
-    def failure(self) -> BaseException | None:
-        """Why the client stopped by itself (an ``AuthenticationError``), else None."""
+    def failure(self) -> ChatClientError | None:
+        """Why the client stopped by itself (an ``AuthenticationError``, or a
+        ``ClientClosedError`` caused by an unexpected error), else None."""
         return self._failure
 
     # --- Observing --------------------------------------------------------------------------
@@ -229,7 +234,7 @@ class ChatClient:
                 client_message_id=message_id,
             )
         except ValidationError as exc:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"invalid chat message: {describe_validation_error(exc)} (conversationId and "
                 "clientMessageId: 1-128 printable ASCII characters; content: non-empty)"
             ) from None
@@ -308,9 +313,11 @@ class ChatClient:
             self._stop(exc, clean=False)
         except Exception as exc:
             logger.exception("the chat client stopped on an unexpected error")
-            self._failure = exc
+            stopped = ClientClosedError(f"the client stopped on an unexpected error: {exc!r}")
+            stopped.__cause__ = exc
+            self._failure = stopped
             self._emit(ConnectionEventKind.CLOSED, reason=f"unexpected error: {exc!r}")
-            self._stop(exc, clean=False)
+            self._stop(stopped, clean=False)
 
     async def _reconnect(self, dropped_at: float) -> ClientConnection:
         assert self._url is not None
@@ -440,13 +447,11 @@ class ChatClient:
 
     def _check_usable(self) -> None:
         if self._failure is not None:
-            if isinstance(self._failure, AuthenticationError):
-                raise self._failure
-            raise ClientClosedError(f"the client stopped: {self._failure}") from self._failure
+            raise self._failure
         if self._closing:
             raise ClientClosedError("the client is closed")
         if self._supervisor is None:
-            raise RuntimeError("call connect() before sending")
+            raise ClientUsageError("call connect() before sending")
 
     def _stop(self, error: BaseException, *, clean: bool) -> None:
         """Fail what is pending with ``error`` and end every subscription."""

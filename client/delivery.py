@@ -15,7 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.errors import MessageNotAcceptedError, MessageRejectedError, UnknownMessageError
+from client.errors import (
+    InvalidArgumentError,
+    MessageNotAcceptedError,
+    MessageRejectedError,
+    UnknownMessageError,
+)
 from runtime.messages import ErrorFrame, SystemFrame
 
 logger = logging.getLogger(__name__)
@@ -81,7 +86,7 @@ class Delivery:
 
     def add(self, client_message_id: str, conversation_id: str, text: str) -> PendingMessage:
         if client_message_id in self._pending:
-            raise ValueError(f"clientMessageId {client_message_id!r} is already pending")
+            raise InvalidArgumentError(f"clientMessageId {client_message_id!r} is already pending")
         loop = asyncio.get_running_loop()
         pending = PendingMessage(client_message_id, conversation_id, text, loop.create_future())
         pending.future.add_done_callback(_retrieve)

@@ -12,6 +12,14 @@ class ChatClientError(Exception):
     """Base class of every error the client raises on purpose."""
 
 
+class InvalidArgumentError(ChatClientError, ValueError):
+    """An argument the client cannot use (a chat message's fields, the URL); nothing was sent."""
+
+
+class ClientUsageError(ChatClientError, RuntimeError):
+    """A call out of order: ``connect()`` twice, or sending before ``connect()``."""
+
+
 class AuthenticationError(ChatClientError):
     """The server refused the token on the WebSocket handshake (HTTP 401 or 403).
 

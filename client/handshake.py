@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from client.config import ClientConfig
-from client.errors import AUTH_REJECTED_STATUSES, AuthenticationError
+from client.errors import AUTH_REJECTED_STATUSES, AuthenticationError, InvalidArgumentError
 from runtime.schema import MAX_MESSAGE_BYTES, TOKEN_QUERY_PARAMETER
 
 TokenProvider: TypeAlias = str | Callable[[], str] | Callable[[], Awaitable[str]]
@@ -42,7 +42,7 @@ def url_with_token(url: str, token: str) -> str:
     """``url`` with its ``token`` query parameter set (replaced if present, others kept)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"the URL must start with ws:// or wss://, got {url!r}")
+        raise InvalidArgumentError(f"the URL must start with ws:// or wss://, got {url!r}")
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != TOKEN_QUERY_PARAMETER]
     query.append((TOKEN_QUERY_PARAMETER, token))
     return urlunsplit(parts._replace(query=urlencode(query)))

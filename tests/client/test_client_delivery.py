@@ -15,6 +15,7 @@ import pytest
 
 from client import (
     ChatClient,
+    ChatClientError,
     ClientConfig,
     ConnectionEventKind,
     MessageNotAcceptedError,
@@ -311,3 +312,30 @@ async def _errors(frames: Subscription[Frame], count: int) -> AsyncIterator[Erro
             count -= 1
             if count == 0:
                 return
+
+
+def test_every_error_a_caller_can_see_is_a_chat_client_error() -> None:
+    """One ``except ChatClientError`` covers the client; each error is also the builtin type
+    (ValueError, RuntimeError, KeyError) that describes it."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            with pytest.raises(ChatClientError, match="connect"):
+                await client.send_chat("c1", "before connect()")
+            with pytest.raises(ChatClientError, match="ws:// or wss://"):
+                await new_client().connect("http://127.0.0.1:1/dev", "good")
+            await client.connect(gateway.url, "good")
+            with pytest.raises(ChatClientError, match="once"):
+                await client.connect(gateway.url, "good")
+            with pytest.raises(ChatClientError, match="conversationId"):
+                await client.send_chat("has spaces", "hello")
+            with pytest.raises(ChatClientError, match="send less content"):
+                await client.send_chat("c1", "x" * 128 * 1024)
+            with pytest.raises(ChatClientError, match="unknown clientMessageId"):
+                await client.wait_accepted("never-sent")
+            gateway.swallow = 1
+            pending = await client.send_chat("c1", "ok")
+            with pytest.raises(ChatClientError, match="already pending"):
+                await client.send_chat("c1", "dup", client_message_id=pending)
+
+    run(scenario())
