@@ -13,7 +13,10 @@
   queues each id once (it is the FIFO queue's deduplication id). A message still not accepted
   after ``accept_timeout`` fails with ``MessageNotAcceptedError``.
 - Answers: ``chat_response`` chunks are deduplicated by (conversationId, messageId, sequence)
-  before anyone sees them and assembled into whole answers (``receive_answer``).
+  before anyone sees them and assembled into whole answers (``receive_answer``); ``ask``
+  returns the answer whose ``inReplyTo`` is its question's ``clientMessageId``.
+- Memory: subscriptions, unfinished answers and remembered outcomes are bounded.
+- Closing: ``close()`` ends the client for its callers before it awaits anything.
 """
 
 from __future__ import annotations
@@ -119,8 +122,6 @@ class ChatClient:
         self._answers = AnswerInbox(self.config.answer_backlog)
         self.duplicate_chunks_dropped = 0
 
-    # --- Lifecycle ------------------------------------------------------------------------
-
     async def connect(self, url: str, token_provider: TokenProvider) -> None:
         """Open the first connection, then keep one open until ``close()``.
 
@@ -195,8 +196,6 @@ class ChatClient:
         ``ClientClosedError`` caused by an unexpected error), else None."""
         return self._failure
 
-    # --- Observing --------------------------------------------------------------------------
-
     def frames(self) -> Subscription[Frame]:
         """Every frame received from now on, chunks deduplicated; ends at ``close()``.
 
@@ -212,8 +211,6 @@ class ChatClient:
         Bounded like ``frames()``.
         """
         return self._events.subscribe()
-
-    # --- Sending ----------------------------------------------------------------------------
 
     async def send_chat(
         self, conversation_id: str, content: str, *, client_message_id: str | None = None
@@ -260,8 +257,6 @@ class ChatClient:
         """The clientMessageIds sent but not yet accepted, oldest first."""
         return self._delivery.ids()
 
-    # --- Answers ----------------------------------------------------------------------------
-
     async def receive_answer(self, conversation_id: str) -> Answer:
         """The next whole answer in this conversation (waits for its ``done`` chunk).
 
@@ -287,8 +282,6 @@ class ChatClient:
             return await reply
         finally:
             self._answers.forget(message_id)
-
-    # --- Connection supervision -------------------------------------------------------------
 
     async def _supervise(self, ws: ClientConnection) -> None:
         try:
@@ -392,8 +385,6 @@ class ChatClient:
         self._drop_reason = reason
         ws.transport.abort()
 
-    # --- Receiving --------------------------------------------------------------------------
-
     def _on_message(self, message: str | bytes) -> None:
         frame = parse_received(message)
         if frame is None:
@@ -421,8 +412,6 @@ class ChatClient:
             self._drop(ws, frame.message)
             return
         self._delivery.on_error(frame)
-
-    # --- Sending ----------------------------------------------------------------------------
 
     def _send_again(self, pending: PendingMessage) -> None:
         if self._writer is not None:
