@@ -11,16 +11,21 @@ import logging
 
 from client.answers import Answer, AnswerAssembler, ChunkOutcome
 from client.backoff import Backoff
-from client.chat_client import Accepted, ChatClient
+from client.chat_client import ChatClient
 from client.config import ClientConfig
+from client.delivery import Accepted
 from client.errors import (
     AuthenticationError,
     ChatClientError,
     ChatMessageTooLargeError,
     ClientClosedError,
+    ClientUsageError,
     ConnectError,
+    InvalidArgumentError,
     MessageNotAcceptedError,
     MessageRejectedError,
+    SubscriptionOverflowError,
+    UnknownMessageError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.handshake import TokenProvider
@@ -41,11 +46,15 @@ __all__ = [
     "ChunkOutcome",
     "ClientClosedError",
     "ClientConfig",
+    "ClientUsageError",
     "ConnectError",
     "ConnectionEvent",
     "ConnectionEventKind",
+    "InvalidArgumentError",
     "MessageNotAcceptedError",
     "MessageRejectedError",
     "Subscription",
+    "SubscriptionOverflowError",
     "TokenProvider",
+    "UnknownMessageError",
 ]

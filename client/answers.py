@@ -9,13 +9,17 @@ twice: a chunk is identified by (conversationId, messageId, sequence) and kept o
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.messages import ChatResponse
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_REMEMBERED_ANSWERS = 4096
+DEFAULT_UNFINISHED_ANSWER_BYTES = 8 * 1024 * 1024
 DEFAULT_ANSWER_BACKLOG = 64
 DEFAULT_BACKLOG_CONVERSATIONS = 1024
 
@@ -39,6 +43,11 @@ class Answer:
         """The ``done`` frame's metadata (sources, usage, ... whatever the responder sends)."""
         return self.chunks[-1].metadata
 
+    @property
+    def in_reply_to(self) -> str | None:
+        """The ``clientMessageId`` of the question, when the responder named it."""
+        return next((c.in_reply_to for c in reversed(self.chunks) if c.in_reply_to), None)
+
 
 @dataclass(frozen=True)
 class ChunkOutcome:
@@ -56,27 +65,48 @@ class _Partial:
     chunks: dict[int, ChatResponse] = field(default_factory=dict)
     next_sequence: int = 0
     done_sequence: int | None = None
+    size: int = 0  # content bytes held
 
 
 class AnswerAssembler:
     """Turns ``chat_response`` frames, in any order and with repeats, into whole answers.
 
     Memory is bounded: at most ``remember`` finished answers are remembered (so late duplicates
-    of them are still dropped) and at most ``remember`` unfinished ones are kept (the oldest is
-    given up when a responder never sends ``done``).
+    of them are still dropped), and unfinished ones are kept while they are at most
+    ``remember`` and hold at most ``max_unfinished_bytes`` of content (UTF-8) together. Beyond
+    either, the oldest unfinished answer is given up: a responder that never sends ``done``,
+    or answers too big to hold, cannot grow the client without end. The later chunks of an
+    answer given up are not duplicates (they still reach ``frames()``) but are not kept.
     """
 
-    def __init__(self, remember: int = DEFAULT_REMEMBERED_ANSWERS) -> None:
+    def __init__(
+        self,
+        remember: int = DEFAULT_REMEMBERED_ANSWERS,
+        *,
+        max_unfinished_bytes: int = DEFAULT_UNFINISHED_ANSWER_BYTES,
+    ) -> None:
         if remember < 1:
             raise ValueError(f"remember must be at least 1, got {remember}")
+        if max_unfinished_bytes < 1:
+            raise ValueError(f"max_unfinished_bytes must be at least 1, got {max_unfinished_bytes}")
         self._remember = remember
+        self._max_unfinished_bytes = max_unfinished_bytes
+        self._unfinished_bytes = 0
         self._partials: OrderedDict[AnswerKey, _Partial] = OrderedDict()
         self._finished: OrderedDict[AnswerKey, None] = OrderedDict()
+        self._given_up: OrderedDict[AnswerKey, None] = OrderedDict()
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Content bytes held for answers still streaming."""
+        return self._unfinished_bytes
 
     def add(self, frame: ChatResponse) -> ChunkOutcome:
         key = (frame.conversation_id, frame.message_id)
         if key in self._finished:
             return ChunkOutcome(duplicate=True)
+        if key in self._given_up:
+            return ChunkOutcome(duplicate=False)
         partial = self._partials.get(key)
         if partial is None:
             partial = self._partials[key] = _Partial()
@@ -87,6 +117,9 @@ class AnswerAssembler:
         ):
             return ChunkOutcome(duplicate=True)
         partial.chunks[frame.sequence] = frame
+        size = len(frame.content.encode("utf-8"))
+        partial.size += size
+        self._unfinished_bytes += size
         if frame.done:
             partial.done_sequence = frame.sequence
         released = []
@@ -95,10 +128,14 @@ class AnswerAssembler:
             partial.next_sequence += 1
         text = "".join(released)
         if partial.done_sequence is None or partial.next_sequence <= partial.done_sequence:
-            if len(self._partials) > self._remember:
-                self._partials.popitem(last=False)
+            while (
+                len(self._partials) > self._remember
+                or self._unfinished_bytes > self._max_unfinished_bytes
+            ):
+                self._give_up_oldest()
             return ChunkOutcome(duplicate=False, text=text)
         del self._partials[key]
+        self._unfinished_bytes -= partial.size
         self._finished[key] = None
         if len(self._finished) > self._remember:
             self._finished.popitem(last=False)
@@ -106,13 +143,30 @@ class AnswerAssembler:
         answer = Answer(frame.conversation_id, frame.message_id, chunks)
         return ChunkOutcome(duplicate=False, text=text, answer=answer)
 
+    def _give_up_oldest(self) -> None:
+        key, partial = self._partials.popitem(last=False)
+        self._unfinished_bytes -= partial.size
+        self._given_up[key] = None
+        if len(self._given_up) > self._remember:
+            self._given_up.popitem(last=False)
+        logger.warning(
+            "gave up assembling answer %s of conversation %s: over %d unfinished answers or "
+            "%d bytes of them (ClientConfig.unfinished_answer_bytes)",
+            key[1],
+            key[0],
+            self._remember,
+            self._max_unfinished_bytes,
+        )
+
 
 class AnswerInbox:
-    """Finished answers per conversation, handed out in arrival order to ``get`` callers.
+    """Finished answers: to the question waiting for them, else per conversation in order.
 
-    Answers nobody asked for are kept (the newest ``backlog`` per conversation, for the
-    ``conversations`` most recently answered) so that an answer finishing before its caller
-    starts waiting is not missed.
+    An answer whose ``inReplyTo`` names a question registered with ``expect`` goes to that
+    question only. Any other answer goes to ``get`` callers of its conversation; answers nobody
+    asked for are kept (the newest ``backlog`` per conversation, for the ``conversations`` most
+    recently answered) so that an answer finishing before its caller starts waiting is not
+    missed.
     """
 
     def __init__(
@@ -124,9 +178,27 @@ class AnswerInbox:
         self._conversations = conversations
         self._unread: OrderedDict[str, deque[Answer]] = OrderedDict()
         self._waiters: dict[str, deque[asyncio.Future[Answer]]] = {}
+        self._replies: dict[str, asyncio.Future[Answer]] = {}
         self._failure: BaseException | None = None
 
+    def expect(self, client_message_id: str) -> asyncio.Future[Answer]:
+        """The future answer to this question; ``forget`` it when no longer waiting."""
+        reply: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        if self._failure is not None:
+            reply.set_exception(self._failure)
+        else:
+            self._replies[client_message_id] = reply
+        return reply
+
+    def forget(self, client_message_id: str) -> None:
+        """Stop waiting: a later answer to this question goes to its conversation."""
+        self._replies.pop(client_message_id, None)
+
     def put(self, answer: Answer) -> None:
+        reply = self._replies.pop(answer.in_reply_to or "", None)
+        if reply is not None and not reply.done():
+            reply.set_result(answer)
+            return
         waiters = self._waiters.get(answer.conversation_id)
         while waiters:
             waiter = waiters.popleft()
@@ -162,8 +234,10 @@ class AnswerInbox:
     def fail(self, exc: BaseException) -> None:
         """Every current and later ``get`` with nothing unread raises ``exc``."""
         self._failure = exc
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+        waiting = [*self._replies.values()]
+        waiting += [waiter for waiters in self._waiters.values() for waiter in waiters]
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._replies.clear()
         self._waiters.clear()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_INITIAL_DELAY_SECONDS = 0.25
 DEFAULT_MAX_DELAY_SECONDS = 2.0
+# A connection that stayed up this long starts the series again from the first delay.
+DEFAULT_RESET_AFTER_SECONDS = 5.0
 
 
 @dataclass

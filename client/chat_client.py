@@ -3,50 +3,55 @@
 - Reconnect: any drop (network error, close 1001 on the idle timeout or the 2-hour limit, 1006,
   a server restart) starts reconnect attempts with full-jitter backoff, each with a fresh token
   from the provider. A 401/403 on the handshake stops the client with ``AuthenticationError``.
-- Keep-alive: the ``ping`` action every ``ping_interval``; a ping answered by no frame at all
-  within ``pong_timeout`` marks the connection dead, and it is replaced.
+- Keep-alive: the ``ping`` action every ``ping_interval``; a ping not sent, or answered by no
+  frame at all, within ``pong_timeout`` marks the connection dead, and it is replaced.
+- Sending: one client-owned task writes each connection (``ConnectionWriter``); ``send_chat``
+  returns at once and a caller's cancellation never interrupts a send.
 - Delivery: each chat message carries a ``clientMessageId`` and stays pending until its
   ``system/accepted`` arrives. Pending messages are re-sent, with the same id, after a reconnect,
   after a retryable ``error`` frame, and when no answer came within ``resend_after``; the server
   queues each id once (it is the FIFO queue's deduplication id). A message still not accepted
   after ``accept_timeout`` fails with ``MessageNotAcceptedError``.
 - Answers: ``chat_response`` chunks are deduplicated by (conversationId, messageId, sequence)
-  before anyone sees them and assembled into whole answers (``receive_answer``).
+  before anyone sees them and assembled into whole answers (``receive_answer``); ``ask``
+  returns the answer whose ``inReplyTo`` is its question's ``clientMessageId``.
+- Memory: subscriptions, unfinished answers and remembered outcomes are bounded.
+- Closing: ``close()`` ends the client for its callers before it awaits anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
 
 from client.answers import Answer, AnswerAssembler, AnswerInbox
 from client.backoff import Backoff
 from client.config import ClientConfig
+from client.delivery import Accepted, Delivery, PendingMessage
 from client.errors import (
     AuthenticationError,
+    ChatClientError,
     ChatMessageTooLargeError,
     ClientClosedError,
+    ClientUsageError,
     ConnectError,
-    MessageNotAcceptedError,
-    MessageRejectedError,
+    InvalidArgumentError,
 )
 from client.events import ConnectionEvent, ConnectionEventKind
+from client.frames import parse_received
 from client.handshake import TokenProvider, open_connection, url_with_token
 from client.subscriptions import Fanout, Subscription
+from client.writer import ConnectionWriter
 from runtime.messages import (
     ChatMessageAction,
     ChatResponse,
@@ -56,59 +61,14 @@ from runtime.messages import (
     SystemEvent,
     SystemFrame,
     describe_validation_error,
-    parse_frame,
 )
-from runtime.schema import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE, ROUTE_PING
+from runtime.schema import MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE
 
 logger = logging.getLogger(__name__)
 
-PING_TEXT = json.dumps({"action": ROUTE_PING})
-# UTF-8 takes at most 4 bytes a character: a fragment this long fits one API Gateway frame.
-FRAGMENT_CHARS = MAX_FRAME_BYTES // 4
-# A retryable error without ``retryAfterMs`` (the queue was unavailable): re-send after this.
-RETRY_WITHOUT_HINT_SECONDS = 1.0
-# Outcomes of finished messages kept for late ``wait_accepted`` calls.
-REMEMBERED_OUTCOMES = 4096
 _MAX_LOGGED_CHARS = 200
 
 EventCallback = Callable[[ConnectionEvent], None]
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The server queued a chat message (its ``system/accepted`` frame)."""
-
-    client_message_id: str
-    conversation_id: str
-    message_id: str | None
-    frame: SystemFrame
-
-
-@dataclass(eq=False)
-class _Pending:
-    client_message_id: str
-    conversation_id: str
-    text: str
-    future: asyncio.Future[Accepted]
-    deadline: asyncio.TimerHandle | None = None
-    resend: asyncio.TimerHandle | None = None
-    sent_on: int | None = None  # the connection generation it was last sent on
-    last_error: str | None = None
-
-    def stop_timers(self) -> None:
-        for handle in (self.deadline, self.resend):
-            if handle is not None:
-                handle.cancel()
-
-
-def _retrieve(future: asyncio.Future[Accepted]) -> None:
-    """Mark a failure as seen: the caller may never await ``wait_accepted``."""
-    if not future.cancelled():
-        future.exception()
-
-
-def _fragments(text: str) -> list[str]:
-    return [text[i : i + FRAGMENT_CHARS] for i in range(0, len(text), FRAGMENT_CHARS)]
 
 
 class ChatClient:
@@ -137,42 +97,52 @@ class ChatClient:
             self.config.reconnect_max_delay,
             rng or random.SystemRandom(),
         )
+        # One series of delays across drops: only a connection that stayed up
+        # ``backoff_reset_after`` starts it again, so a server that accepts and drops at once
+        # is not hit at the first, shortest delay forever.
+        self._delays = self._backoff.delays()
         self._url: str | None = None
         self._token_provider: TokenProvider | None = None
-        self._current: ClientConnection | None = None  # the connection being served
-        self._ws: ClientConnection | None = None  # the same, once ready for sending
-        self._generation = 0
+        self._current: ClientConnection | None = None  # the latest connection opened
+        self._writer: ConnectionWriter | None = None  # its writer
         self._closing = False
-        self._failure: BaseException | None = None
+        self._failure: ChatClientError | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._send_lock = asyncio.Lock()
-        self._pending: dict[str, _Pending] = {}
-        self._outcomes: OrderedDict[str, asyncio.Future[Accepted]] = OrderedDict()
-        self._liveness: asyncio.Future[None] | None = None
+        self._delivery = Delivery(
+            accept_timeout=self.config.accept_timeout,
+            resend_after=self.config.resend_after,
+            send_again=self._send_again,
+        )
         self._drop_reason: str | None = None
-        self._frames: Fanout[Frame] = Fanout()
-        self._events: Fanout[ConnectionEvent] = Fanout()
-        self._assembler = AnswerAssembler()
+        self._frames: Fanout[Frame] = Fanout(self.config.subscription_limit)
+        self._events: Fanout[ConnectionEvent] = Fanout(self.config.subscription_limit)
+        self._assembler = AnswerAssembler(max_unfinished_bytes=self.config.unfinished_answer_bytes)
         self._answers = AnswerInbox(self.config.answer_backlog)
         self.duplicate_chunks_dropped = 0
-
-    # --- Lifecycle ------------------------------------------------------------------------
 
     async def connect(self, url: str, token_provider: TokenProvider) -> None:
         """Open the first connection, then keep one open until ``close()``.
 
         ``token_provider`` is a token or a (sync or async) function called for a fresh token on
-        every (re)connect. Raises ``AuthenticationError`` on 401/403 and ``ConnectError`` when
-        the server cannot be reached; the client can then be connected again.
+        every (re)connect; fetching it and the handshake together get ``open_timeout``. Raises
+        ``AuthenticationError`` on 401/403 and ``ConnectError`` otherwise (unreachable, timed
+        out, the token provider failed); the client can then be connected again.
         """
         if self._supervisor is not None or self._closing:
-            raise RuntimeError("connect() can be called once per ChatClient")
+            raise ClientUsageError("connect() can be called once per ChatClient")
         url_with_token(url, "-")  # a bad URL fails here, not in a reconnect
         try:
             ws = await open_connection(url, token_provider, self.config)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:  # AuthenticationError passes
-            raise ConnectError(f"could not connect to {url}: {exc}") from exc
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # network, timeout, 429/5xx, a failing token provider
+            reason = str(exc) or type(exc).__name__
+            raise ConnectError(f"could not connect to {url}: {reason}") from exc
+        if self._closing:  # closed while the connection was opening
+            await ws.close()
+            raise ClientClosedError("the client was closed while connecting")
         self._url = url
         self._token_provider = token_provider
         self._current = ws
@@ -180,20 +150,30 @@ class ChatClient:
         self._supervisor = asyncio.create_task(self._supervise(ws), name="chat-client")
 
     async def close(self) -> None:
-        """Close the connection (1000) and stop; pending messages fail with ClientClosedError."""
-        if self._closing:
-            return
-        self._closing = True
-        ws = self._current
-        if ws is not None:
-            await ws.close()
+        """Stop, and close the connection (1000); safe to call again and to cancel.
+
+        The client is closed for its callers at once, before anything is awaited: pending
+        messages and ``receive_answer``/``ask`` fail with ``ClientClosedError``, and
+        ``frames()``/``events()`` end. The closing handshake (at most ``close_timeout``) runs in
+        a client-owned task: a ``close()`` cancelled before it finished leaves it running, the
+        cancellation reaches its caller, and the next ``close()`` waits for the end.
+        """
+        if self._shutdown is None:
+            if self._failure is None:
+                self._emit(ConnectionEventKind.CLOSED)
+                self._stop(ClientClosedError("the client was closed"), clean=True)
+            self._closing = True
+            self._shutdown = asyncio.get_running_loop().create_task(
+                self._shut_down(), name="chat-client-close"
+            )
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        if self._failure is None:
-            self._emit(ConnectionEventKind.CLOSED)
-            self._stop(ClientClosedError("the client was closed"), clean=True)
+            await asyncio.wait([self._supervisor])
+        if self._current is not None:
+            await self._current.close()
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -208,40 +188,41 @@ class ChatClient:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._writer is not None
 
     @property
-    def failure(self) -> BaseException | None:
-        """Why the client stopped by itself (an ``AuthenticationError``), else None."""
+    def failure(self) -> ChatClientError | None:
+        """Why the client stopped by itself (an ``AuthenticationError``, or a
+        ``ClientClosedError`` caused by an unexpected error), else None."""
         return self._failure
-
-    # --- Observing --------------------------------------------------------------------------
 
     def frames(self) -> Subscription[Frame]:
         """Every frame received from now on, chunks deduplicated; ends at ``close()``.
 
-        Raises ``AuthenticationError`` when a reconnect's token is refused.
+        Raises ``AuthenticationError`` when a reconnect's token is refused, and
+        ``SubscriptionOverflowError`` after the consumer fell ``subscription_limit`` frames
+        behind. Use ``async with client.frames() as frames:`` (or ``aclose()``) to stop early.
         """
         return self._frames.subscribe()
 
     def events(self) -> Subscription[ConnectionEvent]:
-        """Connection events from now on (drops, reconnect attempts, reconnects, the end)."""
-        return self._events.subscribe()
+        """Connection events from now on (drops, reconnect attempts, reconnects, the end).
 
-    # --- Sending ----------------------------------------------------------------------------
+        Bounded like ``frames()``.
+        """
+        return self._events.subscribe()
 
     async def send_chat(
         self, conversation_id: str, content: str, *, client_message_id: str | None = None
     ) -> str:
-        """Send a chat message; returns its ``clientMessageId`` at once.
+        """Hand a chat message to the client's writer; returns its ``clientMessageId`` at once.
 
-        The message is kept, and re-sent as needed, until the server accepts it; await
-        ``wait_accepted(id)`` to know. While disconnected it is sent after the reconnect.
+        Never waits for the network. The message is kept, and re-sent as needed, until the
+        server accepts it; await ``wait_accepted(id)`` to know. While disconnected it is sent
+        after the reconnect.
         """
         self._check_usable()
         message_id = client_message_id or uuid4().hex
-        if message_id in self._pending:
-            raise ValueError(f"clientMessageId {message_id!r} is already pending")
         try:
             action = ChatMessageAction(
                 action=ROUTE_CHAT_MESSAGE,
@@ -250,7 +231,7 @@ class ChatClient:
                 client_message_id=message_id,
             )
         except ValidationError as exc:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"invalid chat message: {describe_validation_error(exc)} (conversationId and "
                 "clientMessageId: 1-128 printable ASCII characters; content: non-empty)"
             ) from None
@@ -258,12 +239,9 @@ class ChatClient:
         size = len(text.encode("utf-8"))
         if size > MAX_MESSAGE_BYTES:
             raise ChatMessageTooLargeError(size)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(message_id, conversation_id, text, loop.create_future())
-        pending.future.add_done_callback(_retrieve)
-        pending.deadline = loop.call_later(self.config.accept_timeout, self._expire, pending)
-        self._pending[message_id] = pending
-        await self._transmit(pending, again=False)
+        pending = self._delivery.add(message_id, conversation_id, text)
+        if self._writer is not None:
+            self._writer.enqueue(pending)
         return message_id
 
     async def wait_accepted(self, client_message_id: str) -> Accepted:
@@ -273,20 +251,11 @@ class ChatClient:
         a non-retryable error frame, ``ClientClosedError``/``AuthenticationError`` if the
         client stops first. Cancelling this wait does not cancel the message.
         """
-        pending = self._pending.get(client_message_id)
-        future = pending.future if pending else self._outcomes.get(client_message_id)
-        if future is None:
-            raise KeyError(
-                f"unknown clientMessageId {client_message_id!r}: not sent by this client "
-                f"or finished more than {REMEMBERED_OUTCOMES} messages ago"
-            )
-        return await asyncio.shield(future)
+        return await self._delivery.wait_accepted(client_message_id)
 
     def pending_ids(self) -> tuple[str, ...]:
         """The clientMessageIds sent but not yet accepted, oldest first."""
-        return tuple(self._pending)
-
-    # --- Answers ----------------------------------------------------------------------------
+        return self._delivery.ids()
 
     async def receive_answer(self, conversation_id: str) -> Answer:
         """The next whole answer in this conversation (waits for its ``done`` chunk).
@@ -297,20 +266,33 @@ class ChatClient:
         return await self._answers.get(conversation_id)
 
     async def ask(self, conversation_id: str, content: str) -> Answer:
-        """``send_chat``, wait until accepted, then ``receive_answer`` for the conversation."""
-        message_id = await self.send_chat(conversation_id, content)
-        await self.wait_accepted(message_id)
-        return await self._answers.get(conversation_id)
+        """Send a question and return its answer: the one whose ``inReplyTo`` is its id.
 
-    # --- Connection supervision -------------------------------------------------------------
+        Concurrent ``ask`` calls, in one conversation or several, each get their own answer.
+        An answer that arrives after its ``ask`` stopped waiting (cancelled, timed out) goes
+        to ``frames()`` and ``receive_answer``, never to another ``ask``. Needs a responder
+        that names the question (``MessageSender.stream(..., in_reply_to=clientMessageId)``);
+        with one that does not, use ``send_chat`` and ``receive_answer``.
+        """
+        message_id = uuid4().hex
+        reply = self._answers.expect(message_id)
+        try:
+            await self.send_chat(conversation_id, content, client_message_id=message_id)
+            await self.wait_accepted(message_id)
+            return await reply
+        finally:
+            self._answers.forget(message_id)
 
     async def _supervise(self, ws: ClientConnection) -> None:
         try:
             while True:
+                opened_at = time.monotonic()
                 close_code, reason = await self._session(ws)
                 if self._closing:
                     return
                 dropped_at = time.monotonic()
+                if dropped_at - opened_at >= self.config.backoff_reset_after:
+                    self._delays = self._backoff.delays()
                 self._emit(
                     ConnectionEventKind.DISCONNECTED,
                     close_code=close_code,
@@ -324,15 +306,17 @@ class ChatClient:
             self._stop(exc, clean=False)
         except Exception as exc:
             logger.exception("the chat client stopped on an unexpected error")
-            self._failure = exc
+            stopped = ClientClosedError(f"the client stopped on an unexpected error: {exc!r}")
+            stopped.__cause__ = exc
+            self._failure = stopped
             self._emit(ConnectionEventKind.CLOSED, reason=f"unexpected error: {exc!r}")
-            self._stop(exc, clean=False)
+            self._stop(stopped, clean=False)
 
     async def _reconnect(self, dropped_at: float) -> ClientConnection:
         assert self._url is not None
         assert self._token_provider is not None
         attempt = 0
-        for delay in self._backoff.delays():
+        for delay in self._delays:
             attempt += 1
             self._emit(
                 ConnectionEventKind.RECONNECTING,
@@ -361,47 +345,39 @@ class ChatClient:
     async def _session(self, ws: ClientConnection) -> tuple[int | None, str]:
         """Serve one connection until it drops; returns its close code and reason."""
         self._drop_reason = None
-        tasks = [self._spawn(self._start_sending(ws)), self._spawn(self._keepalive(ws))]
+        writer = ConnectionWriter(ws, self._delivery, lambda reason: self._drop(ws, reason))
+        self._writer = writer
+        tasks = [self._spawn(writer.run()), self._spawn(self._keepalive(ws, writer))]
+        for task in tasks:
+            task.add_done_callback(lambda done: self._on_task_done(ws, done))
         try:
             async for message in ws:
+                writer.frame_received()
                 self._on_message(message)
         except ConnectionClosed:
             pass
         finally:
             for task in tasks:
                 task.cancel()
-            if self._ws is ws:
-                self._ws = None
-            self._current = None
-            if self._liveness is not None and not self._liveness.done():
-                self._liveness.cancel()
+            self._writer = None
         return ws.close_code, self._drop_reason or ws.close_reason or ""
 
-    async def _start_sending(self, ws: ClientConnection) -> None:
-        """Make ``ws`` the live connection and re-send what is pending, oldest first.
-
-        Under the send lock, so that a message sent meanwhile goes out after the older ones.
-        """
-        async with self._send_lock:
-            self._generation += 1
-            self._ws = ws
-            for pending in list(self._pending.values()):
-                await self._transmit_locked(ws, pending, again=False)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
+    async def _keepalive(self, ws: ClientConnection, writer: ConnectionWriter) -> None:
         while True:
             await asyncio.sleep(self.config.ping_interval)
-            # Any frame after the ping proves the connection alive: the pong, or whatever a
-            # busy connection was receiving anyway.
-            self._liveness = loop.create_future()
-            if not await self._send_text(ws, PING_TEXT):
-                return
             try:
-                await asyncio.wait_for(asyncio.shield(self._liveness), self.config.pong_timeout)
+                async with asyncio.timeout(self.config.pong_timeout):
+                    await writer.ping()
             except TimeoutError:
                 self._drop(ws, f"no answer to ping within {self.config.pong_timeout:g} s")
                 return
+
+    def _on_task_done(self, ws: ClientConnection, task: asyncio.Task[None]) -> None:
+        """A connection's writer or keep-alive must not die unnoticed: replace the connection."""
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("a connection task failed", exc_info=task.exception())
+        self._drop(ws, f"internal error: {task.exception()!r}")
 
     def _drop(self, ws: ClientConnection, reason: str) -> None:
         """Abandon a connection now (no closing handshake: it may be dead); it is replaced."""
@@ -409,14 +385,9 @@ class ChatClient:
         self._drop_reason = reason
         ws.transport.abort()
 
-    # --- Receiving --------------------------------------------------------------------------
-
     def _on_message(self, message: str | bytes) -> None:
-        if self._liveness is not None and not self._liveness.done():
-            self._liveness.set_result(None)
-        try:
-            frame = parse_frame(message)
-        except ValueError:  # pydantic's ValidationError included
+        frame = parse_received(message)
+        if frame is None:
             logger.warning("ignored a frame outside the protocol: %.*r", _MAX_LOGGED_CHARS, message)
             return
         if isinstance(frame, ChatResponse):
@@ -429,27 +400,10 @@ class ChatClient:
                 self._answers.put(outcome.answer)
             return
         if isinstance(frame, SystemFrame) and frame.event is SystemEvent.ACCEPTED:
-            self._on_accepted(frame)
+            self._delivery.on_accepted(frame)
         elif isinstance(frame, ErrorFrame):
             self._on_error(frame)
         self._frames.publish(frame)
-
-    def _on_accepted(self, frame: SystemFrame) -> None:
-        data = frame.data or {}
-        message_id = data.get("clientMessageId")
-        pending = self._pending.get(message_id) if isinstance(message_id, str) else None
-        if pending is None:
-            return  # the answer to a re-send of a message accepted already
-        server_id = data.get("messageId")
-        self._finish(pending)
-        pending.future.set_result(
-            Accepted(
-                client_message_id=pending.client_message_id,
-                conversation_id=pending.conversation_id,
-                message_id=server_id if isinstance(server_id, str) else None,
-                frame=frame,
-            )
-        )
 
     def _on_error(self, frame: ErrorFrame) -> None:
         ws = self._current
@@ -457,78 +411,11 @@ class ChatClient:
             # The server forgot this connection (expired row): only a new one will do.
             self._drop(ws, frame.message)
             return
-        pending = self._pending.get(frame.client_message_id or "")
-        if pending is None:
-            return
-        pending.last_error = f"{frame.code.value}: {frame.message}"
-        if not frame.retryable:
-            self._finish(pending)
-            pending.future.set_exception(
-                MessageRejectedError(pending.client_message_id, frame.code.value, frame.message)
-            )
-            return
-        delay = (
-            frame.retry_after_ms / 1000
-            if frame.retry_after_ms is not None
-            else RETRY_WITHOUT_HINT_SECONDS
-        )
-        self._arm_resend(pending, delay)
+        self._delivery.on_error(frame)
 
-    # --- Delivery bookkeeping ---------------------------------------------------------------
-
-    async def _transmit(self, pending: _Pending, *, again: bool) -> None:
-        async with self._send_lock:
-            ws = self._ws
-            if ws is not None:
-                await self._transmit_locked(ws, pending, again=again)
-
-    async def _transmit_locked(
-        self, ws: ClientConnection, pending: _Pending, *, again: bool
-    ) -> None:
-        if self._pending.get(pending.client_message_id) is not pending:
-            return  # accepted or given up while waiting for the lock
-        if pending.sent_on == self._generation and not again:
-            return
-        if await self._send_text(ws, pending.text):
-            pending.sent_on = self._generation
-            self._arm_resend(pending, self.config.resend_after)
-
-    def _arm_resend(self, pending: _Pending, delay: float) -> None:
-        if pending.resend is not None:
-            pending.resend.cancel()
-        pending.resend = asyncio.get_running_loop().call_later(
-            delay, lambda: self._spawn(self._transmit(pending, again=True))
-        )
-
-    def _expire(self, pending: _Pending) -> None:
-        if self._pending.get(pending.client_message_id) is not pending:
-            return
-        self._finish(pending)
-        error = MessageNotAcceptedError(
-            pending.client_message_id, self.config.accept_timeout, pending.last_error
-        )
-        logger.warning("%s", error)
-        pending.future.set_exception(error)
-
-    def _finish(self, pending: _Pending) -> None:
-        pending.stop_timers()
-        del self._pending[pending.client_message_id]
-        self._outcomes[pending.client_message_id] = pending.future
-        if len(self._outcomes) > REMEMBERED_OUTCOMES:
-            self._outcomes.popitem(last=False)
-
-    # --- Plumbing ---------------------------------------------------------------------------
-
-    async def _send_text(self, ws: ClientConnection, text: str) -> bool:
-        """Send one text message (fragmented above the frame limit); False if ``ws`` is gone."""
-        try:
-            if len(text) > FRAGMENT_CHARS:
-                await ws.send(_fragments(text))
-            else:
-                await ws.send(text)
-        except ConnectionClosed:
-            return False
-        return True
+    def _send_again(self, pending: PendingMessage) -> None:
+        if self._writer is not None:
+            self._writer.enqueue(pending)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -549,22 +436,18 @@ class ChatClient:
 
     def _check_usable(self) -> None:
         if self._failure is not None:
-            if isinstance(self._failure, AuthenticationError):
-                raise self._failure
-            raise ClientClosedError(f"the client stopped: {self._failure}") from self._failure
+            raise self._failure
         if self._closing:
             raise ClientClosedError("the client is closed")
         if self._supervisor is None:
-            raise RuntimeError("call connect() before sending")
+            raise ClientUsageError("call connect() before sending")
 
     def _stop(self, error: BaseException, *, clean: bool) -> None:
         """Fail what is pending with ``error`` and end every subscription."""
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
-        for pending in list(self._pending.values()):
-            self._finish(pending)
-            pending.future.set_exception(error)
+        self._delivery.fail_all(error)
         self._answers.fail(error)
         self._frames.close(None if clean else error)
         self._events.close()

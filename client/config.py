@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from client.answers import DEFAULT_ANSWER_BACKLOG
-from client.backoff import DEFAULT_INITIAL_DELAY_SECONDS, DEFAULT_MAX_DELAY_SECONDS
+from client.answers import DEFAULT_ANSWER_BACKLOG, DEFAULT_UNFINISHED_ANSWER_BYTES
+from client.backoff import (
+    DEFAULT_INITIAL_DELAY_SECONDS,
+    DEFAULT_MAX_DELAY_SECONDS,
+    DEFAULT_RESET_AFTER_SECONDS,
+)
+from client.subscriptions import DEFAULT_SUBSCRIPTION_LIMIT
 from runtime.schema import IDLE_TIMEOUT_SECONDS, SQS_DEDUPLICATION_WINDOW_SECONDS
 
 DEFAULT_PING_INTERVAL_SECONDS = 300.0  # half of API Gateway's 10-minute idle timeout
@@ -29,8 +34,14 @@ class ClientConfig:
     - ``resend_after``: a chat message with no answer (accepted or error) this long after it was
       sent is sent again with the same ``clientMessageId``.
     - ``reconnect_initial_delay`` / ``reconnect_max_delay``: the full-jitter backoff's first
-      ceiling and cap.
+      ceiling and cap. The series goes on across drops; it starts again from the first delay
+      only after a connection stayed up ``backoff_reset_after``.
     - ``open_timeout``: one connection attempt (TCP, TLS, handshake, authorizer) at most this long.
+    - ``answer_backlog``: finished answers kept per conversation for ``receive_answer``.
+    - ``unfinished_answer_bytes``: content of answers still streaming, in total, in UTF-8 bytes;
+      beyond it the oldest unfinished answer is given up (its chunks still reach ``frames()``).
+    - ``subscription_limit``: unread items of one ``frames()``/``events()`` subscription; a
+      consumer further behind gets ``SubscriptionOverflowError``.
     - ``proxy``: ``True`` uses the proxy of the environment (``HTTPS_PROXY``...), ``None`` none.
     """
 
@@ -40,9 +51,12 @@ class ClientConfig:
     resend_after: float = DEFAULT_RESEND_AFTER_SECONDS
     reconnect_initial_delay: float = DEFAULT_INITIAL_DELAY_SECONDS
     reconnect_max_delay: float = DEFAULT_MAX_DELAY_SECONDS
+    backoff_reset_after: float = DEFAULT_RESET_AFTER_SECONDS
     open_timeout: float = DEFAULT_OPEN_TIMEOUT_SECONDS
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT_SECONDS
     answer_backlog: int = DEFAULT_ANSWER_BACKLOG
+    unfinished_answer_bytes: int = DEFAULT_UNFINISHED_ANSWER_BYTES
+    subscription_limit: int = DEFAULT_SUBSCRIPTION_LIMIT
     proxy: str | Literal[True] | None = True
 
     def __post_init__(self) -> None:

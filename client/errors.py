@@ -12,6 +12,14 @@ class ChatClientError(Exception):
     """Base class of every error the client raises on purpose."""
 
 
+class InvalidArgumentError(ChatClientError, ValueError):
+    """An argument the client cannot use (a chat message's fields, the URL); nothing was sent."""
+
+
+class ClientUsageError(ChatClientError, RuntimeError):
+    """A call out of order: ``connect()`` twice, or sending before ``connect()``."""
+
+
 class AuthenticationError(ChatClientError):
     """The server refused the token on the WebSocket handshake (HTTP 401 or 403).
 
@@ -35,6 +43,24 @@ class ConnectError(ChatClientError):
 
 class ClientClosedError(ChatClientError):
     """The client was closed (or stopped on an authentication error) before this completed."""
+
+
+class SubscriptionOverflowError(ChatClientError):
+    """A ``frames()``/``events()`` consumer fell too far behind; its subscription was ended."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this subscription fell {limit} items behind and was ended; read it faster, or "
+            "raise ClientConfig.subscription_limit, and subscribe again to carry on"
+        )
+        self.limit = limit
+
+
+class UnknownMessageError(ChatClientError, KeyError):
+    """``wait_accepted`` was given a ``clientMessageId`` this client does not know (any more)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class MessageNotAcceptedError(ChatClientError):

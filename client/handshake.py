@@ -6,6 +6,7 @@ the upgrade request), and a 401/403 on the handshake means the token was refused
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
@@ -15,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from client.config import ClientConfig
-from client.errors import AUTH_REJECTED_STATUSES, AuthenticationError
+from client.errors import AUTH_REJECTED_STATUSES, AuthenticationError, InvalidArgumentError
 from runtime.schema import MAX_MESSAGE_BYTES, TOKEN_QUERY_PARAMETER
 
 TokenProvider: TypeAlias = str | Callable[[], str] | Callable[[], Awaitable[str]]
@@ -41,7 +42,7 @@ def url_with_token(url: str, token: str) -> str:
     """``url`` with its ``token`` query parameter set (replaced if present, others kept)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"the URL must start with ws:// or wss://, got {url!r}")
+        raise InvalidArgumentError(f"the URL must start with ws:// or wss://, got {url!r}")
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != TOKEN_QUERY_PARAMETER]
     query.append((TOKEN_QUERY_PARAMETER, token))
     return urlunsplit(parts._replace(query=urlencode(query)))
@@ -50,12 +51,29 @@ def url_with_token(url: str, token: str) -> str:
 async def open_connection(
     url: str, provider: TokenProvider, config: ClientConfig
 ) -> ClientConnection:
-    """One connection attempt; ``AuthenticationError`` on 401/403, else the transport's error."""
+    """One connection attempt; ``AuthenticationError`` on 401/403, else the transport's error.
+
+    Fetching the token and the handshake together get ``open_timeout``: a token provider that
+    hangs (an identity provider that does not answer) fails the attempt like a network error,
+    and the next attempt asks it again. (A synchronous provider that blocks cannot be stopped:
+    make a slow one ``async``.)
+    """
+    try:
+        async with asyncio.timeout(config.open_timeout):
+            return await _open(url, provider, config)
+    except TimeoutError:
+        raise TimeoutError(
+            f"fetching a token and opening the connection took over {config.open_timeout:g} s "
+            "(ClientConfig.open_timeout)"
+        ) from None
+
+
+async def _open(url: str, provider: TokenProvider, config: ClientConfig) -> ClientConnection:
     token = await fetch_token(provider)
     try:
         return await connect(
             url_with_token(url, token),
-            open_timeout=config.open_timeout,
+            open_timeout=None,  # open_connection's timeout covers the token and the handshake
             close_timeout=config.close_timeout,
             proxy=config.proxy,
             # Keep-alive is the protocol's own ``ping`` action (the idle timeout counts messages);

@@ -102,12 +102,14 @@ class ChatResponse(_Frame):
     done: bool = False
     sequence: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+    in_reply_to: str | None = Field(default=None, alias="inReplyTo")
 
 
 class TypingIndicator(_Frame):
     type: Literal["typing_indicator"] = "typing_indicator"
     conversation_id: str
     is_typing: bool
+    in_reply_to: str | None = Field(default=None, alias="inReplyTo")
 
 
 class ErrorFrame(_Frame):
@@ -157,6 +159,7 @@ def chat_response(
     done: bool = False,
     sequence: int = 0,
     metadata: dict[str, Any] | None = None,
+    in_reply_to: str | None = None,
 ) -> ChatResponse:
     return ChatResponse(
         conversation_id=conversation_id,
@@ -165,11 +168,16 @@ def chat_response(
         done=done,
         sequence=sequence,
         metadata=metadata or {},
+        in_reply_to=in_reply_to,
     )
 
 
-def typing_indicator(conversation_id: str, is_typing: bool) -> TypingIndicator:
-    return TypingIndicator(conversation_id=conversation_id, is_typing=is_typing)
+def typing_indicator(
+    conversation_id: str, is_typing: bool, *, in_reply_to: str | None = None
+) -> TypingIndicator:
+    return TypingIndicator(
+        conversation_id=conversation_id, is_typing=is_typing, in_reply_to=in_reply_to
+    )
 
 
 def error(

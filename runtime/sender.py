@@ -282,8 +282,12 @@ class MessageSender:
         user_id: str | None = None,
         redirect_gone_to_user: bool | None = None,
         grace_seconds: float | None = None,
+        in_reply_to: str | None = None,
     ) -> StreamResult:
         """Stream an answer: typing on, numbered ``chat_response`` chunks, done, typing off.
+
+        ``in_reply_to`` (the queued message's ``clientMessageId``) goes into every frame as
+        ``inReplyTo``, so that the client matches the answer to its question.
 
         Every chunk frame carries ``message_id`` and ``sequence`` 0, 1, 2, ...; a chunk too big
         for one message is split into several, so a whole answer may be passed as one chunk.
@@ -321,17 +325,20 @@ class MessageSender:
         def result(chunks_sent: int, completed: bool) -> StreamResult:
             return StreamResult(message_id, chunks_sent, completed, tuple(state.targets))
 
-        if not self._stream_frame(state, serialize(typing_indicator(conversation_id, True))):
+        typing_on = typing_indicator(conversation_id, True, in_reply_to=in_reply_to)
+        if not self._stream_frame(state, serialize(typing_on)):
             return result(0, False)
         sequence = 0
         try:
             for chunk in chunks:
-                for frame in _chunk_frames(conversation_id, message_id, chunk, sequence):
+                for frame in _chunk_frames(
+                    conversation_id, message_id, chunk, sequence, in_reply_to
+                ):
                     if not self._stream_frame(state, frame):
                         return result(sequence, False)
                     sequence += 1
         except Exception:
-            self._typing_off(state, conversation_id)
+            self._typing_off(state, conversation_id, in_reply_to)
             raise
         done = chat_response(
             conversation_id,
@@ -340,10 +347,11 @@ class MessageSender:
             done=True,
             sequence=sequence,
             metadata=done_metadata,
+            in_reply_to=in_reply_to,
         )
         completed = self._stream_frame(state, serialize(done))
         if completed:
-            self._typing_off(state, conversation_id)
+            self._typing_off(state, conversation_id, in_reply_to)
         return result(sequence, completed)
 
     # --- delivery -------------------------------------------------------------------------
@@ -528,14 +536,16 @@ class MessageSender:
         )
         return bool(state.targets)
 
-    def _typing_off(self, state: _StreamState, conversation_id: str) -> None:
+    def _typing_off(
+        self, state: _StreamState, conversation_id: str, in_reply_to: str | None
+    ) -> None:
         if state.targets:
-            data = serialize(typing_indicator(conversation_id, False))
+            data = serialize(typing_indicator(conversation_id, False, in_reply_to=in_reply_to))
             self._tally(self._fan_out(state.targets, [data]))
 
 
 def _chunk_frames(
-    conversation_id: str, message_id: str, text: str, first_sequence: int
+    conversation_id: str, message_id: str, text: str, first_sequence: int, in_reply_to: str | None
 ) -> list[bytes]:
     """A chunk's ``chat_response`` frames, halving the text until each fits in 128 KB."""
     frames: list[bytes] = []
@@ -547,6 +557,7 @@ def _chunk_frames(
             piece,
             message_id=message_id,
             sequence=first_sequence + len(frames),
+            in_reply_to=in_reply_to,
         )
         try:
             frames.append(serialize(frame))

@@ -3,7 +3,8 @@
 It stands in for API Gateway in the client's unit tests: the token in the query string, ``ping``
 → ``system/pong``, ``chat_message`` → queued once per clientMessageId (the FIFO dedup id) and
 answered with ``system/accepted``. Tests make it drop sockets (close codes or a bare TCP reset),
-refuse tokens, go down and come back on the same port, swallow messages or answer with errors.
+refuse tokens, go down and come back on the same port, swallow messages or answer with errors,
+or stall: stop reading, like the far end of a silently dead network path.
 The local gateway (``local/``) is the real target of the end-to-end tests.
 """
 
@@ -50,13 +51,17 @@ class FakeGateway:
         self.rejected = 0
         self.reject_status: int | None = None  # refuse every handshake with this status
         self.answer_pings = True
+        self.drop_on_open = False  # reset every new connection right after the handshake
         self.pings = 0
         self.received: list[dict[str, Any]] = []  # every chat_message, re-sends included
+        self.message_received = asyncio.Event()  # set at every chat_message
         self.queue: list[dict[str, Any]] = []  # what would reach SQS: one per clientMessageId
         self._dedup_ids: set[str] = set()
         self.swallow = 0  # the next N chat messages get no answer at all (not queued either)
         self.queue_then_abort = 0  # the next N are queued, then the socket dies unanswered
-        self.errors: deque[ErrorFrame] = deque()  # answers to the next chat messages, first
+        # Answers to the next chat messages, first: frames, or wire dicts (for codes from the
+        # future); the gateway fills in the clientMessageId.
+        self.errors: deque[ErrorFrame | dict[str, Any]] = deque()
         self.auto_answer = False  # after accepting, stream "echo: <content>" like a responder
         self.opened = 0  # connections served so far
         self.connected = asyncio.Event()  # set at every new connection
@@ -102,6 +107,16 @@ class FakeGateway:
         for connection in list(self.connections):
             connection.transport.abort()
 
+    def stall(self) -> None:
+        """Stop reading the open connections: the client's sends fill the socket buffers and
+        block, and nothing it sends is answered (new connections are served normally)."""
+        for connection in self.connections:
+            connection.transport.pause_reading()
+
+    def resume(self) -> None:
+        for connection in self.connections:
+            connection.transport.resume_reading()
+
     async def close_all(self, code: int, reason: str = "") -> None:
         for connection in list(self.connections):
             await connection.close(code, reason)
@@ -116,6 +131,12 @@ class FakeGateway:
         while self.opened < count:
             self.connected.clear()
             await self.connected.wait()
+
+    async def wait_received(self, count: int) -> None:
+        """Until ``count`` chat messages have been received in total (re-sends included)."""
+        while len(self.received) < count:
+            self.message_received.clear()
+            await self.message_received.wait()
 
     def queued_ids(self) -> list[str]:
         return [message["clientMessageId"] for message in self.queue]
@@ -144,6 +165,8 @@ class FakeGateway:
         self.connections.append(connection)
         self.opened += 1
         self.connected.set()
+        if self.drop_on_open:
+            connection.transport.abort()
         try:
             async for raw in connection:
                 await self._on_message(connection, json.loads(raw))
@@ -159,11 +182,12 @@ class FakeGateway:
                 await connection.send(system(SystemEvent.PONG).to_json())
             return
         self.received.append(body)
+        self.message_received.set()
         client_message_id = body["clientMessageId"]
         if self.errors:
             frame = self.errors.popleft()
-            update = {"client_message_id": client_message_id}
-            await connection.send(frame.model_copy(update=update).to_json())
+            wire = frame if isinstance(frame, dict) else json.loads(frame.to_json())
+            await connection.send(json.dumps({**wire, "clientMessageId": client_message_id}))
             return
         if self.swallow:
             self.swallow -= 1
@@ -188,26 +212,66 @@ class FakeGateway:
             await self._echo(connection, body)
 
     async def _echo(self, connection: ServerConnection, body: dict[str, Any]) -> None:
-        conversation_id = body["conversationId"]
-        message_id = f"answer-{body['clientMessageId']}"
-        parts = ["echo: ", body["content"]]
-        await connection.send(typing_indicator(conversation_id, True).to_json())
-        for sequence, part in enumerate(parts):
-            await connection.send(chunk(conversation_id, message_id, sequence, part))
-        await connection.send(done(conversation_id, message_id, len(parts)))
-        await connection.send(typing_indicator(conversation_id, False).to_json())
+        for frame in answer(body, "echo: " + body["content"]):
+            await connection.send(frame)
 
 
-def chunk(conversation_id: str, message_id: str, sequence: int, content: str) -> str:
+def answer(question: dict[str, Any], content: str) -> list[str]:
+    """What a responder streams for ``question`` (a received chat_message): typing on, the
+    content in two chunks, done, typing off; every frame ``inReplyTo`` the question."""
+    conversation_id = question["conversationId"]
+    question_id = question["clientMessageId"]
+    message_id = f"answer-{question_id}"
+    middle = len(content) // 2
+    return [
+        typing_indicator(conversation_id, True, in_reply_to=question_id).to_json(),
+        chunk(conversation_id, message_id, 0, content[:middle], in_reply_to=question_id),
+        chunk(conversation_id, message_id, 1, content[middle:], in_reply_to=question_id),
+        done(conversation_id, message_id, 2, in_reply_to=question_id),
+        typing_indicator(conversation_id, False, in_reply_to=question_id).to_json(),
+    ]
+
+
+def chunk(
+    conversation_id: str,
+    message_id: str,
+    sequence: int,
+    content: str,
+    *,
+    in_reply_to: str | None = None,
+) -> str:
     return chat_response(
-        conversation_id, content, message_id=message_id, sequence=sequence
+        conversation_id, content, message_id=message_id, sequence=sequence, in_reply_to=in_reply_to
     ).to_json()
 
 
-def done(conversation_id: str, message_id: str, sequence: int) -> str:
+def done(
+    conversation_id: str, message_id: str, sequence: int, *, in_reply_to: str | None = None
+) -> str:
     return chat_response(
-        conversation_id, "", message_id=message_id, sequence=sequence, done=True
+        conversation_id,
+        "",
+        message_id=message_id,
+        sequence=sequence,
+        done=True,
+        in_reply_to=in_reply_to,
     ).to_json()
+
+
+async def at_once(call: Coroutine[Any, Any, T]) -> T:
+    """Await ``call``, failing if it waited for anything (it must complete on its first step)."""
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(0)
+    assert task.done(), "the call waited instead of returning at once"
+    return task.result()
+
+
+# Loopback's socket buffers hold about 4 MB: this many 100 KB chat messages fill them.
+STALLING_MESSAGES = 60
+
+
+def big_message(n: int) -> str:
+    return f"{n}:" + "x" * 100_000
 
 
 def retryable_error(code: ErrorCode, retry_after_ms: int | None) -> ErrorFrame:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 
+import pytest
+
 from client import ChatClient, ClientConfig, ConnectionEventKind, Subscription
 from runtime.messages import ChatResponse, Frame, TypingIndicator
-from tests.client.fake_gateway import FakeGateway, chunk, done, next_event, run
+from tests.client.fake_gateway import FakeGateway, answer, chunk, done, next_event, run
 
 CONFIG = ClientConfig(proxy=None)
 
@@ -73,6 +76,46 @@ def test_ask_sends_waits_for_acceptance_and_returns_the_streamed_answer() -> Non
             assert answer.content == "echo: What is RAG?"
             typing = [f.is_typing async for f in _until_typing_off(frames)]
             assert typing == [True, False]
+
+    run(scenario())
+
+
+def test_an_ask_that_timed_out_never_hands_its_late_answer_to_the_next_ask() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            frames = client.frames()
+            await client.connect(gateway.url, "good")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await client.ask("c1", "first")
+            second = asyncio.create_task(client.ask("c1", "second"))
+            await gateway.wait_received(2)
+            first_question, second_question = gateway.received
+            await gateway.send_to_all(*answer(first_question, "late answer to the first"))
+            await gateway.send_to_all(*answer(second_question, "answer to the second"))
+            assert (await second).content == "answer to the second"
+            # The late answer is not lost: frames() and receive_answer have it.
+            late = await client.receive_answer("c1")
+            assert late.content == "late answer to the first"
+            assert late.in_reply_to == first_question["clientMessageId"]
+            async for frame in frames:
+                if isinstance(frame, ChatResponse) and frame.done:
+                    assert frame.in_reply_to == first_question["clientMessageId"]
+                    break
+
+    run(scenario())
+
+
+def test_concurrent_asks_answered_in_the_other_order_each_get_their_own() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            await client.connect(gateway.url, "good")
+            asks = [asyncio.create_task(client.ask("c1", f"question {n}")) for n in range(3)]
+            await gateway.wait_received(3)
+            for question in reversed(gateway.received):
+                await gateway.send_to_all(*answer(question, "re: " + question["content"]))
+            contents = [(await a).content for a in asks]
+            assert contents == ["re: question 0", "re: question 1", "re: question 2"]
 
     run(scenario())
 

@@ -7,19 +7,32 @@ The fake gateway queues each clientMessageId once, as the FIFO queue's deduplica
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 
 from client import (
     ChatClient,
+    ChatClientError,
     ClientConfig,
     ConnectionEventKind,
     MessageNotAcceptedError,
     MessageRejectedError,
+    Subscription,
 )
-from client.chat_client import RETRY_WITHOUT_HINT_SECONDS
-from runtime.messages import ErrorCode, MessageTooLargeError, error
+from client.delivery import RETRY_WITHOUT_HINT_SECONDS
+from runtime.messages import (
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    MessageTooLargeError,
+    SystemEvent,
+    SystemFrame,
+    error,
+    system,
+)
 from tests.client.fake_gateway import FakeGateway, next_event, retryable_error, run
 
 CONFIG = ClientConfig(proxy=None)
@@ -243,5 +256,86 @@ def test_a_message_over_128_kb_or_with_bad_ids_is_refused_before_sending() -> No
             with pytest.raises(ValueError, match="already pending"):
                 await client.send_chat("c1", "dup", client_message_id=message_id)
             assert client.pending_ids() == (message_id,)
+
+    run(scenario())
+
+
+def error_from_the_future(*, retryable: bool) -> dict[str, object]:
+    """An error frame whose code this client version does not know."""
+    frame = json.loads(error(ErrorCode.INTERNAL_ERROR, "over quota", retryable=retryable).to_json())
+    return {**frame, "code": "QUOTA_EXCEEDED", "retryAfterMs": 100}
+
+
+def test_an_error_with_an_unknown_code_is_honoured_and_reaches_frames() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            frames = client.frames()
+            await client.connect(gateway.url, "good")
+            gateway.errors.append(error_from_the_future(retryable=True))
+            retried = await client.send_chat("c1", "re-sent after retryAfterMs")
+            await client.wait_accepted(retried)
+            assert received_ids(gateway) == [retried, retried]
+            gateway.errors.append(error_from_the_future(retryable=False))
+            rejected = await client.send_chat("c1", "rejected")
+            with pytest.raises(MessageRejectedError, match="QUOTA_EXCEEDED: over quota") as caught:
+                await client.wait_accepted(rejected)
+            assert caught.value.code == "QUOTA_EXCEEDED"
+            codes = [f.code async for f in _errors(frames, 2)]
+            assert codes == ["QUOTA_EXCEEDED", "QUOTA_EXCEEDED"]
+
+    run(scenario())
+
+
+def test_a_system_frame_with_an_unknown_event_reaches_frames() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            frames = client.frames()
+            await client.connect(gateway.url, "good")
+            future = {**json.loads(system(SystemEvent.NOTICE, "x").to_json()), "event": "draining"}
+            await gateway.send_to_all(json.dumps(future), "not json", '{"type": "mystery"}')
+            await gateway.send_to_all(system(SystemEvent.NOTICE, "marker").to_json())
+            seen = []
+            async for frame in frames:
+                assert isinstance(frame, SystemFrame)
+                if frame.message == "marker":
+                    break
+                seen.append((frame.event, frame.message))
+            assert seen == [("draining", "x")]  # the frames outside the protocol are dropped
+
+    run(scenario())
+
+
+async def _errors(frames: Subscription[Frame], count: int) -> AsyncIterator[ErrorFrame]:
+    async for frame in frames:
+        if isinstance(frame, ErrorFrame):
+            yield frame
+            count -= 1
+            if count == 0:
+                return
+
+
+def test_every_error_a_caller_can_see_is_a_chat_client_error() -> None:
+    """One ``except ChatClientError`` covers the client; each error is also the builtin type
+    (ValueError, RuntimeError, KeyError) that describes it."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client:
+            with pytest.raises(ChatClientError, match="connect"):
+                await client.send_chat("c1", "before connect()")
+            with pytest.raises(ChatClientError, match="ws:// or wss://"):
+                await new_client().connect("http://127.0.0.1:1/dev", "good")
+            await client.connect(gateway.url, "good")
+            with pytest.raises(ChatClientError, match="once"):
+                await client.connect(gateway.url, "good")
+            with pytest.raises(ChatClientError, match="conversationId"):
+                await client.send_chat("has spaces", "hello")
+            with pytest.raises(ChatClientError, match="send less content"):
+                await client.send_chat("c1", "x" * 128 * 1024)
+            with pytest.raises(ChatClientError, match="unknown clientMessageId"):
+                await client.wait_accepted("never-sent")
+            gateway.swallow = 1
+            pending = await client.send_chat("c1", "ok")
+            with pytest.raises(ChatClientError, match="already pending"):
+                await client.send_chat("c1", "dup", client_message_id=pending)
 
     run(scenario())

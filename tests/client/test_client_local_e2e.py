@@ -29,6 +29,7 @@ from client import (
 from local.gateway import AccessRecord
 from local.responder import demo_answer, demo_responder
 from local.stack import LocalStack
+from runtime.messages import TypingIndicator
 from runtime.sender import MessageSender
 from tests.client.fake_gateway import next_event, run
 
@@ -291,5 +292,34 @@ def test_the_cli_chats_with_the_local_stack_and_its_demo_responder(state_dir: Pa
             assert process.returncode == 0, err.decode()
             assert out.decode() == demo_answer("What is RAG?") + "\n"
             assert "[assistant is typing…]" in err.decode()
+
+    run(scenario(), E2E_DEADLINE_SECONDS)
+
+
+def test_concurrent_asks_get_the_demo_responders_answer_to_their_own_question(
+    state_dir: Path,
+) -> None:
+    """The demo responder passes the question's clientMessageId to ``MessageSender.stream``,
+    which puts it in every frame as ``inReplyTo``; ``ask`` matches on it."""
+
+    async def scenario() -> None:
+        async with (
+            local_stack(state_dir, responder=demo_responder) as stack,
+            new_client() as client,
+        ):
+            frames = client.frames()
+            await client.connect(stack.ws_url, lambda: stack.token_for(USER))
+            questions = [f"question {n}?" for n in range(3)]
+            answers = await asyncio.gather(*(client.ask(CONVERSATION, q) for q in questions))
+            assert [a.content for a in answers] == [demo_answer(q) for q in questions]
+            ids = {a.in_reply_to for a in answers}
+            assert len(ids) == 3
+            typing = 0
+            async for frame in frames:
+                if isinstance(frame, TypingIndicator):
+                    assert frame.in_reply_to in ids
+                    typing += 1
+                    if typing == 2 * len(questions):
+                        break
 
     run(scenario(), E2E_DEADLINE_SECONDS)

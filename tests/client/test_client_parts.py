@@ -11,6 +11,7 @@ import pytest
 from client.answers import AnswerAssembler, AnswerInbox
 from client.backoff import Backoff
 from client.config import ClientConfig
+from client.errors import SubscriptionOverflowError
 from client.handshake import fetch_token, url_with_token
 from client.subscriptions import Fanout
 from runtime.messages import ChatResponse, chat_response
@@ -160,6 +161,20 @@ def test_assembler_memory_is_bounded() -> None:
     assert len(assembler._finished) == 2
 
 
+def test_assembler_gives_up_the_oldest_unfinished_answers_beyond_the_byte_limit() -> None:
+    assembler = AnswerAssembler(max_unfinished_bytes=10)
+    assembler.add(piece(0, "ééé", message_id="old"))  # 6 bytes of UTF-8
+    assert assembler.unfinished_bytes == 6
+    assembler.add(piece(0, "new!!", message_id="new"))  # 11 bytes in all: "old" is given up
+    assert assembler.unfinished_bytes == 5
+    late = assembler.add(piece(1, "", done=True, message_id="old"))
+    assert (late.duplicate, late.answer) == (False, None)  # still a frame, never an answer
+    finished = assembler.add(piece(1, "", done=True, message_id="new"))
+    assert finished.answer is not None
+    assert finished.answer.content == "new!!"
+    assert assembler.unfinished_bytes == 0
+
+
 def test_inbox_hands_out_answers_per_conversation_in_order_and_fails_waiters() -> None:
     async def scenario() -> None:
         inbox = AnswerInbox()
@@ -203,6 +218,50 @@ def test_fanout_buffers_from_subscription_and_ends_with_the_publishers_error() -
             await anext(early)
         with pytest.raises(LookupError):
             await anext(fanout.subscribe())
+
+    run(scenario())
+
+
+def test_fanout_subscription_that_falls_behind_ends_with_an_overflow_error() -> None:
+    async def scenario() -> None:
+        fanout: Fanout[int] = Fanout(limit=3)
+        slow = fanout.subscribe()
+        for item in range(5):
+            fanout.publish(item)
+        assert len(fanout) == 0  # dropped by the publisher at the overflow
+        assert [await anext(slow) for _ in range(3)] == [0, 1, 2]  # what came before the gap
+        with pytest.raises(SubscriptionOverflowError, match="3 items behind"):
+            await anext(slow)
+
+    run(scenario())
+
+
+def test_fanout_forgets_a_subscription_left_by_break_or_aclose() -> None:
+    async def scenario() -> None:
+        fanout: Fanout[int] = Fanout()
+        fanout.publish(0)
+        first = fanout.subscribe()
+        fanout.publish(1)
+        await first.aclose()
+        assert len(fanout) == 0
+        fanout.subscribe()  # nobody keeps it
+        fanout.publish(2)
+        assert len(fanout) == 0
+        kept = fanout.subscribe()
+        fanout.publish(3)
+
+        async def first_item() -> int:
+            async for item in fanout.subscribe():
+                return item  # leaves the loop early
+            raise AssertionError("ended")
+
+        reader = asyncio.create_task(first_item())
+        await asyncio.sleep(0)
+        assert len(fanout) == 2
+        fanout.publish(4)
+        assert await reader == 4
+        assert len(fanout) == 1
+        assert [await anext(kept), await anext(kept)] == [3, 4]
 
     run(scenario())
 

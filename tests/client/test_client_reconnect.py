@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,41 @@ def test_keeps_trying_while_the_server_is_down_and_reports_each_attempt() -> Non
     run(scenario())
 
 
+class HighestDelay(random.Random):
+    """Full jitter that always draws the ceiling: the delays show the backoff's series."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_server_that_drops_at_once_gets_growing_delays_until_a_connection_stays_up() -> None:
+    config = ClientConfig(
+        proxy=None,
+        reconnect_initial_delay=0.05,
+        reconnect_max_delay=0.4,
+        backoff_reset_after=1.0,
+    )
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, ChatClient(config, rng=HighestDelay()) as client:
+            events = client.events()
+            await client.connect(gateway.url, "good")
+            gateway.drop_on_open = True
+            gateway.abort_all()
+            delays = [
+                (await next_event(events, ConnectionEventKind.RECONNECTING)).delay for _ in range(5)
+            ]
+            assert delays == [0.05, 0.1, 0.2, 0.4, 0.4]
+            gateway.drop_on_open = False
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            await asyncio.sleep(1.2)  # up longer than backoff_reset_after
+            gateway.abort_all()
+            again = await next_event(events, ConnectionEventKind.RECONNECTING)
+            assert again.delay == 0.05
+
+    run(scenario())
+
+
 def test_a_refused_token_on_connect_raises_and_is_never_retried() -> None:
     async def scenario() -> None:
         async with FakeGateway() as gateway:
@@ -224,6 +260,58 @@ def test_a_failing_token_provider_is_retried_like_a_network_error() -> None:
             failed = await next_event(events, ConnectionEventKind.RECONNECT_FAILED)
             assert "identity provider unreachable" in failed.reason
             await next_event(events, ConnectionEventKind.RECONNECTED)
+
+    run(scenario())
+
+
+def test_a_hung_token_provider_fails_the_attempt_within_open_timeout_and_is_asked_again() -> None:
+    config = ClientConfig(proxy=None, open_timeout=0.5)
+    calls = count()
+
+    async def provider() -> str:
+        if next(calls) == 1:
+            await asyncio.Event().wait()  # the identity provider never answers
+        return "good"
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client(config) as client:
+            events = client.events()
+            await client.connect(gateway.url, provider)
+            gateway.abort_all()
+            failed = await next_event(events, ConnectionEventKind.RECONNECT_FAILED)
+            assert "took over 0.5 s (ClientConfig.open_timeout)" in failed.reason
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            assert next(calls) == 3  # asked again after the hung call
+
+    run(scenario())
+
+
+async def never_answers() -> str:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def raises_value_error() -> str:
+    raise ValueError("no refresh token")
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        (raises_value_error, "no refresh token"),
+        (lambda: "", "not a non-empty string"),
+        (never_answers, "took over 0.5 s"),
+    ],
+)
+def test_a_failing_token_provider_on_the_first_connect_raises_connect_error(
+    provider: Callable[[], Any], message: str
+) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway:
+            client = new_client(ClientConfig(proxy=None, open_timeout=0.5))
+            with pytest.raises(ConnectError, match=message):
+                await client.connect(gateway.url, provider)
+            assert gateway.handshakes == []
 
     run(scenario())
 

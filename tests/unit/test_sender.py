@@ -494,6 +494,19 @@ def test_stream_frames_in_order(
     assert metric_total(Metric.MESSAGES_SENT) == 6
 
 
+def test_stream_names_the_question_it_answers_in_every_frame(
+    store: ConnectionStore, fake: FakeManagementApi, fake_time: FakeTime
+) -> None:
+    """``inReplyTo`` is how a client matches an answer to its question (``ChatClient.ask``)."""
+    with make_sender(store, fake, fake_time) as sender:
+        sender.stream("c1", "conv-1", ["a", "b" * 200_000], in_reply_to="question-1")
+        sender.stream("c2", "conv-1", ["unmatched"])
+    frames = fake.frames_to("c1")
+    assert len(frames) == 6  # typing, "a", the big chunk split in two, done, typing
+    assert {f["inReplyTo"] for f in frames} == {"question-1"}
+    assert all("inReplyTo" not in f for f in fake.frames_to("c2"))
+
+
 def test_stream_splits_a_chunk_over_the_message_limit(
     store: ConnectionStore, fake: FakeManagementApi, fake_time: FakeTime
 ) -> None:

@@ -36,6 +36,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
                 answer_chunks(chat["content"]),
                 user_id=chat["userId"],
                 redirect_gone_to_user=True,
+                in_reply_to=chat["clientMessageId"],  # lets the client match its question
             )
         except Exception:
             # Back to the queue (after 5 receives: the dead-letter queue).
