@@ -504,11 +504,14 @@ export class ChatClient extends EventTarget {
         clearTimeout(timer);
         resolve(ws);
       };
-      ws.onerror = () => undefined; // a close event follows with the code
-      ws.onclose = (event) => {
+      const refused = (detail: string): void => {
         clearTimeout(timer);
-        reject(new OpenFailure(`the handshake failed (close code ${event.code})`, true));
+        ws.onopen = ws.onclose = ws.onerror = null;
+        reject(new OpenFailure(`the handshake failed (${detail})`, true));
       };
+      // Browsers fire error then close; Node 20's WebSocket fires only error.
+      ws.onerror = () => refused("error before open");
+      ws.onclose = (event) => refused(`close code ${event.code}`);
     });
   }
 
@@ -526,8 +529,11 @@ export class ChatClient extends EventTarget {
     this.#openedAt = Date.now();
     this.#generation += 1;
     ws.onmessage = (event) => this.#onMessage(event.data);
-    ws.onerror = () => undefined;
     ws.onclose = (event) => this.#onDrop(ws, event.code, event.reason);
+    ws.onerror = () => {
+      ws.close();
+      this.#onDrop(ws, 1006, "socket error");
+    };
     this.#pingTimer = setInterval(() => this.#ping(ws), this.options.pingIntervalMs);
     for (const pending of this.#pending.values()) this.#transmit(pending, false);
   }
