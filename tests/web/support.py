@@ -8,6 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
 WEB_DIST = WEB / "dist"
+ARTIFACTS = REPO / ".artifacts" / "browser"  # screenshots of failing browser tests (gitignored)
 
 
 def require_web_build() -> None:
@@ -29,4 +30,15 @@ def node() -> str:
     found = shutil.which("node")
     if found is None:
         raise AssertionError("node is not on PATH: install Node.js 20+ (Debian: nodejs)")
+    return found
+
+
+def chromium() -> str:
+    """The system Chromium (never a browser Playwright downloads), or a failure naming it."""
+    found = shutil.which("chromium")
+    if found is None:
+        raise AssertionError(
+            "chromium is not installed: `make test` installs Debian's chromium package when run "
+            "as root; otherwise run `sudo apt-get install chromium`"
+        )
     return found

@@ -223,6 +223,12 @@ ui.composer.addEventListener("submit", (event) => {
   ask(content);
 });
 
+// Following a fragment link moves no focus in some browsers: move it to the box itself.
+document.querySelector(".skip")?.addEventListener("click", (event) => {
+  event.preventDefault();
+  ui.question.focus();
+});
+
 ui.question.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
