@@ -49,12 +49,16 @@ def _json(status: int, body: dict[str, str]) -> web.Response:
 
 
 def _file(root: Path, relative: str) -> web.StreamResponse:
-    """A file under ``root``, never outside it; 404 otherwise, 503 when ``web/`` is not built."""
+    """A file under ``root``, never outside it; 404 otherwise (saying so when not built)."""
     if not root.is_dir():
-        return web.Response(status=503, text=NOT_BUILT)
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise web.HTTPNotFound(text=f"no such file: {relative}")
+        raise web.HTTPNotFound(text=NOT_BUILT)
+    try:
+        path = (root / relative).resolve()
+        found = path.is_relative_to(root.resolve()) and path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long: no such file either
+        found = False
+    if not found:
+        raise web.HTTPNotFound(text="no such file")
     # The build changes these files under a running gateway: always revalidate.
     return web.FileResponse(path, headers={hdrs.CACHE_CONTROL: "no-cache"})
 
