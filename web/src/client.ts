@@ -106,6 +106,8 @@ export const DEFAULT_OPTIONS: Readonly<Required<Omit<ChatClientOptions, "WebSock
 const RETRY_WITHOUT_HINT_MS = 1000;
 /** Outcomes of finished messages kept for late `waitAccepted` calls. */
 const REMEMBERED_OUTCOMES = 4096;
+/** Answers no `ask` or `receiveAnswer` claimed, kept per conversation (the newest). */
+const ANSWER_BACKLOG = 64;
 const OPEN = 1;
 const ID = new RegExp(ID_PATTERN);
 const PING_TEXT = JSON.stringify({ action: "ping" });
@@ -667,7 +669,7 @@ export class ChatClient extends EventTarget {
     }
     const unread = this.#inbox.get(answer.conversationId) ?? [];
     unread.push(answer);
-    if (unread.length > 64) unread.shift(); // answers nobody reads: the newest 64 are kept
+    if (unread.length > ANSWER_BACKLOG) unread.shift();
     this.#inbox.set(answer.conversationId, unread);
   }
 
