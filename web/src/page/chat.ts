@@ -163,8 +163,12 @@ function wire(next: ChatClient, user: string): void {
     ui.typing.hidden = !event.detail.isTyping;
   });
   next.addEventListener("chunk", (event) => {
+    const list = ui.messages;
+    const following = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const body = assistantBubble(event.detail.frame.messageId).querySelector(".body")!;
     body.textContent = (body.textContent ?? "") + event.detail.text;
+    // Keep a growing answer in view, unless the reader scrolled up to read something else.
+    if (following) list.scrollTop = list.scrollHeight;
     ui.duplicates.textContent = String(next.duplicateChunksDropped);
   });
   next.addEventListener("frame", () => {
