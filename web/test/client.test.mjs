@@ -154,6 +154,16 @@ describe("connect", () => {
     assert.deepEqual(new Set(probed), new Set(["http://gateway.test/dev"]), "no token in the probe");
   });
 
+  it("counts a handshake that only fires error (Node 20's WebSocket) as refused", async () => {
+    const WebSocket = fakeServer((socket) => {
+      socket.readyState = 3;
+      socket.onerror?.({});
+    });
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => true });
+    await assert.rejects(client.connect(URL_, "t"), AuthenticationError);
+    assert.equal(FakeSocket.instances.length, 3);
+  });
+
   it("rejects with ConnectError at once when the server does not answer at all", async () => {
     const WebSocket = fakeServer((socket) => socket.refuse());
     const client = new ChatClient({ ...fast, WebSocket, probe: async () => false });
