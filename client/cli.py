@@ -14,14 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlencode, urlsplit, urlunsplit
 from uuid import uuid4
 
 from client.answers import AnswerAssembler
@@ -49,6 +52,8 @@ EXIT_INTERRUPTED = 130
 TOKEN_ENVIRONMENT_VARIABLE = "RAG_WEBSOCKET_TOKEN"  # noqa: S105 (a name, not a secret)
 LOCAL_URL = "ws://127.0.0.1:8080/dev"
 LOCAL_USER = "alice"
+LOCAL_TOKEN_PATH = "/_local/token"  # noqa: S105 (a URL path, not a secret)
+LOCAL_TOKEN_TIMEOUT_SECONDS = 5.0
 DEFAULT_ANSWER_TIMEOUT_SECONDS = 60.0
 
 # Connection events worth a line on the terminal (CONNECTED gets its own greeting).
@@ -82,12 +87,40 @@ class _Progress:
         self.changed.set()
 
 
-def local_token_provider(user: str, state_dir: Path | None = None) -> Callable[[], str]:
-    """Dev tokens for ``user`` from local mode's signing key (a fresh one per connect)."""
-    from local.tokens import DEFAULT_STATE_DIR, DevTokens  # local mode is optional
+def local_token_url(url: str, user: str) -> str:
+    """Local mode's dev-token endpoint on the gateway serving ``url`` (same host and port)."""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return urlunsplit((scheme, parts.netloc, LOCAL_TOKEN_PATH, urlencode({"user": user}), ""))
 
-    tokens = DevTokens.load_or_create(state_dir or DEFAULT_STATE_DIR)
-    return lambda: tokens.issue(user)
+
+def _fetch_local_token(endpoint: str) -> str:
+    # Local mode listens on loopback only: never through a proxy of the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(endpoint, timeout=LOCAL_TOKEN_TIMEOUT_SECONDS) as response:
+            token = json.load(response).get("token")
+    except urllib.error.HTTPError as exc:
+        raise ConnectionError(
+            f"{endpoint} answered HTTP {exc.code}: --local needs local mode "
+            "(python -m local) at --url"
+        ) from None
+    if not isinstance(token, str) or not token:
+        raise ConnectionError(f"{endpoint} answered no token")
+    return token
+
+
+def local_token_provider(url: str, user: str) -> Callable[[], Awaitable[str]]:
+    """Dev tokens for ``user`` from local mode's ``GET /_local/token`` (a fresh one per connect).
+
+    The client speaks only the wire protocol and HTTP: it never imports local mode's code.
+    """
+    endpoint = local_token_url(url, user)
+
+    async def provider() -> str:
+        return await asyncio.to_thread(_fetch_local_token, endpoint)
+
+    return provider
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,9 +137,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--local", action="store_true", help="take a dev token from local mode (python -m local)"
     )
     parser.add_argument("--user", default=LOCAL_USER, help="with --local: the token's user")
-    parser.add_argument(
-        "--local-dir", type=Path, help="with --local: local mode's state folder (.local)"
-    )
     parser.add_argument(
         "--conversation", help="the conversationId (default: a new one per session)"
     )
@@ -135,7 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def options_from(args: argparse.Namespace) -> ChatOptions:
     token_provider: TokenProvider
     if args.local:
-        token_provider = local_token_provider(args.user, args.local_dir)
+        token_provider = local_token_provider(args.url, args.user)
     else:
         token_provider = args.token or os.environ[TOKEN_ENVIRONMENT_VARIABLE]
     conversation_id = args.conversation or f"cli-{uuid4().hex[:12]}"
@@ -309,9 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         options = options_from(args)
-    except ImportError as exc:
-        print(f"error: --local needs local mode's package (local/): {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -143,6 +143,7 @@ def banner(stack: LocalStack, ready_seconds: float) -> str:
         [
             f"rag-websocket local stack ready in {ready_seconds:.2f} s "
             f"(start-up {stack.startup_seconds:.2f} s after imports)",
+            f"  Chat page            {stack.page_url}",
             f"  WebSocket URL        {stack.ws_url}",
             f"  Management endpoint  {stack.management_endpoint}",
             f"  JWKS                 {stack.jwks_url}",

@@ -29,6 +29,7 @@ from typing import Any
 
 from local.aws import AwsResources, EmbeddedAws
 from local.background import Background
+from local.devpages import dev_pages
 from local.gateway.access_log import AccessLogSink, LogFormat, StreamAccessLog
 from local.gateway.models import GatewaySettings, RouteTable
 from local.gateway.server import Gateway
@@ -109,7 +110,7 @@ class LocalStack:
         a redeploy of the API in front of the same state."""
         old = self.gateway
         await old.stop()
-        self._gateway = Gateway(old.route_table, old.settings)
+        self._gateway = Gateway(old.route_table, old.settings, pages=old.pages)
         await self._gateway.start()
         return self._gateway
 
@@ -136,6 +137,11 @@ class LocalStack:
     @property
     def jwks_url(self) -> str:
         return self.gateway.jwks_url
+
+    @property
+    def page_url(self) -> str:
+        """The chat page (``local/devpages.py``)."""
+        return f"{self.gateway.http_url}/"
 
     def token_for(self, user_id: str, **claims: Any) -> str:
         """A dev token for ``user_id``; ``claims`` add or override claims (e.g. ``exp``)."""
@@ -177,6 +183,7 @@ class LocalStack:
                 jwks=self._tokens.jwks(),
                 access_log=settings.access_log or StreamAccessLog(settings.log_format),
             ),
+            pages=dev_pages(self._tokens.issue, settings.host, settings.stage),
         )
         self._environment = EnvironmentPatch(
             {

@@ -62,6 +62,21 @@ INBOUND_ADAPTER: TypeAdapter[ChatMessageAction | PingAction] = TypeAdapter(
 )
 
 
+class ChatQueueMessage(_Model):
+    """The chat queue's message body: what the ``chat_message`` handler sends to SQS and a
+    responder (the RAG stack, the local demo responder) receives."""
+
+    connection_id: str
+    user_id: str
+    conversation_id: str
+    content: str
+    # The client's id, or API Gateway's messageId when the client sent none: the answer's
+    # ``inReplyTo``.
+    client_message_id: str
+    message_id: str
+    received_at: int = Field(description="epoch milliseconds")
+
+
 # --- Outbound -----------------------------------------------------------------------------
 
 

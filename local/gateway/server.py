@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,8 +35,11 @@ class Gateway:
         self,
         routes: RouteTable | Mapping[str, Any],
         settings: GatewaySettings | None = None,
+        *,
+        pages: Sequence[web.RouteDef] = (),
     ) -> None:
         self.route_table = RouteTable.coerce(routes)
+        self.pages = tuple(pages)  # more HTTP routes on the same port (local mode's pages)
         self.settings = settings or GatewaySettings()
         self.backend = GatewayBackend(self.settings)
         self._invoker: Invoker | None = None
@@ -95,7 +98,7 @@ class Gateway:
             process_workers=settings.handler_processes,
         )
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)
-        app = build_app(GatewayResponses(self.backend, self._runner))
+        app = build_app(GatewayResponses(self.backend, self._runner), self.pages)
         self._app_runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from local.gateway.responses import GatewayResponses, gateway_errors
@@ -21,7 +23,8 @@ def url_paths(responses: GatewayResponses) -> list[web.RouteDef]:
     ]
 
 
-def build_app(responses: GatewayResponses) -> web.Application:
+def build_app(responses: GatewayResponses, pages: Sequence[web.RouteDef] = ()) -> web.Application:
     app = web.Application(middlewares=[gateway_errors], client_max_size=CLIENT_MAX_SIZE)
-    app.add_routes(url_paths(responses))
+    # Pages first: the API's last route answers every other path.
+    app.add_routes([*pages, *url_paths(responses)])
     return app

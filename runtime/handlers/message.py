@@ -21,6 +21,7 @@ from runtime.handlers._common import connected_at_ms, response, user_id_of
 from runtime.messages import (
     INBOUND_ADAPTER,
     ChatMessageAction,
+    ChatQueueMessage,
     ErrorCode,
     ErrorFrame,
     Frame,
@@ -123,19 +124,19 @@ def _queue(ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id:
     context = ws_event.request_context
     message_id = context.message_id or context.request_id
     client_message_id = chat.client_message_id or message_id
-    body = {
-        "connectionId": context.connection_id,
-        "userId": user_id,
-        "conversationId": chat.conversation_id,
-        "content": chat.content,
-        "clientMessageId": client_message_id,
-        "messageId": message_id,
-        "receivedAt": context.get("requestTimeEpoch") or int(time.time() * 1000),
-    }
+    body = ChatQueueMessage(
+        connection_id=context.connection_id,
+        user_id=user_id,
+        conversation_id=chat.conversation_id,
+        content=chat.content,
+        client_message_id=client_message_id,
+        message_id=message_id,
+        received_at=context.get("requestTimeEpoch") or int(time.time() * 1000),
+    )
     try:
         aws.sqs().send_message(
             QueueUrl=QUEUE_URL,
-            MessageBody=json.dumps(body, ensure_ascii=False),
+            MessageBody=body.model_dump_json(by_alias=True),
             MessageGroupId=chat.conversation_id,
             MessageDeduplicationId=client_message_id,
         )

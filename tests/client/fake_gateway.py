@@ -144,6 +144,11 @@ class FakeGateway:
     # --- Server side ----------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path)
+        if path.path == "/_local/token":  # local mode's dev tokens, for the CLI's --local
+            user = parse_qs(path.query).get("user", [""])[0]
+            body = json.dumps({"token": f"good-{user}"}).encode()
+            return Response(200, "OK", Headers({"Content-Type": "application/json"}), body)
         self.handshakes.append(time.monotonic())
         token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         self.tokens_seen.append(token)

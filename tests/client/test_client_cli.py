@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
-
-import jwt
 
 from client.cli import EXIT_AUTH_REJECTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.client.fake_gateway import FakeGateway, run
@@ -116,17 +115,32 @@ def test_the_chat_shows_a_reconnect_and_carries_on() -> None:
     run(scenario())
 
 
-def test_local_takes_a_dev_token_from_local_mode(tmp_path: Path) -> None:
+def test_local_takes_a_dev_token_from_local_modes_token_endpoint() -> None:
+    """``--local`` asks the gateway's ``GET /_local/token?user=`` (it never imports local/)."""
+
     async def scenario() -> None:
-        async with FakeGateway(accept_token=lambda token: token.count(".") == 2) as gateway:
-            status, _, err = await run_cli(
-                "--local", "--url", gateway.url, "--user", "bob", "--local-dir", str(tmp_path)
-            )
+        async with FakeGateway() as gateway:
+            status, _, err = await run_cli("--local", "--url", gateway.url, "--user", "bob")
             assert status == EXIT_OK, err
-            claims = jwt.decode(gateway.tokens_seen[0], options={"verify_signature": False})
-            assert claims["sub"] == "bob"
+            assert gateway.tokens_seen == ["good-bob"]
 
     run(scenario())
+
+
+def test_local_without_local_mode_says_so() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway:
+            url = gateway.url
+        status, _, err = await run_cli("--local", "--url", url)
+        assert status == EXIT_UNREACHABLE
+        assert "_local/token" in err or "connect" in err
+
+    run(scenario())
+
+
+def test_the_client_package_never_imports_local_mode() -> None:
+    for path in (ROOT / "client").glob("*.py"):
+        assert not re.search(r"^\s*(from|import) local\b", path.read_text(), re.M), path
 
 
 def test_missing_url_or_token_is_a_usage_error() -> None:

@@ -281,8 +281,6 @@ def test_the_cli_chats_with_the_local_stack_and_its_demo_responder(state_dir: Pa
                 "--local",
                 "--url",
                 stack.ws_url,
-                "--local-dir",
-                str(state_dir),
                 cwd=ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,

@@ -1,0 +1,100 @@
+/**
+ * Streamed answers put back together: chunks in `sequence` order, duplicates dropped.
+ *
+ * A responder streams one answer as `chat_response` frames sharing a `messageId`, numbered by
+ * `sequence` from 0; the last has `done: true`. After a reconnect the sender may replay the answer
+ * so far to the new connection, so the same chunk can arrive twice: a chunk is identified by
+ * (conversationId, messageId, sequence) and kept once.
+ */
+
+import type { ChatResponse } from "./protocol.js";
+
+export const DEFAULT_REMEMBERED_ANSWERS = 4096;
+
+/** A complete answer: its chunks in `sequence` order, the `done` frame last. */
+export interface Answer {
+  conversationId: string;
+  messageId: string;
+  /** The question's `clientMessageId`, when the responder sent it. */
+  inReplyTo: string | undefined;
+  content: string;
+  /** The `done` frame's metadata (sources, usage... whatever the responder sends). */
+  metadata: Record<string, unknown>;
+  chunks: readonly ChatResponse[];
+}
+
+/** What one `chat_response` frame changed. */
+export interface ChunkOutcome {
+  duplicate: boolean;
+  /** Content that became contiguous from the start of the answer with this frame. */
+  text: string;
+  answer: Answer | undefined;
+}
+
+interface Partial {
+  chunks: Map<number, ChatResponse>;
+  next: number;
+  doneSequence: number | undefined;
+}
+
+const DUPLICATE: ChunkOutcome = { duplicate: true, text: "", answer: undefined };
+
+/** Turns frames, in any order and with repeats, into whole answers; memory is bounded. */
+export class AnswerAssembler {
+  readonly #partials = new Map<string, Partial>();
+  readonly #finished = new Set<string>();
+
+  constructor(readonly remember: number = DEFAULT_REMEMBERED_ANSWERS) {
+    if (!(remember >= 1)) throw new RangeError(`remember must be at least 1, got ${remember}`);
+  }
+
+  add(frame: ChatResponse): ChunkOutcome {
+    const key = JSON.stringify([frame.conversationId, frame.messageId]);
+    if (this.#finished.has(key)) return DUPLICATE;
+    let partial = this.#partials.get(key);
+    if (partial === undefined) {
+      partial = { chunks: new Map(), next: 0, doneSequence: undefined };
+      this.#partials.set(key, partial);
+    }
+    if (
+      partial.chunks.has(frame.sequence) ||
+      frame.sequence < partial.next ||
+      (partial.doneSequence !== undefined && frame.sequence > partial.doneSequence)
+    ) {
+      return DUPLICATE;
+    }
+    partial.chunks.set(frame.sequence, frame);
+    if (frame.done) partial.doneSequence = frame.sequence;
+    let text = "";
+    for (let chunk = partial.chunks.get(partial.next); chunk; chunk = partial.chunks.get(partial.next)) {
+      text += chunk.content;
+      partial.next += 1;
+    }
+    if (partial.doneSequence === undefined || partial.next <= partial.doneSequence) {
+      forgetOldest(this.#partials, this.remember);
+      return { duplicate: false, text, answer: undefined };
+    }
+    this.#partials.delete(key);
+    this.#finished.add(key);
+    forgetOldest(this.#finished, this.remember);
+    const chunks = [...partial.chunks.entries()].sort(([a], [b]) => a - b).map(([, c]) => c);
+    const last = chunks[chunks.length - 1] ?? frame;
+    const answer: Answer = {
+      conversationId: frame.conversationId,
+      messageId: frame.messageId,
+      inReplyTo: chunks.find((chunk) => chunk.inReplyTo !== undefined)?.inReplyTo,
+      content: chunks.map((chunk) => chunk.content).join(""),
+      metadata: last.metadata,
+      chunks,
+    };
+    return { duplicate: false, text, answer };
+  }
+}
+
+function forgetOldest(items: Map<string, unknown> | Set<string>, limit: number): void {
+  while (items.size > limit) {
+    const oldest = items.keys().next();
+    if (oldest.done) return;
+    items.delete(oldest.value);
+  }
+}

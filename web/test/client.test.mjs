@@ -1,0 +1,407 @@
+// The client against a fake socket: backoff, refused tokens, re-send, reassembly, size limits.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import {
+  AuthenticationError,
+  Backoff,
+  ChatClient,
+  ChatMessageTooLargeError,
+  ConnectError,
+  InvalidMessageError,
+  MAX_FRAME_BYTES,
+  MessageNotAcceptedError,
+  MessageRejectedError,
+} from "../dist/rag-websocket.js";
+
+const URL_ = "ws://gateway.test/dev";
+
+/** A WebSocket the test plays the server of: open, refuse, receive frames, drop. */
+class FakeSocket {
+  static instances = [];
+  readyState = 0;
+  onopen = null;
+  onclose = null;
+  onerror = null;
+  onmessage = null;
+  sent = [];
+
+  constructor(url) {
+    this.url = new URL(url);
+    FakeSocket.instances.push(this);
+  }
+  static last() {
+    return FakeSocket.instances[FakeSocket.instances.length - 1];
+  }
+  get token() {
+    return this.url.searchParams.get("token");
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  /** What a browser shows for a refused handshake (401, 403, 500...): error, then close 1006. */
+  refuse() {
+    this.readyState = 3;
+    this.onerror?.({});
+    this.onclose?.({ code: 1006, reason: "" });
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose?.({ code, reason: "" });
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error("send on a socket that is not open");
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  receive(frame) {
+    this.onmessage?.({ data: JSON.stringify({ timestamp: "2026-01-01T00:00:00.000Z", ...frame }) });
+  }
+  chats() {
+    return this.sent.filter((message) => message.action === "chat_message");
+  }
+}
+
+/** Plays the server for each new socket: `behaviour(socket)` runs when the client creates it. */
+function fakeServer(behaviour) {
+  FakeSocket.instances = [];
+  return class extends FakeSocket {
+    constructor(url) {
+      super(url);
+      queueMicrotask(() => behaviour(this));
+    }
+  };
+}
+
+const fast = {
+  reconnectInitialDelayMs: 5,
+  reconnectMaxDelayMs: 20,
+  openTimeoutMs: 500,
+};
+
+function until(predicate, what, timeoutMs = 2000) {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) resolve();
+      else if (Date.now() - started > timeoutMs) reject(new Error(`timed out waiting for ${what}`));
+      else setTimeout(check, 2);
+    };
+    check();
+  });
+}
+
+function record(client, ...types) {
+  const events = [];
+  for (const type of types) client.addEventListener(type, (event) => events.push([type, event.detail]));
+  return events;
+}
+
+function accept(socket, clientMessageId, conversationId = "c1") {
+  socket.receive({ type: "system", event: "accepted", data: { clientMessageId, conversationId, messageId: "m" } });
+}
+
+function chunk(conversationId, messageId, sequence, content, extra = {}) {
+  return { type: "chat_response", conversationId, messageId, sequence, content, done: false, metadata: {}, ...extra };
+}
+
+describe("Backoff", () => {
+  it("draws full jitter under a doubling ceiling capped at the maximum", () => {
+    const backoff = new Backoff(250, 2000, () => 0.999999);
+    const delays = Array.from({ length: 6 }, () => backoff.next());
+    const ceilings = [250, 500, 1000, 2000, 2000, 2000];
+    delays.forEach((delay, n) => {
+      assert.ok(delay < ceilings[n] && delay > ceilings[n] * 0.99, `attempt ${n}: ${delay}`);
+    });
+    backoff.reset();
+    assert.ok(backoff.next() < 250, "reset starts the series over");
+    assert.equal(new Backoff(250, 2000, () => 0).next(), 0, "the lower bound is zero");
+  });
+
+  it("rejects a cap below the initial delay", () => {
+    assert.throws(() => new Backoff(500, 100), RangeError);
+  });
+});
+
+describe("connect", () => {
+  it("opens with a fresh token from getToken in the query string", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    let calls = 0;
+    await client.connect(URL_, async () => `token-${++calls}`);
+    assert.equal(FakeSocket.last().token, "token-1");
+    assert.ok(client.connected);
+    await client.close();
+  });
+
+  it("rejects with AuthenticationError when handshakes are refused while the server answers", async () => {
+    const WebSocket = fakeServer((socket) => socket.refuse());
+    const probed = [];
+    const client = new ChatClient({
+      ...fast,
+      WebSocket,
+      probe: async (url) => (probed.push(url), true),
+    });
+    let calls = 0;
+    await assert.rejects(
+      client.connect(`${URL_}?x=1`, () => `t${++calls}`),
+      AuthenticationError,
+    );
+    assert.equal(calls, 3, "a fresh token for each of the three attempts");
+    assert.deepEqual(new Set(probed), new Set(["http://gateway.test/dev"]), "no token in the probe");
+  });
+
+  it("counts a handshake that only fires error (Node 20's WebSocket) as refused", async () => {
+    const WebSocket = fakeServer((socket) => {
+      socket.readyState = 3;
+      socket.onerror?.({});
+    });
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => true });
+    await assert.rejects(client.connect(URL_, "t"), AuthenticationError);
+    assert.equal(FakeSocket.instances.length, 3);
+  });
+
+  it("rejects with ConnectError at once when the server does not answer at all", async () => {
+    const WebSocket = fakeServer((socket) => socket.refuse());
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => false });
+    await assert.rejects(client.connect(URL_, "t"), ConnectError);
+    assert.equal(FakeSocket.instances.length, 1);
+  });
+
+  it("rejects with ConnectError when getToken throws", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await assert.rejects(
+      client.connect(URL_, () => {
+        throw new Error("no session");
+      }),
+      (error) => error instanceof ConnectError && /no session/.test(error.message),
+    );
+  });
+});
+
+describe("reconnect", () => {
+  it("comes back after a drop, the first attempt within the initial delay, and re-sends", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ WebSocket, resendAfterMs: 60_000 });
+    const events = record(client, "disconnected", "reconnecting", "reconnected");
+    let calls = 0;
+    await client.connect(URL_, () => `t${++calls}`);
+    const first = FakeSocket.last();
+    const id = client.sendChat("c1", "hello");
+    assert.equal(first.chats()[0].clientMessageId, id);
+    first.drop(1001);
+    await until(() => client.connected && FakeSocket.instances.length === 2, "the reconnect");
+    const second = FakeSocket.last();
+    assert.equal(second.token, "t2", "a fresh token on reconnect");
+    assert.deepEqual(second.chats().map((m) => m.clientMessageId), [id], "re-sent with the same id");
+    const [, reconnecting] = events.find(([type]) => type === "reconnecting");
+    assert.ok(reconnecting.delayMs <= 250, `first delay ${reconnecting.delayMs} ms`);
+    assert.deepEqual(events.map(([type]) => type), ["disconnected", "reconnecting", "reconnected"]);
+    accept(second, id);
+    const accepted = await client.waitAccepted(id);
+    assert.equal(accepted.clientMessageId, id);
+    await client.close();
+  });
+
+  it("stops with auth_failed after repeated refusals, never retrying for ever", async () => {
+    let refuse = false;
+    const WebSocket = fakeServer((socket) => (refuse ? socket.refuse() : socket.open()));
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => true });
+    const events = record(client, "reconnect_failed", "auth_failed", "closed");
+    await client.connect(URL_, "t");
+    const id = client.sendChat("c1", "hello");
+    refuse = true;
+    FakeSocket.last().drop();
+    await assert.rejects(client.waitAccepted(id), AuthenticationError);
+    const sockets = FakeSocket.instances.length;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(FakeSocket.instances.length, sockets, "no attempt after auth_failed");
+    assert.deepEqual(
+      events.map(([type]) => type),
+      ["reconnect_failed", "reconnect_failed", "reconnect_failed", "auth_failed"],
+    );
+    assert.ok(client.failure instanceof AuthenticationError);
+    assert.throws(() => client.sendChat("c1", "again"), AuthenticationError);
+  });
+
+  it("keeps trying while the server is unreachable, and resets the refusal count", async () => {
+    let mode = "open";
+    const WebSocket = fakeServer((socket) => (mode === "open" ? socket.open() : socket.refuse()));
+    let reachable = false;
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => reachable });
+    const events = record(client, "reconnect_failed", "reconnected", "auth_failed");
+    await client.connect(URL_, "t");
+    mode = "down";
+    FakeSocket.last().drop();
+    await until(() => events.length >= 6, "six failed attempts");
+    mode = "open";
+    await until(() => client.connected, "the reconnect");
+    assert.ok(!events.some(([type]) => type === "auth_failed"));
+    await client.close();
+  });
+
+  it("starts the backoff over only after a connection stayed up", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ WebSocket, random: () => 0.999, stableAfterMs: 60_000 });
+    const delays = [];
+    client.addEventListener("reconnecting", (event) => delays.push(event.detail.delayMs));
+    await client.connect(URL_, "t");
+    for (let n = 1; n <= 3; n += 1) {
+      FakeSocket.last().drop();
+      await until(() => FakeSocket.instances.length === n + 1 && client.connected, "reconnect");
+    }
+    assert.ok(delays[2] > 500, `an unstable connection keeps backing off: ${delays}`);
+    await client.close();
+  });
+});
+
+describe("keep-alive", () => {
+  it("pings, and replaces a connection that answers nothing within the pong timeout", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket, pingIntervalMs: 20, pongTimeoutMs: 30 });
+    const events = record(client, "disconnected");
+    await client.connect(URL_, "t");
+    const first = FakeSocket.last();
+    await until(() => first.sent.some((m) => m.action === "ping"), "a ping");
+    await until(() => FakeSocket.instances.length === 2 && client.connected, "the replacement");
+    assert.match(events[0][1].reason, /no answer to ping/);
+    await client.close();
+  });
+});
+
+describe("delivery", () => {
+  it("re-sends after a retryable error, after retryAfterMs", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket, resendAfterMs: 60_000 });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const id = client.sendChat("c1", "hello");
+    socket.receive({ type: "error", code: "RATE_LIMITED", message: "slow down", retryable: true, retryAfterMs: 10, clientMessageId: id });
+    await until(() => socket.chats().length === 2, "the re-send");
+    assert.equal(socket.chats()[1].clientMessageId, id);
+    accept(socket, id);
+    await client.waitAccepted(id);
+    await client.close();
+  });
+
+  it("re-sends when nothing answered within resendAfterMs", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket, resendAfterMs: 10 });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const id = client.sendChat("c1", "hello");
+    await until(() => socket.chats().length >= 2, "the re-send");
+    accept(socket, id);
+    await client.waitAccepted(id);
+    await client.close();
+  });
+
+  it("fails with MessageRejectedError on a non-retryable error", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const id = client.sendChat("c1", "hello");
+    FakeSocket.last().receive({ type: "error", code: "BAD_REQUEST", message: "no", retryable: false, clientMessageId: id });
+    await assert.rejects(client.waitAccepted(id), (e) => e instanceof MessageRejectedError && e.code === "BAD_REQUEST");
+    await client.close();
+  });
+
+  it("fails with MessageNotAcceptedError after acceptTimeoutMs", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket, acceptTimeoutMs: 30 });
+    await client.connect(URL_, "t");
+    const id = client.sendChat("c1", "hello");
+    await assert.rejects(client.waitAccepted(id), MessageNotAcceptedError);
+    await client.close();
+  });
+
+  it("refuses content over the 32 KB frame limit before sending anything", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    assert.throws(
+      () => client.sendChat("c1", "é".repeat(MAX_FRAME_BYTES / 2)),
+      (error) => error instanceof ChatMessageTooLargeError && error.size > MAX_FRAME_BYTES,
+    );
+    assert.throws(() => client.sendChat("c1", ""), InvalidMessageError);
+    assert.throws(() => client.sendChat("bad id", "x"), InvalidMessageError);
+    assert.deepEqual(socket.chats(), []);
+    client.sendChat("c1", "x".repeat(MAX_FRAME_BYTES - 200));
+    assert.equal(socket.chats().length, 1, "just under the limit is sent");
+    await client.close();
+  });
+});
+
+describe("answers", () => {
+  it("reassembles chunks by sequence and drops duplicates", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const texts = [];
+    client.addEventListener("chunk", (event) => texts.push(event.detail.text));
+    const answer = client.ask("c1", "question");
+    await until(() => socket.chats().length === 1, "the question");
+    const id = socket.chats()[0].clientMessageId;
+    accept(socket, id);
+    socket.receive(chunk("c1", "a1", 1, "world", { inReplyTo: id }));
+    socket.receive(chunk("c1", "a1", 0, "hello ", { inReplyTo: id }));
+    socket.receive(chunk("c1", "a1", 0, "hello ", { inReplyTo: id }));
+    socket.receive(chunk("c1", "a1", 2, "!", { inReplyTo: id, done: true, metadata: { sources: 2 } }));
+    socket.receive(chunk("c1", "a1", 1, "world", { inReplyTo: id }));
+    const result = await answer;
+    assert.equal(result.content, "hello world!");
+    assert.deepEqual(result.metadata, { sources: 2 });
+    assert.equal(result.inReplyTo, id);
+    assert.deepEqual(texts, ["hello world", "!"]);
+    assert.equal(client.duplicateChunksDropped, 2);
+    await client.close();
+  });
+
+  it("gives each ask the answer to its own question", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const first = client.ask("c1", "first");
+    const second = client.ask("c1", "second");
+    await until(() => socket.chats().length === 2, "both questions");
+    const [one, two] = socket.chats().map((m) => m.clientMessageId);
+    accept(socket, one);
+    accept(socket, two);
+    socket.receive(chunk("c1", "b", 0, "to second", { inReplyTo: two, done: true }));
+    socket.receive(chunk("c1", "a", 0, "to first", { inReplyTo: one, done: true }));
+    assert.equal((await first).content, "to first");
+    assert.equal((await second).content, "to second");
+    await client.close();
+  });
+
+  it("an answer without inReplyTo goes to the oldest question waiting in its conversation", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const first = client.ask("c1", "first");
+    await until(() => socket.chats().length === 1, "the question");
+    accept(socket, socket.chats()[0].clientMessageId);
+    socket.receive(chunk("c1", "a", 0, "an answer", { done: true }));
+    assert.equal((await first).content, "an answer");
+    await client.close();
+  });
+
+  it("close() fails what is pending with ClientClosedError and emits closed", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    const events = record(client, "closed");
+    await client.connect(URL_, "t");
+    const answer = client.ask("c1", "question");
+    await client.close();
+    await assert.rejects(answer, { name: "ClientClosedError" });
+    assert.deepEqual(events.map(([type]) => type), ["closed"]);
+  });
+});
