@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import io
 import json
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -24,11 +25,14 @@ from benchmarks.jwks import serve_issuer
 from benchmarks.mode import Mode
 from benchmarks.pricing import Assumptions, CallCounts, cost_per_million_chat_messages
 from benchmarks.report import STATUS_FAILED, Section
+from local.events import now_ms
+from local.gateway import LambdaContext
 
 NAME = "aws_calls"
 TARGET_CHAT_MESSAGE_CALLS = 2
 TARGET_PING_CALLS = 1
 MANAGEMENT_ENDPOINT = f"https://{DOMAIN_NAME}/{STAGE}"
+FUNCTION_TIMEOUT_MS = 10_000  # the stack's default lambdaTimeoutSeconds
 
 
 class CallCounter:
@@ -103,8 +107,16 @@ def _measure(token: Any, fanout_sizes: tuple[int, ...]) -> dict[str, Any]:
     answers: dict[str, Any] = {}
 
     def count(name: str, handler: str, event: dict[str, Any]) -> None:
+        context = LambdaContext(
+            function_name=handler,
+            aws_request_id=str(uuid.uuid4()),
+            invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{handler}",
+            log_group_name=f"/aws/lambda/{handler}",
+            log_stream_name="benchmark",
+            deadline_ms=now_ms() + FUNCTION_TIMEOUT_MS,
+        )
         with counter.measure() as calls:
-            answers[name] = handlers[handler].handler(event, None)
+            answers[name] = handlers[handler].handler(event, context)
         measured[name] = dict(calls)
 
     count("authorizer", "authorizer", connection.authorizer())
