@@ -24,8 +24,10 @@ _DISCONNECT_HEADERS = ("x-api-key", "X-Forwarded-For", "x-restapi")
 
 
 def _aws_id(size: int) -> str:
-    """Standard base64 of random bytes, like ``BFHPhfCWIAMCKlQ=``: may hold ``+ / =``."""
-    return base64.b64encode(os.urandom(size)).decode("ascii")
+    """URL-safe base64 of random bytes, like AWS's ``BFaT_fALIAMCKug=`` or ``JC1dgf9yoAMCK-g=``
+    (captured events: Powertools' ``tests/events/apiGatewayWebSocketApi*.json``): letters, digits,
+    ``-`` and ``_``, ending in ``=``; never ``+`` or ``/``."""
+    return base64.urlsafe_b64encode(os.urandom(size)).decode("ascii")
 
 
 def new_connection_id() -> str:

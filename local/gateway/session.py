@@ -46,10 +46,12 @@ _log = logging.getLogger("local.gateway")
 
 
 def _client_error_frame(message: str, connection_id: str, request_id: str) -> str:
-    """The frame API Gateway itself sends a client when a route cannot answer."""
-    return json.dumps(
-        {"message": message, "connectionId": connection_id, "requestId": request_id},
-        separators=(",", ":"),
+    """The frame API Gateway itself sends a client when a route cannot answer, byte for byte:
+    ``{"message": "Forbidden", "connectionId":"BFaT_fALIAMCKug=", "requestId":"BFaVtH2HoAMFZEQ="}``
+    (a space after the first colon and comma only, as API Gateway writes it)."""
+    return (
+        f'{{"message": {json.dumps(message)}, "connectionId":{json.dumps(connection_id)}, '
+        f'"requestId":{json.dumps(request_id)}}}'
     )
 
 

@@ -195,6 +195,19 @@ def test_event_shapes_and_authorizer_context_in_every_event(start_gateway, recor
     assert "disconnectReason" in disconnect_event["requestContext"]
 
 
+def test_connection_ids_are_url_safe_base64_like_aws(start_gateway, recorder):
+    """AWS's ids (``BFaT_fALIAMCKug=``, ``JC1dgf9yoAMCK-g=`` in Powertools' captured events)
+    are 16 characters of URL-safe base64 ending in ``=``: never ``+`` or ``/``."""
+    gateway = start_gateway({"$connect": recorder.handler()})
+    for _ in range(40):
+        with connect(gateway.ws_url):
+            pass
+    ids = [e["requestContext"]["connectionId"] for e in recorder.of("CONNECT")]
+    assert len(set(ids)) == 40
+    for connection_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{15}=", connection_id), connection_id
+
+
 def test_no_query_string_means_no_query_parameters(start_gateway, recorder):
     gateway = start_gateway({"$connect": recorder.handler()})
     with connect(gateway.ws_url):

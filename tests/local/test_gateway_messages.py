@@ -66,10 +66,13 @@ def test_no_matching_route_and_no_default_answers_forbidden(start_gateway, acces
     gateway = start_gateway({"ping": lambda event, context: {"statusCode": 200, "body": "pong"}})
     with connect(gateway.ws_url) as ws:
         ws.send('{"action":"other"}')
-        answer = json.loads(ws.recv(timeout=5))
-    assert answer["message"] == "Forbidden"
-    assert answer["connectionId"]
-    assert answer["requestId"]
+        frame = ws.recv(timeout=5)
+    answer = json.loads(frame)
+    # API Gateway's own wording and spacing, byte for byte.
+    assert frame == (
+        f'{{"message": "Forbidden", "connectionId":"{answer["connectionId"]}", '
+        f'"requestId":"{answer["requestId"]}"}}'
+    )
     assert any(r.eventType == "MESSAGE" and r.status == 403 for r in access_log)
 
 
@@ -80,8 +83,12 @@ def test_handler_crash_answers_internal_server_error(start_gateway, access_log):
     gateway = start_gateway({"$default": crash})
     with connect(gateway.ws_url) as ws:
         ws.send("x")
-        answer = json.loads(ws.recv(timeout=5))
-        assert answer["message"] == "Internal server error"
+        frame = ws.recv(timeout=5)
+        answer = json.loads(frame)
+        assert frame == (
+            f'{{"message": "Internal server error", "connectionId":"{answer["connectionId"]}", '
+            f'"requestId":"{answer["requestId"]}"}}'
+        )
         ws.send("again")  # the connection survives a crashing handler
         assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
     assert [r.status for r in access_log if r.eventType == "MESSAGE"] == [502, 502]
