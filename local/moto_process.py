@@ -44,8 +44,9 @@ def _speed_up_moto() -> None:
     def unix_time_millis(dt: datetime | None = None) -> float:
         return unix_time(dt) * 1000.0
 
-    moto.sqs.models.unix_time = unix_time
-    moto.sqs.models.unix_time_millis = unix_time_millis
+    # The names moto's SQS model imported from moto.core.utils, rebound where it looks them up.
+    setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
+    setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
 
 
 def serve(fd: int, host: str) -> None:

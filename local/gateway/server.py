@@ -90,6 +90,8 @@ class Gateway:
         self._invoker = Invoker(
             max_workers=settings.max_concurrent_invocations,
             timeout_seconds=settings.integration_timeout_seconds,
+            function_timeout_seconds=settings.function_timeout_seconds,
+            function_memory_mb=settings.function_memory_mb,
             region=settings.region,
             account_id=settings.account_id,
             process_workers=settings.handler_processes,

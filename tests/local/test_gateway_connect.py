@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -115,6 +116,29 @@ def test_connect_function_crash_is_502(start_gateway, recorder):
 
     gateway = start_gateway(_guarded(recorder, **{"$connect": recorder.handler(crash)}))
     assert _rejected(gateway.ws_url + "?token=t")[0] == 502
+
+
+def test_connect_and_authorizer_past_the_function_timeout_fail_like_lambda_timeouts(
+    start_gateway, recorder
+):
+    """A timed-out ``$connect`` function fails the handshake like any function error (502);
+    a timed-out authorizer is API Gateway's 500, never the 29 s integration timeout's 504."""
+    release = threading.Event()
+
+    def slow(event: dict[str, Any]) -> Any:
+        release.wait(10)
+        return allow()(event) if event.get("type") == "REQUEST" else {"statusCode": 200}
+
+    try:
+        slow_connect = start_gateway(
+            _guarded(recorder, **{"$connect": recorder.handler(slow)}),
+            function_timeout_seconds=0.3,
+        )
+        assert _rejected(slow_connect.ws_url + "?token=t")[0] == 502
+        slow_authorizer = start_gateway(_guarded(recorder, slow), function_timeout_seconds=0.3)
+        assert _rejected(slow_authorizer.ws_url + "?token=t")[0] == 500
+    finally:
+        release.set()
 
 
 def test_connect_without_status_code_is_accepted(start_gateway, recorder):

@@ -243,3 +243,38 @@ def test_stopping_the_gateway_closes_1001_and_runs_disconnect(start_gateway, rou
     assert closed.rcvd.code == 1001
     # $disconnect ran before stop() returned.
     assert recorder.of("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1001
+
+
+def test_handlers_get_the_function_timeout_and_memory_not_the_integration_timeout(start_gateway):
+    def budget(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        body = {"remaining": context.get_remaining_time_in_millis(), "memory": 0}
+        body["memory"] = context.memory_limit_in_mb
+        return {"statusCode": 200, "body": json.dumps(body)}
+
+    gateway = start_gateway(
+        {"$default": budget}, function_timeout_seconds=7, function_memory_mb=512
+    )
+    with connect(gateway.ws_url) as ws:
+        ws.send("x")
+        answer = json.loads(ws.recv(timeout=5))
+    assert 5000 < answer["remaining"] <= 7000  # counts down from 7 s, not from 29 s
+    assert answer["memory"] == 512
+
+
+def test_a_handler_past_its_function_timeout_fails_like_a_lambda_timeout(start_gateway, access_log):
+    """Behind API Gateway a Lambda timeout is a function error: the client gets API Gateway's
+    ``Internal server error`` frame, not ``Endpoint request timed out`` (the 29 s bound)."""
+    release = threading.Event()
+
+    def slow(event: dict[str, Any], context: Any) -> Any:
+        release.wait(10)
+        return {"statusCode": 200, "body": "late"}
+
+    gateway = start_gateway({"$default": slow}, function_timeout_seconds=0.3)
+    try:
+        with connect(gateway.ws_url) as ws:
+            ws.send("x")
+            assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
+    finally:
+        release.set()
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"] == [502]
