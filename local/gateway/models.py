@@ -46,6 +46,8 @@ class GatewaySettings:
     idle_timeout_seconds: float = schema.IDLE_TIMEOUT_SECONDS
     max_duration_seconds: float = schema.MAX_CONNECTION_SECONDS
     max_message_bytes: int = schema.MAX_MESSAGE_BYTES
+    max_url_characters: int = schema.MAX_URL_CHARACTERS
+    max_authorizer_result_bytes: int = schema.MAX_AUTHORIZER_RESULT_BYTES
     integration_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
     function_timeout_seconds: float = LAMBDA_DEFAULT_TIMEOUT_SECONDS
     function_memory_mb: int = LAMBDA_DEFAULT_MEMORY_MB

@@ -26,6 +26,7 @@ from local.gateway.exceptions import (
     GatewayError,
     NotFoundException,
     PayloadTooLargeException,
+    UriTooLongException,
 )
 from local.gateway.models import CloseCause, GatewayBackend
 from local.gateway.session import ConnectionRunner
@@ -72,6 +73,10 @@ class GatewayResponses:
             raise ForbiddenException()
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
+        scheme = "wss" if request.secure else "ws"  # the URL as the client wrote it
+        url = f"{scheme}://{request.host}{request.raw_path}"
+        if len(url) > self.backend.settings.max_url_characters:
+            raise UriTooLongException()
         self._check_stage(request)
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return web.json_response({"message": "Upgrade Required"}, status=426)

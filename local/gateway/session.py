@@ -169,6 +169,10 @@ class ConnectionRunner:
             raise AuthorizerConfigurationException() from None
         except IntegrationTimeout:
             raise AuthorizerConfigurationException() from None
+        size = len(json.dumps(answer, separators=(",", ":")).encode("utf-8"))
+        if size > self.settings.max_authorizer_result_bytes:
+            _log.error("authorizer answered %d bytes: over API Gateway's 8 KB limit", size)
+            raise AuthorizerConfigurationException()
         authorization = evaluate(answer, arn)
         connection.authorizer = {
             **authorization.context,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from typing import Any
 
@@ -14,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from local.gateway import RouteTable
-from tests.local.gateway_support import Recorder, allow
+from tests.local.gateway_support import Recorder, allow, wait_until
 
 CLF_TIME = re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000")
 ACCOUNT_ARN = re.compile(r"arn:aws:execute-api:us-east-1:\d{12}:[a-z0-9]{10}/dev/\$connect")
@@ -257,3 +258,41 @@ def test_subprotocol_chosen_by_connect_is_negotiated(start_gateway):
     gateway = start_gateway({"$connect": choose})
     with connect(gateway.ws_url, subprotocols=["chat.v1"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "chat.v1"
+
+
+def _url_of_length(gateway: Any, characters: int) -> str:
+    url = gateway.ws_url + "?token=t&pad="
+    return url + "p" * (characters - len(url))
+
+
+def test_a_handshake_url_over_4096_characters_is_a_414_clients_can_read(start_gateway, recorder):
+    """API Gateway's quota: "Length, in characters, of the URL for a WebSocket API: 4096"
+    (apigateway-execution-service-websocket-limits-table). The websockets client reads the
+    answer; aiohttp's own HTTP/1.0 400 for lines over 8,190 bytes it could not."""
+    gateway = start_gateway(_guarded(recorder))
+    with connect(_url_of_length(gateway, 4096)):
+        pass
+    for characters in (4097, 9000):
+        status, body, _ = _rejected(_url_of_length(gateway, characters))
+        assert status == 414
+        assert json.loads(body) == {"message": "URI Too Long"}
+    assert len(recorder.of("AUTHORIZER")) == 1  # only the URL within the quota got that far
+
+
+def test_a_request_line_aiohttp_cannot_read_is_logged_without_any_of_it(start_gateway, caplog):
+    gateway = start_gateway({"$connect": lambda event, context: {"statusCode": 200}})
+    token = "SECRET-TOKEN-" + "s" * 100
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as raw:
+        raw.sendall(f"GET /dev?token={token}{'x' * 70_000} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        assert raw.recv(100).startswith(b"HTTP/1.")
+    wait_until(lambda: "Error handling request" in caplog.text)
+    assert "SECRET-TOKEN" not in caplog.text
+
+
+def test_an_authorizer_answer_over_8_kb_is_500(start_gateway, recorder):
+    """API Gateway's quota: "AWS Lambda authorizer result size: 8 KB" (same table)."""
+    small = start_gateway(_guarded(recorder, allow(context={"userId": "u", "pad": "p" * 7000})))
+    with connect(small.ws_url + "?token=t"):
+        pass
+    big = start_gateway(_guarded(recorder, allow(context={"userId": "u", "pad": "p" * 9000})))
+    assert _rejected(big.ws_url + "?token=t")[0] == 500
