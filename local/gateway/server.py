@@ -19,7 +19,12 @@ from local.gateway.invoker import Function, HandlerRef, Invoker, function_for
 from local.gateway.models import GatewayBackend, GatewaySettings, RouteTable
 from local.gateway.responses import GatewayResponses
 from local.gateway.session import GOING_AWAY, ConnectionRunner
-from local.gateway.urls import JWKS_PATH, PARSER_LIMITS, build_app, quiet_unparsable_requests
+from local.gateway.urls import (
+    JWKS_PATH,
+    MAX_REQUEST_LINE_BYTES,
+    build_app,
+    quiet_unparsable_requests,
+)
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -100,7 +105,12 @@ class Gateway:
         app = build_app(GatewayResponses(self.backend, self._runner))
         quiet_unparsable_requests()
         self._app_runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=1.0, **PARSER_LIMITS
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_REQUEST_LINE_BYTES,
         )
         await self._app_runner.setup()
         site: web.BaseSite

@@ -16,7 +16,6 @@ CLIENT_MAX_SIZE = 4 * 1024 * 1024
 # aiohttp refuses a request line over 8,190 bytes itself, with an HTTP/1.0 400 that WebSocket
 # clients cannot parse: past API Gateway's 4,096-character URL quota, the gateway answers 414.
 MAX_REQUEST_LINE_BYTES = 64 * 1024
-PARSER_LIMITS = {"max_line_size": MAX_REQUEST_LINE_BYTES, "max_field_size": MAX_REQUEST_LINE_BYTES}
 
 
 class UnparsableRequestFilter(logging.Filter):
