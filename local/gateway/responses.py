@@ -117,10 +117,13 @@ class GatewayResponses:
     def _get(self, connection_id: str) -> web.StreamResponse:
         connection = self.backend.get_open(connection_id)
         facts = connection.facts
+        identity = {"sourceIp": facts.source_ip}
+        if facts.user_agent is not None:
+            identity["userAgent"] = facts.user_agent
         return web.json_response(
             {
                 "connectedAt": _iso(facts.connected_at_ms),
-                "identity": {"sourceIp": facts.source_ip, "userAgent": facts.user_agent},
+                "identity": identity,
                 "lastActiveAt": _iso(connection.last_active_ms),
             }
         )

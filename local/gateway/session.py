@@ -138,7 +138,7 @@ class ConnectionRunner:
             stage=self.settings.stage,
             domain_name=request.host,
             source_ip=source_ip,
-            user_agent=request.headers.get("User-Agent", ""),
+            user_agent=request.headers.get("User-Agent"),
             headers=tuple(headers),
             query=tuple(request.query.items()),
         )
