@@ -124,14 +124,14 @@ class EmbeddedAws:
 
     def start(self) -> AwsResources:
         try:
-            endpoint_url = self._start_process()
-            self.resources = self._create(endpoint_url)
+            process, endpoint_url = self._start_process()
+            self.resources = self._create(process, endpoint_url)
         except BaseException:
             self.stop()
             raise
         return self.resources
 
-    def _start_process(self) -> str:
+    def _start_process(self) -> tuple[subprocess.Popen[str], str]:
         """Bind the port here (so it is known and a busy one fails here), serve it there."""
         with socket.create_server((self._host, self._port)) as sock:
             host, port = sock.getsockname()[:2]
@@ -148,8 +148,7 @@ class EmbeddedAws:
                 env=environment,
                 text=True,
             )
-        self._wait_until_ready(self._process)
-        return f"http://{host}:{port}"
+        return self._process, f"http://{host}:{port}"
 
     @staticmethod
     def _wait_until_ready(process: subprocess.Popen[str]) -> None:
@@ -162,9 +161,11 @@ class EmbeddedAws:
                 f"(exit code {process.poll()}); its errors are on stderr above"
             )
 
-    def _create(self, endpoint_url: str) -> AwsResources:
+    def _create(self, process: subprocess.Popen[str], endpoint_url: str) -> AwsResources:
         draft = AwsResources(endpoint_url, self._region, self._table_name, "", "", "")
-        dynamodb = draft.dynamodb()
+        # The clients are built while moto loads in its process: start-up overlaps.
+        dynamodb, sqs = draft.dynamodb(), draft.sqs()
+        self._wait_until_ready(process)
         # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
         table: Any = schema.table_definition(self._table_name)
         dynamodb.create_table(**table)
@@ -172,7 +173,6 @@ class EmbeddedAws:
             TableName=self._table_name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
         )
-        sqs = draft.sqs()
         dlq_url: str = sqs.create_queue(
             QueueName=self._dead_letter_queue_name,
             Attributes={

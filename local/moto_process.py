@@ -66,8 +66,11 @@ def serve(fd: int, host: str) -> None:
     server = make_server(host, 0, app, threaded=True, request_handler=MotoRequestHandler, fd=fd)
     thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
     thread.start()
-    print(READY_LINE, flush=True)
-    sys.stdin.read()
+    try:
+        print(READY_LINE, flush=True)
+        sys.stdin.read()
+    except BrokenPipeError:
+        pass  # the process that started this one stopped before reading on
     server.shutdown()
 
 
