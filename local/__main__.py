@@ -24,7 +24,7 @@ from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
 from local.gateway.models import RouteTable
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
-from local.stack import LocalStack, StackSettings
+from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, StackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
 from runtime import schema
 
@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--handler-processes",
         type=int,
-        default=0,
+        default=DEFAULT_HANDLER_PROCESSES,
         metavar="N",
-        help="run 'module:function' handlers in N worker processes (default 0: threads)",
+        help="run 'module:function' handlers in N worker processes "
+        f"(default {DEFAULT_HANDLER_PROCESSES}; 0: on threads of the gateway's process)",
     )
     parser.add_argument(
         "--handlers",

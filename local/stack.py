@@ -46,6 +46,11 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
+# Handlers on threads of the gateway's process. Worker processes (--handler-processes) measured
+# no faster under load (benchmarks/gateway.py: moto's CPU is the bound) and add a cold start to
+# every gateway start, which a client reconnecting after a restart would wait for.
+DEFAULT_HANDLER_PROCESSES = 0
+
 
 @dataclass(frozen=True)
 class StackSettings:
@@ -60,7 +65,7 @@ class StackSettings:
     function_timeout_seconds: float = FUNCTION_TIMEOUT_SECONDS  # Pulumi.yaml's defaults
     function_memory_mb: int = FUNCTION_MEMORY_MB
     new_connections_per_second: int = schema.NEW_CONNECTIONS_PER_SECOND
-    handler_processes: int = 0  # 0: handlers on threads in this process
+    handler_processes: int = DEFAULT_HANDLER_PROCESSES  # 0: handlers on threads in this process
     routes: RouteTable | Mapping[str, Any] | None = None  # None: this project's handlers
     responder: Responder | None = demo_responder  # None: nothing consumes the chat queue
     state_dir: Path | str = DEFAULT_STATE_DIR

@@ -117,12 +117,23 @@ def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> A
 _process_functions: dict[str, Function] = {}
 
 
-def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
-    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
-    comes back as ``("error", type, message)`` and is raised again in the gateway."""
+def _function_in_process(ref: str) -> Function:
     function = _process_functions.get(ref)
     if function is None:
         function = _process_functions[ref] = function_for(ref)
+    return function
+
+
+def _load_in_process(refs: tuple[str, ...]) -> None:
+    """A worker's cold start: its functions loaded before the first invocation waits on it."""
+    for ref in refs:
+        _function_in_process(ref)
+
+
+def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
+    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
+    comes back as ``("error", type, message)`` and is raised again in the gateway."""
+    function = _function_in_process(ref)
     try:
         return ("ok", _run(function, event, context))
     except FunctionError as exc:
@@ -157,6 +168,14 @@ class Invoker:
             if process_workers > 0
             else None
         )
+        self._process_workers = process_workers
+
+    def warm(self, refs: tuple[str, ...]) -> None:
+        """Start the worker processes and load ``refs`` in each, without waiting for it (as the
+        thread pool's functions are loaded when the gateway starts)."""
+        if self._processes is not None and refs:
+            for _ in range(self._process_workers):
+                self._processes.submit(_load_in_process, refs)
 
     def _context(self, function: Function) -> LambdaContext:
         name = function.name.replace(".", "-")[:64]

@@ -101,6 +101,7 @@ class Gateway:
             account_id=settings.account_id,
             process_workers=settings.handler_processes,
         )
+        self._invoker.warm(tuple({f.ref for f in (*routes.values(), authorizer) if f and f.ref}))
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)
         app = build_app(GatewayResponses(self.backend, self._runner))
         quiet_unparsable_requests()
