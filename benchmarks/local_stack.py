@@ -39,10 +39,12 @@ def local_stack(
     work_dir: Path,
     handler_settings: Mapping[str, str] | None = None,
     handlers: str | None = None,
+    handler_processes: int | None = None,
 ) -> Iterator[RunningStack]:
     """Start local mode with ``handler_settings`` in its environment; stop it afterwards.
 
-    ``handlers`` names another route table (``package.module:ROUTES``) than the project's.
+    ``handlers`` names another route table (``package.module:ROUTES``) than the project's;
+    ``handler_processes`` overrides ``python -m local``'s number of handler worker processes.
     """
     from benchmarks.stack_process import READY_MARKER
 
@@ -61,6 +63,7 @@ def local_stack(
             "--state-dir",
             str(state_dir),
             *([] if handlers is None else ["--handlers", handlers]),
+            *([] if handler_processes is None else ["--handler-processes", str(handler_processes)]),
         ],
         cwd=PROJECT_ROOT,
         env=env,

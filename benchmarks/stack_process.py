@@ -30,14 +30,23 @@ def _no_access_log(record: AccessRecord) -> None:
 
 
 async def _serve(
-    port: int, stage: str, state_dir: Path, access_log: bool, handlers: str | None
+    port: int,
+    stage: str,
+    state_dir: Path,
+    access_log: bool,
+    handlers: str | None,
+    handler_processes: int | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_reader(sys.stdin.fileno(), stop.set)  # stdin closed: the benchmark is done
+    defaults = StackSettings()
     settings = StackSettings(
+        handler_processes=(
+            defaults.handler_processes if handler_processes is None else handler_processes
+        ),
         port=port,
         stage=stage,
         responder=None,
@@ -68,10 +77,24 @@ def main() -> int:
     parser.add_argument(
         "--handlers", metavar="MODULE:ROUTES", help="another route table (default: the project's)"
     )
+    parser.add_argument(
+        "--handler-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="handler worker processes (default: python -m local's); 0 runs them on threads",
+    )
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(
-        _serve(options.port, options.stage, options.state_dir, options.access_log, options.handlers)
+        _serve(
+            options.port,
+            options.stage,
+            options.state_dir,
+            options.access_log,
+            options.handlers,
+            options.handler_processes,
+        )
     )
     return 0
 

@@ -1,9 +1,10 @@
 """``python -m local``: the whole stack on this machine; ``python -m local token --user alice``.
 
 Serving options: ``--host``, ``--port`` (8080), ``--stage`` (dev), ``--idle-timeout`` (600 s),
-``--max-duration`` (7200 s), ``--handlers package.module:ROUTES`` (another route table),
-``--responder package.module:function`` / ``--no-responder``, ``--log-format text|json``,
-``--state-dir`` (.local). Ctrl-C stops everything cleanly.
+``--max-duration`` (7200 s), ``--function-timeout`` and ``--function-memory`` (Pulumi.yaml's
+``lambdaTimeoutSeconds`` and ``lambdaMemoryMb``), ``--handlers package.module:ROUTES`` (another
+route table), ``--responder package.module:function`` / ``--no-responder``,
+``--log-format text|json``, ``--state-dir`` (.local). Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
 from local.gateway.models import RouteTable
-from local.stack import LocalStack, StackSettings
+from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
+from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, StackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
 from runtime import schema
 
@@ -50,6 +52,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _megabytes(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a whole number of MB > 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m local",
@@ -72,11 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="maximum connection seconds before closing with 1001 (default 7200)",
     )
     parser.add_argument(
+        "--function-timeout",
+        type=_positive,
+        default=FUNCTION_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="each handler's Lambda timeout; past it, it fails like a Lambda timeout "
+        f"(default {FUNCTION_TIMEOUT_SECONDS:g}: Pulumi.yaml's lambdaTimeoutSeconds)",
+    )
+    parser.add_argument(
+        "--function-memory",
+        type=_megabytes,
+        default=FUNCTION_MEMORY_MB,
+        metavar="MB",
+        help="context.memory_limit_in_mb of each handler "
+        f"(default {FUNCTION_MEMORY_MB}: Pulumi.yaml's lambdaMemoryMb)",
+    )
+    parser.add_argument(
         "--handler-processes",
         type=int,
-        default=0,
+        default=DEFAULT_HANDLER_PROCESSES,
         metavar="N",
-        help="run 'module:function' handlers in N worker processes (default 0: threads)",
+        help="run 'module:function' handlers in N worker processes "
+        f"(default {DEFAULT_HANDLER_PROCESSES}; 0: on threads of the gateway's process)",
     )
     parser.add_argument(
         "--handlers",
@@ -128,6 +154,8 @@ def settings_from(args: argparse.Namespace) -> StackSettings:
         stage=args.stage,
         idle_timeout_seconds=args.idle_timeout,
         max_duration_seconds=args.max_duration,
+        function_timeout_seconds=args.function_timeout,
+        function_memory_mb=args.function_memory,
         handler_processes=args.handler_processes,
         routes=routes,
         responder=responder,

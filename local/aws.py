@@ -1,6 +1,6 @@
-"""Embedded AWS: moto's ``ThreadedMotoServer`` on a free loopback port, with this stack's
-connections table and chat FIFO queue + DLQ created from ``runtime/schema.py`` — the same
-definitions the Pulumi components use.
+"""Embedded AWS: moto's server in its own process (``local.moto_process``) on a free loopback
+port, with this stack's connections table and chat FIFO queue + DLQ created from
+``runtime/schema.py`` — the same definitions the Pulumi components use.
 
 Handlers reach it through ``AWS_ENDPOINT_URL`` and fake credentials (``environment()``); the
 shared config and credentials files are masked so no profile can point anywhere real.
@@ -8,22 +8,24 @@ shared config and credentials files are masked so no profile can point anywhere 
 
 from __future__ import annotations
 
-import http.client
-import logging
 import os
+import select
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
-from local.fidelity import remember_fifo_deduplication_ids
 from local.gateway.models import LOCAL_REGION
+from local.moto_process import READY_LINE
 from runtime import schema
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
 LOCAL_TABLE_NAME = "rag-websocket-local-connections"
 LOCAL_QUEUE_NAME = "rag-websocket-local-chat.fifo"
 LOCAL_DEAD_LETTER_QUEUE_NAME = "rag-websocket-local-chat-dlq.fifo"
+MOTO_READY_TIMEOUT_SECONDS = 30.0
+MOTO_STOP_TIMEOUT_SECONDS = 5.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAKE_SECRET = "testing"  # noqa: S105 - moto accepts any credentials; these are not secrets
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
 # MessageSender retries 429s itself, as with the Lambda runtime's client (runtime/aws.py).
@@ -94,9 +99,9 @@ class AwsResources:
 
 
 class EmbeddedAws:
-    """Starts moto in a thread and creates the table and queues; ``stop()`` ends it.
+    """Starts moto in its own process and creates the table and queues; ``stop()`` ends it.
 
-    moto keeps its state per process, so one process runs one embedded AWS at a time.
+    Each start is a new process, so it begins empty, and several can run side by side.
     """
 
     def __init__(
@@ -114,37 +119,53 @@ class EmbeddedAws:
         self._table_name = table_name
         self._queue_name = queue_name
         self._dead_letter_queue_name = dead_letter_queue_name
-        self._server: ThreadedMotoServer | None = None
+        self._process: subprocess.Popen[str] | None = None
         self.resources: AwsResources | None = None
 
     def start(self) -> AwsResources:
-        from moto.server import ThreadedMotoServer
-
-        remember_fifo_deduplication_ids()
-        # One line per request from moto's werkzeug server would drown the gateway's log.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
-        server.start()
-        self._server = server
-        host, port = server.get_host_and_port()
         try:
-            self.resources = self._create(f"http://{host}:{port}")
+            process, endpoint_url = self._start_process()
+            self.resources = self._create(process, endpoint_url)
         except BaseException:
             self.stop()
             raise
         return self.resources
 
-    def _create(self, endpoint_url: str) -> AwsResources:
-        # moto's state is process-wide: start from an empty account, whatever ran before.
-        host, _, port = endpoint_url.removeprefix("http://").partition(":")
-        reset = http.client.HTTPConnection(host, int(port), timeout=5)
-        try:
-            reset.request("POST", "/moto-api/reset")
-            reset.getresponse().read()
-        finally:
-            reset.close()
+    def _start_process(self) -> tuple[subprocess.Popen[str], str]:
+        """Bind the port here (so it is known and a busy one fails here), serve it there."""
+        with socket.create_server((self._host, self._port)) as sock:
+            host, port = sock.getsockname()[:2]
+            environment = dict(os.environ)
+            environment["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(PROJECT_ROOT), environment.get("PYTHONPATH")])
+            )
+            command = [sys.executable, "-m", "local.moto_process", "--fd", str(sock.fileno())]
+            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+                [*command, "--host", str(host)],
+                pass_fds=[sock.fileno()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=environment,
+                text=True,
+            )
+        return self._process, f"http://{host}:{port}"
+
+    @staticmethod
+    def _wait_until_ready(process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], MOTO_READY_TIMEOUT_SECONDS)
+        line = process.stdout.readline().strip() if readable else ""
+        if line != READY_LINE:
+            raise RuntimeError(
+                f"moto did not start in {MOTO_READY_TIMEOUT_SECONDS:.0f} s "
+                f"(exit code {process.poll()}); its errors are on stderr above"
+            )
+
+    def _create(self, process: subprocess.Popen[str], endpoint_url: str) -> AwsResources:
         draft = AwsResources(endpoint_url, self._region, self._table_name, "", "", "")
-        dynamodb = draft.dynamodb()
+        # The clients are built while moto loads in its process: start-up overlaps.
+        dynamodb, sqs = draft.dynamodb(), draft.sqs()
+        self._wait_until_ready(process)
         # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
         table: Any = schema.table_definition(self._table_name)
         dynamodb.create_table(**table)
@@ -152,7 +173,6 @@ class EmbeddedAws:
             TableName=self._table_name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
         )
-        sqs = draft.sqs()
         dlq_url: str = sqs.create_queue(
             QueueName=self._dead_letter_queue_name,
             Attributes={
@@ -181,9 +201,19 @@ class EmbeddedAws:
         return arn
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        """Close moto's stdin (it stops serving and exits); kill it if it does not."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(MOTO_STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
     def __enter__(self) -> AwsResources:
         return self.start()

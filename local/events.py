@@ -1,9 +1,11 @@
 """Lambda events shaped like API Gateway's WebSocket events (DESIGN §5), and AWS-shaped ids.
 
 The gateway builds every event here, so a handler receives locally exactly the keys it gets in
-AWS: ``$connect`` with headers and (only when the URL has one) the query string, message routes
-with ``messageId`` and ``body`` but no headers, ``$disconnect`` with ``disconnectStatusCode`` and
-``disconnectReason``, and the REQUEST authorizer event with ``methodArn``.
+AWS (the captures under ``tests/events/`` are the reference): ``$connect`` with headers and
+(only when the URL has one) the query string, message routes with ``messageId`` and ``body`` but
+no headers, ``$disconnect`` with ``disconnectStatusCode`` and ``disconnectReason``, and the
+REQUEST authorizer event with ``methodArn``. ``extendedRequestId`` equals ``requestId``, and
+``identity.userAgent`` is there only when the client sent a ``User-Agent``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ EVENT_DISCONNECT = "DISCONNECT"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # API Gateway sends these (mostly empty) headers with $disconnect, whatever the client sent.
 _DISCONNECT_HEADERS = ("x-api-key", "X-Forwarded-For", "x-restapi")
+# Hop-by-hop headers of the upgrade: the authorizer sees them, the $connect function does not.
+_HOP_BY_HOP = frozenset({"connection", "upgrade"})
 
 
 def _aws_id(size: int) -> str:
-    """Standard base64 of random bytes, like ``BFHPhfCWIAMCKlQ=``: may hold ``+ / =``."""
-    return base64.b64encode(os.urandom(size)).decode("ascii")
+    """URL-safe base64 of random bytes, like AWS's ``BFaT_fALIAMCKug=`` or ``JC1dgf9yoAMCK-g=``
+    (captured events: Powertools' ``tests/events/apiGatewayWebSocketApi*.json``): letters, digits,
+    ``-`` and ``_``, ending in ``=``; never ``+`` or ``/``."""
+    return base64.urlsafe_b64encode(os.urandom(size)).decode("ascii")
 
 
 def new_connection_id() -> str:
@@ -67,7 +73,7 @@ class ConnectionFacts:
     stage: str
     domain_name: str
     source_ip: str
-    user_agent: str
+    user_agent: str | None  # None: the client sent no User-Agent
     headers: tuple[tuple[str, str], ...] = ()
     query: tuple[tuple[str, str], ...] = ()
 
@@ -91,16 +97,19 @@ def _request_context(
     request_time_ms: int,
     authorizer: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
+    identity = {"sourceIp": facts.source_ip}
+    if facts.user_agent is not None:
+        identity["userAgent"] = facts.user_agent
     context: dict[str, Any] = {
         "routeKey": route_key,
         "eventType": event_type,
-        "extendedRequestId": new_request_id(),
+        "extendedRequestId": request_id,
         "requestTime": clf_time(request_time_ms),
         "messageDirection": "IN",
         "stage": facts.stage,
         "connectedAt": facts.connected_at_ms,
         "requestTimeEpoch": request_time_ms,
-        "identity": {"sourceIp": facts.source_ip, "userAgent": facts.user_agent},
+        "identity": identity,
         "requestId": request_id,
         "domainName": facts.domain_name,
         "connectionId": facts.connection_id,
@@ -111,8 +120,10 @@ def _request_context(
     return context
 
 
-def _with_request(event: dict[str, Any], facts: ConnectionFacts) -> dict[str, Any]:
-    headers, multi_headers = _single_and_multi(facts.headers)
+def _with_request(
+    event: dict[str, Any], facts: ConnectionFacts, headers_in: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
+    headers, multi_headers = _single_and_multi(headers_in)
     event["headers"] = headers
     event["multiValueHeaders"] = multi_headers
     if facts.query:
@@ -127,7 +138,11 @@ def authorizer_event(
 ) -> dict[str, Any]:
     """The REQUEST authorizer's event for a ``$connect``."""
     event: dict[str, Any] = {"type": "REQUEST", "methodArn": arn}
-    _with_request(event, facts)
+    # As AWS's example shows it: the upgrade's own headers, and an empty body's length.
+    headers = facts.headers
+    if not any(name.lower() == "content-length" for name, _ in headers):
+        headers = (*headers, ("content-length", "0"))
+    _with_request(event, facts, headers)
     event["stageVariables"] = {}
     event["requestContext"] = _request_context(
         facts, "$connect", EVENT_CONNECT, request_id, request_time_ms, None
@@ -141,7 +156,10 @@ def connect_event(
     request_id: str,
     request_time_ms: int,
 ) -> dict[str, Any]:
-    event = _with_request({}, facts)
+    headers = tuple(
+        (name, value) for name, value in facts.headers if name.lower() not in _HOP_BY_HOP
+    )
+    event = _with_request({}, facts, headers)
     event["requestContext"] = _request_context(
         facts, "$connect", EVENT_CONNECT, request_id, request_time_ms, authorizer
     )

@@ -8,13 +8,29 @@ import, as in a Lambda cold start).
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
-from local.aws import AwsResources
+import yaml
+
+from local.aws import PROJECT_ROOT, AwsResources
 from local.gateway.models import RouteTable
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
 from runtime import schema
 
 MESSAGE_HANDLER = "runtime.handlers.message:handler"
+PROJECT_FILE = PROJECT_ROOT / "Pulumi.yaml"
+
+
+def config_default(key: str, project_file: Path = PROJECT_FILE) -> Any:
+    """The default Pulumi.yaml gives config ``key``: what a deployed stack runs with."""
+    config = yaml.safe_load(project_file.read_text())["config"]
+    return config[key]["default"]
+
+
+# The deployed functions' timeout and memory (Pulumi.yaml's defaults), not API Gateway's 29 s.
+FUNCTION_TIMEOUT_SECONDS = float(config_default("lambdaTimeoutSeconds"))
+FUNCTION_MEMORY_MB = int(config_default("lambdaMemoryMb"))
 
 PROJECT_ROUTES = RouteTable(
     routes={

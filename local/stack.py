@@ -33,7 +33,12 @@ from local.devpages import dev_pages
 from local.gateway.access_log import AccessLogSink, LogFormat, StreamAccessLog
 from local.gateway.models import GatewaySettings, RouteTable
 from local.gateway.server import Gateway
-from local.project import PROJECT_ROUTES, handler_environment
+from local.project import (
+    FUNCTION_MEMORY_MB,
+    FUNCTION_TIMEOUT_SECONDS,
+    PROJECT_ROUTES,
+    handler_environment,
+)
 from local.responder import ChatQueueConsumer, Responder, demo_responder
 from local.tokens import DEFAULT_STATE_DIR, DevTokens
 from runtime import aws as runtime_aws
@@ -41,6 +46,11 @@ from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
+
+# Handlers on threads of the gateway's process. Worker processes (--handler-processes) measured
+# no faster under load (benchmarks/gateway.py: moto's CPU is the bound) and add a cold start to
+# every gateway start, which a client reconnecting after a restart would wait for.
+DEFAULT_HANDLER_PROCESSES = 0
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,10 @@ class StackSettings:
     idle_timeout_seconds: float = schema.IDLE_TIMEOUT_SECONDS
     max_duration_seconds: float = schema.MAX_CONNECTION_SECONDS
     integration_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
+    function_timeout_seconds: float = FUNCTION_TIMEOUT_SECONDS  # Pulumi.yaml's defaults
+    function_memory_mb: int = FUNCTION_MEMORY_MB
     new_connections_per_second: int = schema.NEW_CONNECTIONS_PER_SECOND
-    handler_processes: int = 0  # 0: handlers on threads in this process
+    handler_processes: int = DEFAULT_HANDLER_PROCESSES  # 0: handlers on threads in this process
     routes: RouteTable | Mapping[str, Any] | None = None  # None: this project's handlers
     responder: Responder | None = demo_responder  # None: nothing consumes the chat queue
     state_dir: Path | str = DEFAULT_STATE_DIR
@@ -178,6 +190,8 @@ class LocalStack:
                 idle_timeout_seconds=settings.idle_timeout_seconds,
                 max_duration_seconds=settings.max_duration_seconds,
                 integration_timeout_seconds=settings.integration_timeout_seconds,
+                function_timeout_seconds=settings.function_timeout_seconds,
+                function_memory_mb=settings.function_memory_mb,
                 new_connections_per_second=settings.new_connections_per_second,
                 handler_processes=settings.handler_processes,
                 jwks=self._tokens.jwks(),

@@ -75,6 +75,8 @@ IDLE_TIMEOUT_SECONDS: Final = 10 * 60
 MAX_CONNECTION_SECONDS: Final = 2 * 60 * 60
 INTEGRATION_TIMEOUT_SECONDS: Final = 29
 NEW_CONNECTIONS_PER_SECOND: Final = 500
+MAX_AUTHORIZER_RESULT_BYTES: Final = 8 * KIB  # a Lambda authorizer's answer; bigger → 500
+MAX_URL_CHARACTERS: Final = 4096  # the handshake URL
 
 CLOSE_GOING_AWAY: Final = 1001  # idle timeout / maximum duration reached
 CLOSE_UNSUPPORTED_DATA: Final = 1003  # binary frame

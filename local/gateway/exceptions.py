@@ -76,6 +76,14 @@ class TooManyRequestsException(GatewayError):
     default_message = "Too Many Requests"
 
 
+class UriTooLongException(GatewayError):
+    """A handshake URL over API Gateway's 4,096 characters (its quota; the status is HTTP's)."""
+
+    status = 414
+    code = "UriTooLongException"
+    default_message = "URI Too Long"
+
+
 class AuthorizerConfigurationException(GatewayError):
     """The authorizer failed otherwise, or answered something that is not a valid policy."""
 

@@ -4,7 +4,10 @@ A handler given as ``"package.module:function"`` is loaded from a fresh copy of 
 the gateway starts (a cold start): module-level configuration is read from the environment as
 it is then, and a second gateway in the same process gets its own copy. Every invocation gets a
 Lambda-like ``context``, runs on a worker thread so a slow handler never blocks the event loop,
-is cut off at the integration timeout, and its result must survive JSON like Lambda's does.
+fails like a Lambda timeout past the function's timeout (``Task timed out``: API Gateway then
+answers as for any function error), is cut off at the integration timeout (29 s) when that comes
+first, and its result must survive JSON like Lambda's does. A thread cannot be killed: a
+timed-out handler runs on, its answer dropped, where Lambda would stop its sandbox.
 
 With ``process_workers`` (``--handler-processes``), handlers named by ``"module:function"`` run
 in that many spawned worker processes instead, each loading its own copy of the module: closer
@@ -33,6 +36,7 @@ HandlerRef = Union[Handler, str]
 """A handler callable, or ``"package.module:function"`` to load at start."""
 
 UNAUTHORIZED = "Unauthorized"  # the authorizer's documented way to say 401: not a crash
+LAMBDA_TIMEOUT_ERROR = "Sandbox.Timedout"
 _log = logging.getLogger("local.functions")
 
 
@@ -113,12 +117,23 @@ def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> A
 _process_functions: dict[str, Function] = {}
 
 
-def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
-    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
-    comes back as ``("error", type, message)`` and is raised again in the gateway."""
+def _function_in_process(ref: str) -> Function:
     function = _process_functions.get(ref)
     if function is None:
         function = _process_functions[ref] = function_for(ref)
+    return function
+
+
+def _load_in_process(refs: tuple[str, ...]) -> None:
+    """A worker's cold start: its functions loaded before the first invocation waits on it."""
+    for ref in refs:
+        _function_in_process(ref)
+
+
+def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
+    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
+    comes back as ``("error", type, message)`` and is raised again in the gateway."""
+    function = _function_in_process(ref)
     try:
         return ("ok", _run(function, event, context))
     except FunctionError as exc:
@@ -134,11 +149,15 @@ class Invoker:
         *,
         max_workers: int,
         timeout_seconds: float,
+        function_timeout_seconds: float,
+        function_memory_mb: int,
         region: str,
         account_id: str,
         process_workers: int = 0,
     ) -> None:
         self.timeout_seconds = timeout_seconds
+        self.function_timeout_seconds = function_timeout_seconds
+        self.function_memory_mb = function_memory_mb
         self._region = region
         self._account_id = account_id
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
@@ -149,6 +168,14 @@ class Invoker:
             if process_workers > 0
             else None
         )
+        self._process_workers = process_workers
+
+    def warm(self, refs: tuple[str, ...]) -> None:
+        """Start the worker processes and load ``refs`` in each, without waiting for it (as the
+        thread pool's functions are loaded when the gateway starts)."""
+        if self._processes is not None and refs:
+            for _ in range(self._process_workers):
+                self._processes.submit(_load_in_process, refs)
 
     def _context(self, function: Function) -> LambdaContext:
         name = function.name.replace(".", "-")[:64]
@@ -160,7 +187,8 @@ class Invoker:
             ),
             log_group_name=f"/aws/lambda/{name}",
             log_stream_name="local",
-            deadline_ms=now_ms() + int(self.timeout_seconds * 1000),
+            deadline_ms=now_ms() + int(self.function_timeout_seconds * 1000),
+            memory_limit_in_mb=self.function_memory_mb,
         )
 
     async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
@@ -174,10 +202,17 @@ class Invoker:
             if ref is not None
             else loop.run_in_executor(self._pool, _run, function, event, context)
         )
+        function_times_out = self.function_timeout_seconds < self.timeout_seconds
         try:
-            result = await asyncio.wait_for(future, self.timeout_seconds)
+            result = await asyncio.wait_for(
+                future, min(self.function_timeout_seconds, self.timeout_seconds)
+            )
         except TimeoutError:
-            _log.error("%s timed out after %s s", function.name, self.timeout_seconds)
+            if function_times_out:
+                message = f"Task timed out after {self.function_timeout_seconds:.2f} seconds"
+                _log.error("%s: %s", function.name, message)
+                raise FunctionError(LAMBDA_TIMEOUT_ERROR, message) from None
+            _log.error("%s: integration timed out after %s s", function.name, self.timeout_seconds)
             raise IntegrationTimeout() from None
         if not in_process:
             return result

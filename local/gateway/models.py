@@ -26,6 +26,7 @@ LOCAL_API_ID = "local00dev"  # 10 characters [a-z0-9], like a real apiId
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_MAX_CONCURRENT_INVOCATIONS = 64
+LAMBDA_DEFAULT_MEMORY_MB = 128  # Lambda's, for a function created without a memory size
 RESERVED_ROUTES = (schema.ROUTE_CONNECT, schema.ROUTE_DISCONNECT, schema.ROUTE_DEFAULT)
 _STAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -43,7 +44,12 @@ class GatewaySettings:
     idle_timeout_seconds: float = schema.IDLE_TIMEOUT_SECONDS
     max_duration_seconds: float = schema.MAX_CONNECTION_SECONDS
     max_message_bytes: int = schema.MAX_MESSAGE_BYTES
+    max_url_characters: int = schema.MAX_URL_CHARACTERS
+    max_authorizer_result_bytes: int = schema.MAX_AUTHORIZER_RESULT_BYTES
     integration_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
+    # By default as long as the integration's: a stack passes its functions' own (LocalStack).
+    function_timeout_seconds: float = schema.INTEGRATION_TIMEOUT_SECONDS
+    function_memory_mb: int = LAMBDA_DEFAULT_MEMORY_MB
     new_connections_per_second: int = schema.NEW_CONNECTIONS_PER_SECOND  # 0: no limit
     max_concurrent_invocations: int = DEFAULT_MAX_CONCURRENT_INVOCATIONS
     handler_processes: int = 0  # > 0: "module:function" handlers run in worker processes
@@ -62,6 +68,8 @@ class GatewaySettings:
             "idle_timeout_seconds",
             "max_duration_seconds",
             "integration_timeout_seconds",
+            "function_timeout_seconds",
+            "function_memory_mb",
             "max_message_bytes",
             "max_concurrent_invocations",
         ):

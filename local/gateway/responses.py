@@ -1,9 +1,10 @@
 """The gateway's HTTP surface: the WebSocket upgrade, the management API and the JWKS.
 
 The management API answers what boto3's ``apigatewaymanagementapi`` client expects:
-``POST``/``GET``/``DELETE /{stage}/@connections/{connectionId}`` with the id URL-decoded (AWS ids
-hold ``+ / =``), errors as ``x-amzn-ErrorType`` + ``{"message"}`` so boto3 raises the typed
-exception (``GoneException``, ``PayloadTooLargeException``).
+``POST``/``GET``/``DELETE /{stage}/@connections/{connectionId}``, the path URL-decoded as AWS
+decodes it (its docs write ``%40connections``, clients encode the id's ``=`` as ``%3D``),
+errors as ``x-amzn-ErrorType`` + ``{"message"}`` so boto3 raises the typed exception
+(``GoneException``, ``PayloadTooLargeException``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from local.gateway.exceptions import (
     GatewayError,
     NotFoundException,
     PayloadTooLargeException,
+    UriTooLongException,
 )
-from local.gateway.models import GatewayBackend
+from local.gateway.models import CloseCause, GatewayBackend
 from local.gateway.session import ConnectionRunner
 
-CONNECTIONS_SEGMENT = "/@connections/"
-DELETE_CAUSE_CODE = 1000
-DELETE_CAUSE_REASON = "Connection deleted"
+CONNECTIONS_SEGMENT = "@connections"
+# What API Gateway's $disconnect carries after a DeleteConnection (its execution log, quoted in
+# https://github.com/boto/boto3/issues/3789 and aws/chalice#2060); the client's close is 1000.
+DELETE_CAUSE = CloseCause(1000, "Connection Closed Normally")
 DELETE_WAITS_FOR_DISCONNECT_SECONDS = 2.0
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,16 +73,21 @@ class GatewayResponses:
             raise ForbiddenException()
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
+        scheme = "wss" if request.secure else "ws"  # the URL as the client wrote it
+        url = f"{scheme}://{request.host}{request.raw_path}"
+        if len(url) > self.backend.settings.max_url_characters:
+            raise UriTooLongException()
         self._check_stage(request)
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return web.json_response({"message": "Upgrade Required"}, status=426)
         return await self.runner.run(request)
 
     def _connection_id(self, request: web.Request) -> str:
+        """The id from the raw path, each segment URL-decoded (``%40connections``, ``%3D``)."""
         path = request.raw_path.split("?", 1)[0]
-        _, _, raw_id = path.partition(CONNECTIONS_SEGMENT)
+        _, _, segment, raw_id = [*path.split("/", 3), "", ""][:4]
         connection_id = unquote(raw_id)
-        if not connection_id:
+        if unquote(segment) != CONNECTIONS_SEGMENT or not connection_id:
             raise BadRequestException("missing connection id")
         return connection_id
 
@@ -109,10 +117,13 @@ class GatewayResponses:
     def _get(self, connection_id: str) -> web.StreamResponse:
         connection = self.backend.get_open(connection_id)
         facts = connection.facts
+        identity = {"sourceIp": facts.source_ip}
+        if facts.user_agent is not None:
+            identity["userAgent"] = facts.user_agent
         return web.json_response(
             {
                 "connectedAt": _iso(facts.connected_at_ms),
-                "identity": {"sourceIp": facts.source_ip, "userAgent": facts.user_agent},
+                "identity": identity,
                 "lastActiveAt": _iso(connection.last_active_ms),
             }
         )
@@ -124,7 +135,8 @@ class GatewayResponses:
         read timeout must not depend on how slow that handler is.
         """
         connection = self.backend.get_open(connection_id)
-        await connection.close(DELETE_CAUSE_CODE, DELETE_CAUSE_REASON)
+        connection.close_cause = connection.close_cause or DELETE_CAUSE
+        await connection.close(DELETE_CAUSE.code, "")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(connection.finished.wait(), DELETE_WAITS_FOR_DISCONNECT_SECONDS)
         return web.Response(status=204)

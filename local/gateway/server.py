@@ -19,7 +19,12 @@ from local.gateway.invoker import Function, HandlerRef, Invoker, function_for
 from local.gateway.models import GatewayBackend, GatewaySettings, RouteTable
 from local.gateway.responses import GatewayResponses
 from local.gateway.session import GOING_AWAY, ConnectionRunner
-from local.gateway.urls import JWKS_PATH, build_app
+from local.gateway.urls import (
+    JWKS_PATH,
+    MAX_REQUEST_LINE_BYTES,
+    build_app,
+    quiet_unparsable_requests,
+)
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -93,14 +98,23 @@ class Gateway:
         self._invoker = Invoker(
             max_workers=settings.max_concurrent_invocations,
             timeout_seconds=settings.integration_timeout_seconds,
+            function_timeout_seconds=settings.function_timeout_seconds,
+            function_memory_mb=settings.function_memory_mb,
             region=settings.region,
             account_id=settings.account_id,
             process_workers=settings.handler_processes,
         )
+        self._invoker.warm(tuple({f.ref for f in (*routes.values(), authorizer) if f and f.ref}))
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)
         app = build_app(GatewayResponses(self.backend, self._runner), self.pages)
+        quiet_unparsable_requests()
         self._app_runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_REQUEST_LINE_BYTES,
         )
         await self._app_runner.setup()
         site: web.BaseSite

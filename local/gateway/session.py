@@ -46,10 +46,12 @@ _log = logging.getLogger("local.gateway")
 
 
 def _client_error_frame(message: str, connection_id: str, request_id: str) -> str:
-    """The frame API Gateway itself sends a client when a route cannot answer."""
-    return json.dumps(
-        {"message": message, "connectionId": connection_id, "requestId": request_id},
-        separators=(",", ":"),
+    """The frame API Gateway itself sends a client when a route cannot answer, byte for byte:
+    ``{"message": "Forbidden", "connectionId":"BFaT_fALIAMCKug=", "requestId":"BFaVtH2HoAMFZEQ="}``
+    (a space after the first colon and comma only, as API Gateway writes it)."""
+    return (
+        f'{{"message": {json.dumps(message)}, "connectionId":{json.dumps(connection_id)}, '
+        f'"requestId":{json.dumps(request_id)}}}'
     )
 
 
@@ -136,7 +138,7 @@ class ConnectionRunner:
             stage=self.settings.stage,
             domain_name=request.host,
             source_ip=source_ip,
-            user_agent=request.headers.get("User-Agent", ""),
+            user_agent=request.headers.get("User-Agent"),
             headers=tuple(headers),
             query=tuple(request.query.items()),
         )
@@ -167,6 +169,10 @@ class ConnectionRunner:
             raise AuthorizerConfigurationException() from None
         except IntegrationTimeout:
             raise AuthorizerConfigurationException() from None
+        size = len(json.dumps(answer, separators=(",", ":")).encode("utf-8"))
+        if size > self.settings.max_authorizer_result_bytes:
+            _log.error("authorizer answered %d bytes: over API Gateway's 8 KB limit", size)
+            raise AuthorizerConfigurationException()
         authorization = evaluate(answer, arn)
         connection.authorizer = {
             **authorization.context,

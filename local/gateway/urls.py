@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from local.gateway.responses import GatewayResponses, gateway_errors
 
@@ -12,6 +14,29 @@ JWKS_PATH = "/.well-known/jwks.json"
 # The management API's bodies are checked against the 128 KB limit by the handler (413 with
 # the typed error); aiohttp's own, untyped 413 only guards far bigger bodies.
 CLIENT_MAX_SIZE = 4 * 1024 * 1024
+# aiohttp refuses a request line over 8,190 bytes itself, with an HTTP/1.0 400 that WebSocket
+# clients cannot parse: past API Gateway's 4,096-character URL quota, the gateway answers 414.
+MAX_REQUEST_LINE_BYTES = 64 * 1024
+
+
+class UnparsableRequestFilter(logging.Filter):
+    """aiohttp's ERROR for a request it cannot parse quotes the start of it, where a token
+    sits in the query: keep the line, drop the quote."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.msg} ({type(error).__name__}; request not quoted)"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_unparsable_requests() -> None:
+    """Install ``UnparsableRequestFilter`` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, UnparsableRequestFilter) for f in logger.filters):
+        logger.addFilter(UnparsableRequestFilter())
 
 
 def url_paths(responses: GatewayResponses) -> list[web.RouteDef]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -39,6 +40,19 @@ def test_defaults_serve_this_project_with_the_demo_responder():
     assert settings.routes is None
     assert settings.responder is demo_responder
     assert settings.log_format == "text"
+
+
+def test_function_timeout_and_memory_default_to_the_stacks_and_take_flags():
+    config = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    defaults = _settings()
+    assert defaults.function_timeout_seconds == config["lambdaTimeoutSeconds"]["default"]
+    assert defaults.function_memory_mb == config["lambdaMemoryMb"]["default"]
+    assert defaults.integration_timeout_seconds == 29  # the outer bound stays API Gateway's
+    flagged = _settings("--function-timeout", "2.5", "--function-memory", "1024")
+    assert (flagged.function_timeout_seconds, flagged.function_memory_mb) == (2.5, 1024)
+    for bad in (["--function-timeout", "0"], ["--function-memory", "-1"]):
+        with pytest.raises(SystemExit):
+            _settings(*bad)
 
 
 def test_flags_reach_the_settings():

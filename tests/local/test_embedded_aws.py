@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 from local.aws import EmbeddedAws
 from runtime import schema
@@ -81,3 +82,42 @@ def test_fifo_deduplication_outlives_the_first_copy_like_aws():
         send("client-message-1")  # the client's re-send after a reconnect
         send("client-message-2")
         assert drain() == ["client-message-2"]
+
+
+def test_moto_sqs_deletes_under_the_queue_lock_like_aws_never_losing_a_send():
+    """moto's ``Queue.delete_message`` rebuilt the message list without the lock
+    ``add_message`` appends under: a racing ``SendMessage`` could be dropped and a deleted
+    message come back. ``local.fidelity.patch_moto`` (applied by ``local.moto_process``, so by
+    ``python -m local``, the tests and the soak) makes it wait for that lock."""
+    from moto.sqs.models import Queue
+
+    from local.fidelity import patch_moto
+
+    patch_moto()
+    queue = Queue("lock-test.fifo", "us-east-1", "123456789012", FifoQueue="true")
+    finished = threading.Event()
+
+    def delete() -> None:
+        try:
+            queue.delete_message("no-such-receipt-handle")
+        except Exception:  # noqa: S110 - moto refuses the handle; only the wait matters here
+            pass
+        finally:
+            finished.set()
+
+    with queue._messages_lock:
+        worker = threading.Thread(target=delete)
+        worker.start()
+        assert not finished.wait(0.3)  # held back while a send holds the lock
+    assert finished.wait(5)
+    worker.join()
+
+
+def test_embedded_aws_runs_in_its_own_process_and_stops_with_it():
+    embedded = EmbeddedAws()
+    with embedded as aws:
+        process = embedded._process
+        assert process is not None
+        assert process.pid != os.getpid()
+        assert aws.dynamodb().list_tables()["TableNames"] == [aws.table_name]
+    assert process.poll() is not None

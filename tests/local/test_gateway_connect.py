@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from local.gateway import RouteTable
-from tests.local.gateway_support import Recorder, allow
+from tests.local.gateway_support import Recorder, allow, wait_until
 
 CLF_TIME = re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000")
 ACCOUNT_ARN = re.compile(r"arn:aws:execute-api:us-east-1:\d{12}:[a-z0-9]{10}/dev/\$connect")
@@ -117,6 +119,29 @@ def test_connect_function_crash_is_502(start_gateway, recorder):
     assert _rejected(gateway.ws_url + "?token=t")[0] == 502
 
 
+def test_connect_and_authorizer_past_the_function_timeout_fail_like_lambda_timeouts(
+    start_gateway, recorder
+):
+    """A timed-out ``$connect`` function fails the handshake like any function error (502);
+    a timed-out authorizer is API Gateway's 500, never the 29 s integration timeout's 504."""
+    release = threading.Event()
+
+    def slow(event: dict[str, Any]) -> Any:
+        release.wait(10)
+        return allow()(event) if event.get("type") == "REQUEST" else {"statusCode": 200}
+
+    try:
+        slow_connect = start_gateway(
+            _guarded(recorder, **{"$connect": recorder.handler(slow)}),
+            function_timeout_seconds=0.3,
+        )
+        assert _rejected(slow_connect.ws_url + "?token=t")[0] == 502
+        slow_authorizer = start_gateway(_guarded(recorder, slow), function_timeout_seconds=0.3)
+        assert _rejected(slow_authorizer.ws_url + "?token=t")[0] == 500
+    finally:
+        release.set()
+
+
 def test_connect_without_status_code_is_accepted(start_gateway, recorder):
     gateway = start_gateway({"$connect": recorder.handler(None)})
     with connect(gateway.ws_url):
@@ -195,6 +220,19 @@ def test_event_shapes_and_authorizer_context_in_every_event(start_gateway, recor
     assert "disconnectReason" in disconnect_event["requestContext"]
 
 
+def test_connection_ids_are_url_safe_base64_like_aws(start_gateway, recorder):
+    """AWS's ids (``BFaT_fALIAMCKug=``, ``JC1dgf9yoAMCK-g=`` in Powertools' captured events)
+    are 16 characters of URL-safe base64 ending in ``=``: never ``+`` or ``/``."""
+    gateway = start_gateway({"$connect": recorder.handler()})
+    for _ in range(40):
+        with connect(gateway.ws_url):
+            pass
+    ids = [e["requestContext"]["connectionId"] for e in recorder.of("CONNECT")]
+    assert len(set(ids)) == 40
+    for connection_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{15}=", connection_id), connection_id
+
+
 def test_no_query_string_means_no_query_parameters(start_gateway, recorder):
     gateway = start_gateway({"$connect": recorder.handler()})
     with connect(gateway.ws_url):
@@ -220,3 +258,41 @@ def test_subprotocol_chosen_by_connect_is_negotiated(start_gateway):
     gateway = start_gateway({"$connect": choose})
     with connect(gateway.ws_url, subprotocols=["chat.v1"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "chat.v1"
+
+
+def _url_of_length(gateway: Any, characters: int) -> str:
+    url = gateway.ws_url + "?token=t&pad="
+    return url + "p" * (characters - len(url))
+
+
+def test_a_handshake_url_over_4096_characters_is_a_414_clients_can_read(start_gateway, recorder):
+    """API Gateway's quota: "Length, in characters, of the URL for a WebSocket API: 4096"
+    (apigateway-execution-service-websocket-limits-table). The websockets client reads the
+    answer; aiohttp's own HTTP/1.0 400 for lines over 8,190 bytes it could not."""
+    gateway = start_gateway(_guarded(recorder))
+    with connect(_url_of_length(gateway, 4096)):
+        pass
+    for characters in (4097, 9000):
+        status, body, _ = _rejected(_url_of_length(gateway, characters))
+        assert status == 414
+        assert json.loads(body) == {"message": "URI Too Long"}
+    assert len(recorder.of("AUTHORIZER")) == 1  # only the URL within the quota got that far
+
+
+def test_a_request_line_aiohttp_cannot_read_is_logged_without_any_of_it(start_gateway, caplog):
+    gateway = start_gateway({"$connect": lambda event, context: {"statusCode": 200}})
+    token = "SECRET-TOKEN-" + "s" * 100
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as raw:
+        raw.sendall(f"GET /dev?token={token}{'x' * 70_000} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        assert raw.recv(100).startswith(b"HTTP/1.")
+    wait_until(lambda: "Error handling request" in caplog.text)
+    assert "SECRET-TOKEN" not in caplog.text
+
+
+def test_an_authorizer_answer_over_8_kb_is_500(start_gateway, recorder):
+    """API Gateway's quota: "AWS Lambda authorizer result size: 8 KB" (same table)."""
+    small = start_gateway(_guarded(recorder, allow(context={"userId": "u", "pad": "p" * 7000})))
+    with connect(small.ws_url + "?token=t"):
+        pass
+    big = start_gateway(_guarded(recorder, allow(context={"userId": "u", "pad": "p" * 9000})))
+    assert _rejected(big.ws_url + "?token=t")[0] == 500

@@ -66,10 +66,13 @@ def test_no_matching_route_and_no_default_answers_forbidden(start_gateway, acces
     gateway = start_gateway({"ping": lambda event, context: {"statusCode": 200, "body": "pong"}})
     with connect(gateway.ws_url) as ws:
         ws.send('{"action":"other"}')
-        answer = json.loads(ws.recv(timeout=5))
-    assert answer["message"] == "Forbidden"
-    assert answer["connectionId"]
-    assert answer["requestId"]
+        frame = ws.recv(timeout=5)
+    answer = json.loads(frame)
+    # API Gateway's own wording and spacing, byte for byte.
+    assert frame == (
+        f'{{"message": "Forbidden", "connectionId":"{answer["connectionId"]}", '
+        f'"requestId":"{answer["requestId"]}"}}'
+    )
     assert any(r.eventType == "MESSAGE" and r.status == 403 for r in access_log)
 
 
@@ -80,8 +83,12 @@ def test_handler_crash_answers_internal_server_error(start_gateway, access_log):
     gateway = start_gateway({"$default": crash})
     with connect(gateway.ws_url) as ws:
         ws.send("x")
-        answer = json.loads(ws.recv(timeout=5))
-        assert answer["message"] == "Internal server error"
+        frame = ws.recv(timeout=5)
+        answer = json.loads(frame)
+        assert frame == (
+            f'{{"message": "Internal server error", "connectionId":"{answer["connectionId"]}", '
+            f'"requestId":"{answer["requestId"]}"}}'
+        )
         ws.send("again")  # the connection survives a crashing handler
         assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
     assert [r.status for r in access_log if r.eventType == "MESSAGE"] == [502, 502]
@@ -236,3 +243,38 @@ def test_stopping_the_gateway_closes_1001_and_runs_disconnect(start_gateway, rou
     assert closed.rcvd.code == 1001
     # $disconnect ran before stop() returned.
     assert recorder.of("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1001
+
+
+def test_handlers_get_the_function_timeout_and_memory_not_the_integration_timeout(start_gateway):
+    def budget(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        body = {"remaining": context.get_remaining_time_in_millis(), "memory": 0}
+        body["memory"] = context.memory_limit_in_mb
+        return {"statusCode": 200, "body": json.dumps(body)}
+
+    gateway = start_gateway(
+        {"$default": budget}, function_timeout_seconds=7, function_memory_mb=512
+    )
+    with connect(gateway.ws_url) as ws:
+        ws.send("x")
+        answer = json.loads(ws.recv(timeout=5))
+    assert 5000 < answer["remaining"] <= 7000  # counts down from 7 s, not from 29 s
+    assert answer["memory"] == 512
+
+
+def test_a_handler_past_its_function_timeout_fails_like_a_lambda_timeout(start_gateway, access_log):
+    """Behind API Gateway a Lambda timeout is a function error: the client gets API Gateway's
+    ``Internal server error`` frame, not ``Endpoint request timed out`` (the 29 s bound)."""
+    release = threading.Event()
+
+    def slow(event: dict[str, Any], context: Any) -> Any:
+        release.wait(10)
+        return {"statusCode": 200, "body": "late"}
+
+    gateway = start_gateway({"$default": slow}, function_timeout_seconds=0.3)
+    try:
+        with connect(gateway.ws_url) as ws:
+            ws.send("x")
+            assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
+    finally:
+        release.set()
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"] == [502]

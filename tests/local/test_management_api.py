@@ -3,11 +3,13 @@ typed 410 GoneException (unknown, closed, or still in $connect) and 413 over 128
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import threading
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -19,7 +21,8 @@ from websockets.sync.client import connect
 from runtime import schema
 from tests.local.gateway_support import Recorder
 
-AWS_SHAPED_IDS = ("ab+cd/ef==", "Zz/9+A=", "plain0123=")
+# Connection ids of real API Gateway captures (Powertools' tests/events, aws-lambda-go testdata).
+AWS_SHAPED_IDS = ("BFaT_fALIAMCKug=", "JC1dgf9yoAMCK-g=", "R1kmxc2VNjMCFIA=")
 
 
 @pytest.fixture
@@ -41,7 +44,7 @@ def test_post_delivers_a_text_frame(start_gateway, routes, recorder, management)
         assert ws.recv(timeout=5) == frame
 
 
-def test_ids_with_plus_slash_and_equals_are_url_decoded(
+def test_ids_like_aws_with_dash_underscore_and_equals_are_url_decoded(
     start_gateway, routes, recorder, management
 ):
     ids = itertools.cycle(AWS_SHAPED_IDS)
@@ -55,6 +58,34 @@ def test_ids_with_plus_slash_and_equals_are_url_decoded(
             assert ws.recv(timeout=5) == "x"
             assert client.get_connection(ConnectionId=connection_id)["Identity"]
         recorder.events.clear()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/dev/%40connections/{encoded}", id="as-the-aws-docs-write-it"),
+        pytest.param("/dev/@connections/{encoded}", id="encoded-id"),
+        pytest.param("/dev/@connections/{raw}", id="unencoded"),
+    ],
+)
+def test_an_encoded_path_delivers_like_the_unencoded_form(start_gateway, routes, recorder, path):
+    """The AWS docs call the management API with awscurl/curl as
+    ``POST https://{api-id}.execute-api.{region}.amazonaws.com/{stage}/%40connections/{id}``
+    (apigateway-how-to-call-websocket-api-connections), and clients URL-encode the id's ``=``;
+    API Gateway decodes both. A raw HTTP client, since boto3 always sends ``@`` unencoded."""
+    gateway = start_gateway(routes, connection_id_factory=lambda: "BFaT_fALIAMCKug=")
+    address = urlsplit(gateway.http_url)
+    with connect(gateway.ws_url) as ws:
+        connection_id = _connection_id(recorder)
+        target = path.format(encoded=connection_id.replace("=", "%3D"), raw=connection_id)
+        client = http.client.HTTPConnection(address.hostname or "", address.port, timeout=5)
+        try:
+            client.request("POST", target, body=b"hello")
+            response = client.getresponse()
+            assert (response.status, response.read()) == (200, b"")
+        finally:
+            client.close()
+        assert ws.recv(timeout=5) == "hello"
 
 
 def test_get_returns_times_and_identity(start_gateway, routes, recorder, management):
@@ -84,7 +115,10 @@ def test_delete_closes_the_socket_then_runs_disconnect(start_gateway, routes, re
             ws.recv(timeout=5)
     [event] = recorder.of("DISCONNECT")  # it ran before the 204
     assert event["requestContext"]["connectionId"] == connection_id
+    # What API Gateway's execution log shows after a DeleteConnection:
+    # https://github.com/boto/boto3/issues/3789 (also aws/chalice#2060).
     assert event["requestContext"]["disconnectStatusCode"] == 1000
+    assert event["requestContext"]["disconnectReason"] == "Connection Closed Normally"
     with pytest.raises(client.exceptions.GoneException):
         client.post_to_connection(ConnectionId=connection_id, Data=b"late")
 

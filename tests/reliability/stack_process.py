@@ -14,20 +14,8 @@ lock is what would be measured otherwise. The handlers' settings (``MESSAGES_PER
 come from the environment the gateway process is started with. No access log: one line per
 event would cost the loaded gateway more than the event.
 
-Two costs of moto's server mode would also be what the load measures, not this project's code;
-the AWS process removes them without changing what moto answers (``patch_moto``):
-
-- its SQS model reads the clock through ``unix_time()``, which builds two datetimes per call,
-  several times per queued message on every ``SendMessage`` and ``ReceiveMessage``: here it is
-  ``time.time()``;
-- its HTTP dispatcher lists moto's package directory (a ``listdir`` and a ``stat`` per service)
-  under a process-wide lock on every request: here the list is read once.
-
-And one race of moto's SQS model would show up as a lost or duplicated message: its
-``Queue.delete_message`` rebuilds the message list without the lock ``add_message`` appends
-under, so a ``DeleteMessage`` racing a ``SendMessage`` can drop the new message, and two racing
-deletes can bring one of the deleted messages back (seen in a run: one message left in flight
-after every message had been answered once). Here ``delete_message`` takes that lock.
+moto runs as ``python -m local`` runs it: patched like AWS (``local.fidelity``) and without
+the costs ``local.moto_process`` removes.
 """
 
 from __future__ import annotations
@@ -39,9 +27,7 @@ import json
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,37 +38,6 @@ from local.stack import EnvironmentPatch
 from local.tokens import DevTokens
 from runtime import aws as runtime_aws
 from runtime import schema
-
-
-def patch_moto() -> None:
-    """moto's ``unix_time()`` (seconds since the epoch, now) as ``time.time()`` (a given datetime
-    is still converted by moto's own function); moto's module list read once; SQS deletes under
-    the queue's lock."""
-    import moto.backends
-    import moto.core.utils
-    import moto.sqs.models
-
-    modules = tuple(moto.backends.list_of_moto_modules())
-    moto.backends.list_of_moto_modules = lambda: modules
-    original = moto.core.utils.unix_time
-
-    def unix_time(dt: datetime | None = None) -> float:
-        return time.time() if dt is None else float(original(dt))
-
-    def unix_time_millis(dt: datetime | None = None) -> float:
-        return unix_time(dt) * 1000.0
-
-    moto.sqs.models.unix_time = unix_time
-    moto.sqs.models.unix_time_millis = unix_time_millis
-
-    queue = moto.sqs.models.Queue
-    unlocked_delete = queue.delete_message
-
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            unlocked_delete(self, receipt_handle)
-
-    queue.delete_message = delete_message
 
 
 def _no_access_log(record: AccessRecord) -> None:
@@ -105,7 +60,6 @@ async def _until_stopped() -> None:
 
 
 async def serve_aws(options: argparse.Namespace) -> None:
-    patch_moto()
     embedded = EmbeddedAws()
     resources = await asyncio.to_thread(embedded.start)
     try:

@@ -184,9 +184,9 @@ def test_attack_is_refused_with_401(
 
 
 def test_a_token_over_8_kb_never_connects(stack: LocalStack) -> None:
-    """Refused before the authorizer: a request line over aiohttp's 8190 bytes is answered
-    ``400`` (in HTTP/1.0, which a WebSocket client cannot even parse). The authorizer's own 8 KB
-    check, for a token that does reach it, is a 401: ``test_denies_token_over_8_kb``."""
+    """Refused before the authorizer: a URL over API Gateway's 4,096 characters is answered
+    ``414``. The authorizer's own 8 KB check, for a token that does reach it, is a 401:
+    ``test_denies_token_over_8_kb``."""
     token = valid_token(stack, padding="x" * schema.MAX_TOKEN_BYTES)
     assert len(token) > schema.MAX_TOKEN_BYTES
     address = urlsplit(stack.gateway.http_url)
@@ -205,8 +205,8 @@ def test_a_token_over_8_kb_never_connects(stack: LocalStack) -> None:
         status = connection.getresponse().status
     finally:
         connection.close()
-    refused["token over 8 KB (request line refused by the HTTP server)"] = status
-    assert status == 400
+    refused["token over 8 KB (URL over 4,096 characters)"] = status
+    assert status == 414
     assert rows_of(stack, ATTACKER) == []
 
 
