@@ -4,6 +4,11 @@ SQS FIFO deduplication: AWS refuses a message whose deduplication id it accepted
 5 minutes, even after that message was received and deleted. moto 5 only compares against the
 messages still in the queue, so a client that re-sends an unaccepted chat message after the
 responder consumed the first copy would have it queued twice locally and once on AWS.
+
+DynamoDB transactions: AWS isolates a TransactWriteItems from other writes to its items. moto 5
+deep-copies the table first (to roll back), checks the conditions, then writes, all without a
+lock, so on the threaded server a concurrent write fails the copy ("dictionary changed size
+during iteration", a 500) or is undone by a rollback, and two $connects can both pass a limit.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from runtime import schema
 _WINDOW = schema.SQS_DEDUPLICATION_WINDOW_SECONDS
 _lock = threading.Lock()
 _patched = False
+_dynamodb_writes = threading.RLock()
+_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 
 
 def remember_fifo_deduplication_ids() -> None:
@@ -46,3 +53,21 @@ def remember_fifo_deduplication_ids() -> None:
 
         Queue.add_message = add_message  # type: ignore[method-assign]
         _patched = True
+
+
+def serialize_dynamodb_writes() -> None:
+    """Run moto's DynamoDB writes one at a time, transactions included (idempotent)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    with _lock:
+        for name in _DYNAMODB_WRITES:
+            original = getattr(DynamoDBBackend, name)
+            if getattr(original, "_serialized", False):
+                continue
+
+            def serialized(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                with _dynamodb_writes:
+                    return _original(self, *args, **kwargs)
+
+            serialized._serialized = True  # type: ignore[attr-defined]
+            setattr(DynamoDBBackend, name, serialized)
