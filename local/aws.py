@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from local.fidelity import remember_fifo_deduplication_ids
+from local.fidelity import remember_fifo_deduplication_ids, serialize_dynamodb_writes
 from local.gateway.models import LOCAL_REGION
 from runtime import schema
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 LOCAL_TABLE_NAME = "rag-websocket-local-connections"
 LOCAL_QUEUE_NAME = "rag-websocket-local-chat.fifo"
 LOCAL_DEAD_LETTER_QUEUE_NAME = "rag-websocket-local-chat-dlq.fifo"
+LOCAL_AWS_READ_TIMEOUT_SECONDS = 5
 FAKE_SECRET = "testing"  # noqa: S105 - moto accepts any credentials; these are not secrets
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
 # MessageSender retries 429s itself, as with the Lambda runtime's client (runtime/aws.py).
@@ -67,6 +68,8 @@ class AwsResources:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
+            # moto on a busy laptop can take seconds where DynamoDB takes milliseconds.
+            schema.ENV_AWS_READ_TIMEOUT: str(LOCAL_AWS_READ_TIMEOUT_SECONDS),
         }
 
     def _session(self) -> boto3.session.Session:
@@ -121,6 +124,7 @@ class EmbeddedAws:
         from moto.server import ThreadedMotoServer
 
         remember_fifo_deduplication_ids()
+        serialize_dynamodb_writes()
         # One line per request from moto's werkzeug server would drown the gateway's log.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)

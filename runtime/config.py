@@ -51,6 +51,7 @@ _HINTS = {
     schema.ENV_MAX_CONNECTIONS_PER_USER: "connections per user (default 10, 0 = unlimited)",
     schema.ENV_AUTH_ISSUER: "the token issuer, e.g. https://cognito-idp.<region>.amazonaws.com/<poolId>",
     schema.ENV_AUTH_AUDIENCE: "the expected audience (or Cognito app client id)",
+    schema.ENV_AWS_READ_TIMEOUT: "a whole number of seconds (default 1)",
 }
 
 
@@ -118,6 +119,16 @@ class AuthConfig:
             )
         token_use = cast("TokenUse", raw_use) if raw_use else None
         return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, token_use=token_use)
+
+
+def aws_read_timeout_from_env(env: Mapping[str, str] | None = None) -> int:
+    """Seconds a DynamoDB or SQS call may wait for its answer."""
+    return _int(
+        os.environ if env is None else env,
+        schema.ENV_AWS_READ_TIMEOUT,
+        schema.DEFAULT_AWS_READ_TIMEOUT_SECONDS,
+        minimum=1,
+    )
 
 
 def log_level_from_env(env: Mapping[str, str] | None = None) -> str:
