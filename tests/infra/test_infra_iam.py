@@ -51,15 +51,26 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
     expected = {
         "authorizer-policy": own_logs("authorizer"),
         "connect-policy": own_logs("connect")
-        | {("dynamodb:PutItem", table), ("dynamodb:Query", index)},
-        "disconnect-policy": own_logs("disconnect") | {("dynamodb:DeleteItem", table)},
+        | {
+            ("dynamodb:PutItem", table),
+            ("dynamodb:UpdateItem", table),
+            ("dynamodb:BatchGetItem", table),
+            ("dynamodb:DeleteItem", table),
+        },
+        "disconnect-policy": own_logs("disconnect")
+        | {("dynamodb:DeleteItem", table), ("dynamodb:UpdateItem", table)},
         "message-policy": own_logs("message")
         | {("dynamodb:UpdateItem", table), ("sqs:SendMessage", queue)},
         "rag-sender": {
             ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/{method}/@connections/*")
             for method in ("POST", "GET", "DELETE")
         }
-        | {("dynamodb:Query", index), ("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table)},
+        | {
+            ("dynamodb:Query", index),
+            ("dynamodb:GetItem", table),
+            ("dynamodb:DeleteItem", table),
+            ("dynamodb:UpdateItem", table),
+        },
         "rag-chat-consumer": {
             (action, queue)
             for action in (
