@@ -75,8 +75,19 @@ connect = HandlerFunction(
             schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
         },
         statements=[
-            allow("PutConnection", ["dynamodb:PutItem"], [table.arn]),
-            allow("CountUserConnections", ["dynamodb:Query"], [table.user_index_arn]),
+            # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
+            # at the limit, the set's rows are read and the gone ones dropped from it (an
+            # emptied set's item is deleted).
+            allow(
+                "AddConnection",
+                [
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:DeleteItem",
+                ],
+                [table.arn],
+            ),
         ],
         tags=tags,
     ),
@@ -90,7 +101,9 @@ disconnect = HandlerFunction(
         layers=[packages.layer_arn],
         lambda_settings=settings.lambda_settings,
         environment={schema.ENV_CONNECTIONS_TABLE: table.name},
-        statements=[allow("DeleteConnection", ["dynamodb:DeleteItem"], [table.arn])],
+        statements=[
+            allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
+        ],
         tags=tags,
     ),
 )

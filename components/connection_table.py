@@ -63,7 +63,10 @@ class ConnectionTable(pulumi.ComponentResource):
                             attribute_name=schema.USER_INDEX_RANGE_KEY, key_type="RANGE"
                         ),
                     ],
-                    projection_type="ALL",
+                    # Only what the index's readers need: a touch then rewrites it once a
+                    # TTL step at most, not on every message (runtime/schema.py).
+                    projection_type="INCLUDE",
+                    non_key_attributes=list(schema.USER_INDEX_PROJECTED_ATTRIBUTES),
                 )
             ],
             ttl=aws.dynamodb.TableTtlArgs(attribute_name=schema.TTL_ATTRIBUTE, enabled=True),

@@ -66,9 +66,10 @@ class ConsumerPolicies(pulumi.ComponentResource):
                     management_connection_arns(args.execution_arn, args.stage_name, SENDER_METHODS),
                 ),
                 allow("FindUserConnections", ["dynamodb:Query"], [args.user_index_arn]),
+                # A gone connection's row is deleted and its id taken out of the user's set.
                 allow(
                     "ReadAndRemoveConnections",
-                    ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+                    ["dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
                     [args.table_arn],
                 ),
             ]

@@ -36,6 +36,10 @@ LOCAL_DEAD_LETTER_QUEUE_NAME = "rag-websocket-local-chat-dlq.fifo"
 MOTO_READY_TIMEOUT_SECONDS = 30.0
 MOTO_STOP_TIMEOUT_SECONDS = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# moto on a busy laptop can take seconds where DynamoDB takes milliseconds, but a handler makes
+# a call only while its worst case (2 attempts of connect + read, runtime.aws) fits the function
+# timeout: 2 s reads keep that at 7 s, inside the stack's default 10 s.
+LOCAL_AWS_READ_TIMEOUT_SECONDS = 2
 FAKE_SECRET = "testing"  # noqa: S105 - moto accepts any credentials; these are not secrets
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
 # MessageSender retries 429s itself, as with the Lambda runtime's client (runtime/aws.py).
@@ -72,6 +76,7 @@ class AwsResources:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
+            schema.ENV_AWS_READ_TIMEOUT: str(LOCAL_AWS_READ_TIMEOUT_SECONDS),
         }
 
     def _session(self) -> boto3.session.Session:

@@ -12,6 +12,11 @@ local``, the tests and the soak all run the same patched moto:
   new message, and two racing deletes can bring a deleted message back (the demo responder's
   four consumer threads did: one message left in flight after every message had been answered).
   Here it deletes under that lock, as AWS never loses an accepted message.
+- DynamoDB transactions: AWS isolates a TransactWriteItems from other writes to its items. moto 5
+  deep-copies the table first (to roll back), checks the conditions, then writes, all without a
+  lock, so on the threaded server a concurrent write fails the copy ("dictionary changed size
+  during iteration", a 500) or is undone by a rollback, and two $connects can both pass a limit.
+  Here DynamoDB writes run one at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from runtime import schema
 _WINDOW = schema.SQS_DEDUPLICATION_WINDOW_SECONDS
 _lock = threading.Lock()
 _patched = False
+_dynamodb_writes = threading.RLock()
+_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 
 
 def _remember_fifo_deduplication_ids(queue: Any) -> None:
@@ -59,7 +66,8 @@ def _delete_under_the_queue_lock(queue: Any) -> None:
 
 
 def patch_moto() -> None:
-    """Make moto's SQS queues behave like AWS's in both ways above (idempotent)."""
+    """Make moto's SQS queues and DynamoDB writes behave like AWS's in the ways above
+    (idempotent)."""
     global _patched
     with _lock:
         if _patched:
@@ -69,3 +77,22 @@ def patch_moto() -> None:
         _remember_fifo_deduplication_ids(Queue)
         _delete_under_the_queue_lock(Queue)
         _patched = True
+    serialize_dynamodb_writes()
+
+
+def serialize_dynamodb_writes() -> None:
+    """Run moto's DynamoDB writes one at a time, transactions included (idempotent)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    with _lock:
+        for name in _DYNAMODB_WRITES:
+            original = getattr(DynamoDBBackend, name)
+            if getattr(original, "_serialized", False):
+                continue
+
+            def serialized(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                with _dynamodb_writes:
+                    return _original(self, *args, **kwargs)
+
+            serialized._serialized = True  # type: ignore[attr-defined]
+            setattr(DynamoDBBackend, name, serialized)

@@ -1,34 +1,130 @@
 """boto3 clients, built once per container and reused by every invocation.
 
-``AWS_ENDPOINT_URL`` (read by botocore itself) points them at local mode's embedded moto.
+``AWS_ENDPOINT_URL`` (read by botocore itself) points them at local mode's embedded moto, and
+``AWS_READ_TIMEOUT_SECONDS`` gives moto there more time than AWS needs.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from runtime import schema
+from runtime.config import aws_read_timeout_from_env
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-# Short timeouts: a handler has 29 s in all, and a stuck call should fail, not hang.
-_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 3},
+# DynamoDB and SQS answer in milliseconds: a call that has not answered in a second is stuck,
+# and a second attempt is all a handler's budget (its Lambda timeout) can afford.
+CONNECT_TIMEOUT_SECONDS = 1
+MAX_ATTEMPTS = 2
+# botocore's standard mode sleeps a random share of 2**(attempt - 1) s before a retry.
+MAX_RETRY_DELAY_SECONDS = 1
+# Kept back from the Lambda timeout to build the answer and flush logs and metrics.
+ANSWER_MARGIN_SECONDS = 0.5
+# Error codes that mean "slow down": the same request succeeds later (HTTP 400 or 429).
+_THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "TransactionConflictException",
+    }
 )
+
 # The management API: our own bounded retry handles 429 (MessageSender), so botocore's is off.
 _MANAGEMENT_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=5,
+    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    read_timeout=schema.DEFAULT_AWS_READ_TIMEOUT_SECONDS,
     retries={"mode": "standard", "total_max_attempts": 1},
     max_pool_connections=64,
 )
+
+
+@cache
+def _read_timeout_seconds() -> int:
+    return aws_read_timeout_from_env()
+
+
+@cache
+def _config() -> Config:
+    return Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=_read_timeout_seconds(),
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    )
+
+
+def call_worst_case_seconds() -> float:
+    """The longest one DynamoDB or SQS call can take, every attempt hitting a timeout. A
+    handler makes a call only with this much time left (plus ``ANSWER_MARGIN_SECONDS``): with
+    the default timeouts, 5 s, well inside the stack's 10 s Lambda timeout."""
+    attempt = CONNECT_TIMEOUT_SECONDS + _read_timeout_seconds()
+    return MAX_ATTEMPTS * attempt + MAX_RETRY_DELAY_SECONDS
+
+
+class OutOfTime(Exception):
+    """Too little of the invocation is left for another AWS call to finish before the Lambda
+    times out; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When an invocation must have answered: Lambda's timeout less ``ANSWER_MARGIN_SECONDS``,
+    on ``time.monotonic()``."""
+
+    at: float
+
+    @classmethod
+    def of(cls, context: object) -> Deadline:
+        """From ``context.get_remaining_time_in_millis()``; unbounded without a Lambda context."""
+        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+        if not callable(remaining_ms):
+            return cls(math.inf)
+        return cls(time.monotonic() + int(remaining_ms()) / 1000 - ANSWER_MARGIN_SECONDS)
+
+    def seconds_left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        """Raise ``OutOfTime`` unless one more call can finish, all its attempts timing out."""
+        left = self.seconds_left()
+        needed = call_worst_case_seconds()
+        if left < needed:
+            raise OutOfTime(
+                f"{max(0.0, left):.1f} s left before the Lambda timeout, "
+                f"an AWS call may take {needed} s"
+            )
+
+
+UNBOUNDED = Deadline(math.inf)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same request can succeed later: throttling, a 5xx, a timeout or a broken
+    connection. Anything else (a validation error, access denied) fails again on retry."""
+    if isinstance(exc, OutOfTime | HTTPClientError | BotoConnectionError):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        return error.get("Code") in _THROTTLING_CODES or status == 429 or status >= 500
+    return False
 
 
 @cache
@@ -38,12 +134,12 @@ def _session() -> boto3.session.Session:
 
 @cache
 def dynamodb() -> DynamoDBClient:
-    return _session().client("dynamodb", config=_CONFIG)
+    return _session().client("dynamodb", config=_config())
 
 
 @cache
 def sqs() -> SQSClient:
-    return _session().client("sqs", config=_CONFIG)
+    return _session().client("sqs", config=_config())
 
 
 @cache
@@ -55,5 +151,5 @@ def management_api(endpoint_url: str) -> ApiGatewayManagementApiClient:
 
 def reset_clients() -> None:
     """Forget the cached clients (tests that switch between moto and stubs)."""
-    for cached in (_session, dynamodb, sqs, management_api):
+    for cached in (_session, _read_timeout_seconds, _config, dynamodb, sqs, management_api):
         cached.cache_clear()

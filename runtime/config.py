@@ -53,6 +53,7 @@ _HINTS = {
     schema.ENV_MAX_CONNECTIONS_PER_USER: "connections per user (default 10, 0 = unlimited)",
     schema.ENV_AUTH_ISSUER: "the token issuer, e.g. https://cognito-idp.<region>.amazonaws.com/<poolId>",
     schema.ENV_AUTH_AUDIENCE: "the expected audience (or Cognito app client id)",
+    schema.ENV_AWS_READ_TIMEOUT: "a whole number of seconds (default 1)",
 }
 
 
@@ -153,6 +154,16 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def aws_read_timeout_from_env(env: Mapping[str, str] | None = None) -> int:
+    """Seconds a DynamoDB or SQS call may wait for its answer."""
+    return _int(
+        os.environ if env is None else env,
+        schema.ENV_AWS_READ_TIMEOUT,
+        schema.DEFAULT_AWS_READ_TIMEOUT_SECONDS,
+        minimum=1,
+    )
 
 
 def log_level_from_env(env: Mapping[str, str] | None = None) -> str:

@@ -7,8 +7,9 @@ every read here filters ``ttl > now``.
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,24 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from runtime import aws, schema
+from runtime.aws import UNBOUNDED, Deadline
 from runtime.config import StoreConfig
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Clock = Callable[[], float]
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_TRANSACTION_CANCELED = "TransactionCanceledException"
+# Cancellation reasons of TransactWriteItems, one per item in request order.
+_REASON_CONDITION = "ConditionalCheckFailed"
+_REASON_CONFLICT = "TransactionConflict"
+# $connect's transaction is cancelled when another one on the same user item runs at the same
+# moment; it is tried again this many times in all, a few milliseconds apart.
+_CONNECT_TRANSACTION_TRIES = 4
+_CONFLICT_PAUSE_SECONDS = (0.005, 0.05)
+_BATCH_GET_MAX_KEYS = 100
 
 
 class TouchStatus(StrEnum):
@@ -41,15 +54,26 @@ class Connection:
     connection_id: str
     user_id: str
     connected_at_ms: int
-    last_seen_at_ms: int
     ttl: int
 
 
+class ConnectionLimitReached(Exception):
+    """The user already holds ``max_connections_per_user`` live connections; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the user already has {limit} connections open")
+        self.limit = limit
+
+
 def expiry(now_seconds: float, connected_at_ms: int, idle_timeout_seconds: int) -> int:
-    """The sliding TTL: ``min(lastSeen + idleTimeout, connectedAt + 2 h)`` in epoch seconds."""
-    # Rounded up: DynamoDB's TTL has whole seconds, and rounding down could expire a row that
-    # was touched less than a second ago when the idle timeout is short (local tests).
-    idle_deadline = math.ceil(now_seconds + idle_timeout_seconds)
+    """The sliding TTL: ``min(lastSeen + idleTimeout, connectedAt + 2 h)`` in epoch seconds.
+
+    The idle deadline is rounded UP to a whole ``TTL_STEP_SECONDS`` (or a whole idle timeout,
+    when that is shorter), so a row is never expired while API Gateway still holds the socket,
+    and a touch changes ``ttl`` — and so rewrites the userId-index item — at most once a step.
+    """
+    step = min(schema.TTL_STEP_SECONDS, idle_timeout_seconds)
+    idle_deadline = math.ceil((now_seconds + idle_timeout_seconds) / step) * step
     hard_deadline = connected_at_ms // 1000 + schema.MAX_CONNECTION_SECONDS
     return min(idle_deadline, hard_deadline)
 
@@ -59,13 +83,26 @@ def _connection(item: dict[str, Any]) -> Connection:
         connection_id=item[schema.ATTR_CONNECTION_ID]["S"],
         user_id=item[schema.ATTR_USER_ID]["S"],
         connected_at_ms=int(item[schema.ATTR_CONNECTED_AT]["N"]),
-        last_seen_at_ms=int(item[schema.ATTR_LAST_SEEN_AT]["N"]),
         ttl=int(item[schema.TTL_ATTRIBUTE]["N"]),
     )
 
 
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _key(value: str) -> dict[str, Any]:
+    return {schema.PARTITION_KEY: {"S": value}, schema.SORT_KEY: {"S": value}}
+
+
 class ConnectionStore:
-    """Adds, removes, touches and lists connections; ``clock`` returns epoch seconds."""
+    """Adds, removes, touches and lists connections; ``clock`` returns epoch seconds.
+
+    Besides one row per connection, the table holds one item per user with the ids of its
+    connections (``schema.user_key``): ``add`` checks the per-user limit against it and writes
+    both in one transaction, ``remove`` and ``remove_gone`` take the id out again, and ids whose
+    row vanished without either (the TTL) are dropped when the limit is reached.
+    """
 
     def __init__(
         self,
@@ -83,18 +120,28 @@ class ConnectionStore:
         return self._client if self._client is not None else aws.dynamodb()
 
     def _key(self, connection_id: str) -> dict[str, Any]:
-        key = schema.connection_key(connection_id)
-        return {schema.PARTITION_KEY: {"S": key}, schema.SORT_KEY: {"S": key}}
+        return _key(schema.connection_key(connection_id))
 
     def add(
-        self, connection_id: str, user_id: str, connected_at_ms: int | None = None
+        self,
+        connection_id: str,
+        user_id: str,
+        connected_at_ms: int | None = None,
+        *,
+        deadline: Deadline = UNBOUNDED,
     ) -> Connection:
-        """Store a new connection's row (``$connect``)."""
+        """Store a new connection's row (``$connect``) and count it against the user's limit.
+
+        One ``TransactWriteItems`` in the common case: the row, and the connection id added to
+        the user's set on condition that the set holds fewer than the limit. At the limit, ids
+        whose rows are gone are dropped and the transaction tried once more; if the user is
+        still at the limit, ``ConnectionLimitReached``.
+        """
         now = self._clock()
         now_ms = int(now * 1000)
         connected_at_ms = now_ms if connected_at_ms is None else connected_at_ms
         ttl = expiry(now, connected_at_ms, self.config.idle_timeout_seconds)
-        item = {
+        row = {
             **self._key(connection_id),
             schema.ATTR_CONNECTION_ID: {"S": connection_id},
             schema.ATTR_USER_ID: {"S": user_id},
@@ -102,12 +149,175 @@ class ConnectionStore:
             schema.ATTR_LAST_SEEN_AT: {"N": str(now_ms)},
             schema.TTL_ATTRIBUTE: {"N": str(ttl)},
         }
-        self.client.put_item(TableName=self.config.table_name, Item=item)
-        return Connection(connection_id, user_id, connected_at_ms, now_ms, ttl)
+        connection = Connection(connection_id, user_id, connected_at_ms, ttl)
+        limit = self.config.max_connections_per_user
+        if not limit:
+            deadline.check()
+            self.client.put_item(TableName=self.config.table_name, Item=row)
+            return connection
+        healed = False
+        conflict: ClientError | None = None
+        for _ in range(_CONNECT_TRANSACTION_TRIES):
+            deadline.check()
+            try:
+                self._put_counted(row, connection_id, user_id, limit, int(now))
+                return connection
+            except ClientError as exc:
+                if _error_code(exc) != _TRANSACTION_CANCELED:
+                    raise
+                reasons: list[dict[str, Any]] = exc.response.get(  # type: ignore[assignment]
+                    "CancellationReasons", []
+                )
+                codes = [reason.get("Code") for reason in reasons]
+                if _REASON_CONFLICT in codes:
+                    conflict = exc
+                    # Jitter only spreads the retries; it needs no cryptographic randomness.
+                    time.sleep(random.uniform(*_CONFLICT_PAUSE_SECONDS))  # noqa: S311
+                    continue
+                if codes[1:2] != [_REASON_CONDITION]:
+                    raise
+                if healed:
+                    raise ConnectionLimitReached(limit) from None
+                members = reasons[1].get("Item", {}).get(schema.ATTR_CONNECTION_IDS, {})
+                deadline.check()
+                dead = self._dead(members.get("SS", []))
+                if not dead:
+                    raise ConnectionLimitReached(limit) from None
+                deadline.check()
+                self._release(user_id, dead)
+                healed = True
+        assert conflict is not None  # the loop only runs out after conflicts
+        raise conflict
 
-    def remove(self, connection_id: str) -> None:
-        """Delete a connection's row; deleting a row that is not there is not an error."""
-        self.client.delete_item(TableName=self.config.table_name, Key=self._key(connection_id))
+    def _put_counted(
+        self, row: dict[str, Any], connection_id: str, user_id: str, limit: int, now: int
+    ) -> None:
+        self.client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": self.config.table_name, "Item": row}},
+                {
+                    "Update": {
+                        "TableName": self.config.table_name,
+                        "Key": _key(schema.user_key(user_id)),
+                        # The item outlives every connection in it, then DynamoDB removes it.
+                        "UpdateExpression": "ADD #ids :id SET #ttl = :ttl",
+                        # An id already in the set is a retried $connect: it takes no new slot.
+                        "ConditionExpression": (
+                            "attribute_not_exists(#ids) OR size(#ids) < :limit "
+                            "OR contains(#ids, :cid)"
+                        ),
+                        "ExpressionAttributeNames": {
+                            "#ids": schema.ATTR_CONNECTION_IDS,
+                            "#ttl": schema.TTL_ATTRIBUTE,
+                        },
+                        "ExpressionAttributeValues": {
+                            ":id": {"SS": [connection_id]},
+                            ":cid": {"S": connection_id},
+                            ":limit": {"N": str(limit)},
+                            ":ttl": {"N": str(now + schema.MAX_CONNECTION_SECONDS)},
+                        },
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+            ]
+        )
+
+    def _dead(self, connection_ids: Collection[str]) -> set[str]:
+        """The ids among ``connection_ids`` whose row is absent or expired (read consistently;
+        an id whose row could not be read counts as live)."""
+        ids = sorted(connection_ids)
+        live: set[str] = set()
+        unread: set[str] = set()
+        now = int(self._clock())
+        for start in range(0, len(ids), _BATCH_GET_MAX_KEYS):
+            response = self.client.batch_get_item(
+                RequestItems={
+                    self.config.table_name: {
+                        "Keys": [
+                            self._key(cid) for cid in ids[start : start + _BATCH_GET_MAX_KEYS]
+                        ],
+                        "ConsistentRead": True,
+                        "ProjectionExpression": "#cid, #ttl",
+                        "ExpressionAttributeNames": {
+                            "#cid": schema.ATTR_CONNECTION_ID,
+                            "#ttl": schema.TTL_ATTRIBUTE,
+                        },
+                    }
+                }
+            )
+            for item in response.get("Responses", {}).get(self.config.table_name, []):
+                if int(item[schema.TTL_ATTRIBUTE]["N"]) > now:
+                    live.add(item[schema.ATTR_CONNECTION_ID]["S"])
+            unprocessed: dict[str, Any] = dict(response.get("UnprocessedKeys", {}))
+            for key in unprocessed.get(self.config.table_name, {}).get("Keys", []):
+                unread.add(key[schema.PARTITION_KEY]["S"].removeprefix(schema.CONNECTION_PREFIX))
+        return set(ids) - live - unread
+
+    def _release(self, user_id: str, connection_ids: Collection[str]) -> None:
+        """Take ids out of the user's set, and delete the user's item once the set is empty
+        (unless a connect has added an id since); nothing to do when the user has no item."""
+        key = _key(schema.user_key(user_id))
+        names = {"#ids": schema.ATTR_CONNECTION_IDS, "#pk": schema.PARTITION_KEY}
+        try:
+            response = self.client.update_item(
+                TableName=self.config.table_name,
+                Key=key,
+                UpdateExpression="DELETE #ids :ids",
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":ids": {"SS": sorted(connection_ids)}},
+                ReturnValues="ALL_NEW",
+            )
+            if schema.ATTR_CONNECTION_IDS in response.get("Attributes", {}):
+                return
+            # DynamoDB removes a set attribute that becomes empty.
+            self.client.delete_item(
+                TableName=self.config.table_name,
+                Key=key,
+                ConditionExpression="attribute_not_exists(#ids)",
+                ExpressionAttributeNames={"#ids": schema.ATTR_CONNECTION_IDS},
+            )
+        except ClientError as exc:
+            if _error_code(exc) != _CONDITION_FAILED:
+                raise
+
+    def remove(self, connection_id: str, *, deadline: Deadline = UNBOUNDED) -> None:
+        """Delete a connection's row and release its slot (``$disconnect``); deleting a row
+        that is not there is not an error. Without the time to release the slot, the row is
+        still deleted: ``add`` drops ids whose row is gone when the user reaches the limit."""
+        deadline.check()
+        response = self.client.delete_item(
+            TableName=self.config.table_name,
+            Key=self._key(connection_id),
+            ReturnValues="ALL_OLD",
+        )
+        old = response.get("Attributes") or {}
+        if schema.ATTR_USER_ID in old and deadline.seconds_left() >= aws.call_worst_case_seconds():
+            self._release(old[schema.ATTR_USER_ID]["S"], [connection_id])
+
+    def remove_gone(self, connection_id: str) -> bool:
+        """Delete the row of a connection the management API answered 410 for, and release its
+        slot — unless the connection is younger than the integration timeout: API Gateway also
+        answers 410 while ``$connect`` runs. The delete is conditional, so it never removes a row
+        written since. True when the row was removed."""
+        cutoff_ms = int(self._clock() * 1000) - schema.INTEGRATION_TIMEOUT_SECONDS * 1000
+        try:
+            response = self.client.delete_item(
+                TableName=self.config.table_name,
+                Key=self._key(connection_id),
+                ConditionExpression="#connectedAt < :cutoff",
+                ExpressionAttributeNames={"#connectedAt": schema.ATTR_CONNECTED_AT},
+                ExpressionAttributeValues={":cutoff": {"N": str(cutoff_ms)}},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != _CONDITION_FAILED:
+                raise
+            return False
+        old = response.get("Attributes") or {}
+        if schema.ATTR_USER_ID in old:
+            self._release(old[schema.ATTR_USER_ID]["S"], [connection_id])
+        return True
 
     def get(self, connection_id: str) -> Connection | None:
         """The live row of a connection, or None when it is absent or expired."""
@@ -126,7 +336,8 @@ class ConnectionStore:
         The condition checks that the connection exists and has not expired, and that this
         window's counter is under the per-connection limit; the update slides the TTL, bumps the
         counter whose attribute name carries the window (so a new window needs no read) and
-        drops the previous window's counter.
+        drops every earlier window's counter a live row can still hold: the previous touch was
+        at most the idle timeout plus one TTL step ago, or the row would have expired.
         """
         now = self._clock()
         now_seconds = int(now)
@@ -142,11 +353,16 @@ class ConnectionStore:
         condition = "attribute_exists(#pk) AND #ttl > :now"
         if limit > 0:
             names["#cur"] = f"{schema.RATE_COUNTER_PREFIX}{window}"
-            names["#prev"] = f"{schema.RATE_COUNTER_PREFIX}{window - schema.RATE_WINDOW_SECONDS}"
             values[":zero"] = {"N": "0"}
             values[":one"] = {"N": "1"}
             values[":limit"] = {"N": str(limit)}
-            update += ", #cur = if_not_exists(#cur, :zero) + :one REMOVE #prev"
+            update += ", #cur = if_not_exists(#cur, :zero) + :one"
+            stale = [f"#old{n}" for n in range(1, self._counter_windows() + 1)]
+            for n, name in enumerate(stale, start=1):
+                names[name] = (
+                    f"{schema.RATE_COUNTER_PREFIX}{window - n * schema.RATE_WINDOW_SECONDS}"
+                )
+            update += " REMOVE " + ", ".join(stale)
             condition += " AND (attribute_not_exists(#cur) OR #cur < :limit)"
         try:
             self.client.update_item(
@@ -159,10 +375,15 @@ class ConnectionStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if _error_code(exc) != _CONDITION_FAILED:
                 raise
             return self._why_rejected(exc, now, window)
         return TouchResult(TouchStatus.OK)
+
+    def _counter_windows(self) -> int:
+        """How many earlier windows a live row's last counter can be from."""
+        reach = self.config.idle_timeout_seconds + schema.TTL_STEP_SECONDS
+        return math.ceil(reach / schema.RATE_WINDOW_SECONDS) + 1
 
     def _why_rejected(self, exc: ClientError, now: float, window: int) -> TouchResult:
         item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]

@@ -6,15 +6,16 @@ snake_case in Python and camelCase on the wire.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
-from runtime.schema import MAX_MESSAGE_BYTES, SQS_ID_PATTERN
+from runtime.schema import MAX_MESSAGE_BYTES, SQS_ID_PATTERN, SQS_UNQUEUEABLE_CHARACTERS
 
 
 class MessageTooLargeError(ValueError):
@@ -43,12 +44,36 @@ class _Model(BaseModel):
 # --- Inbound ------------------------------------------------------------------------------
 
 SqsId = Annotated[str, Field(pattern=SQS_ID_PATTERN)]
+_UNQUEUEABLE = re.compile(SQS_UNQUEUEABLE_CHARACTERS)
+
+
+def _queueable(value: object) -> object:
+    """Refuse text the chat queue cannot carry, naming where (before pydantic's own string
+    check, which refuses a lone surrogate without saying where it is)."""
+    bad = _UNQUEUEABLE.search(value) if isinstance(value, str) else None
+    if bad is not None:
+        raise ValueError(
+            f"has the character U+{ord(bad.group()):04X} at index {bad.start()}, which the chat "
+            "queue cannot carry (lone surrogates, U+FFFE and U+FFFF); remove or replace it"
+        )
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is only whitespace; send the text of the question")
+    return value
+
+
+QueueableText = Annotated[
+    str, Field(min_length=1), BeforeValidator(_queueable), AfterValidator(_not_blank)
+]
 
 
 class ChatMessageAction(_Model):
     action: Literal["chat_message"]
     conversation_id: SqsId
-    content: Annotated[str, Field(min_length=1)]
+    content: QueueableText
     client_message_id: SqsId | None = None
 
 

@@ -22,10 +22,23 @@ TTL_ATTRIBUTE: Final = "ttl"  # epoch SECONDS (DynamoDB TTL)
 # Fixed-window rate limit in ONE UpdateItem: the counter's attribute name carries its window
 # (``rate_<windowStartEpochSeconds>``), so a new window starts from zero without a read.
 RATE_COUNTER_PREFIX: Final = "rate_"
+# ``ttl`` moves in steps of this size (rounded up, never below the idle deadline), so most
+# touches leave it, and with it the userId-index item, unchanged: one write unit, not two.
+TTL_STEP_SECONDS: Final = 60
+
+# One item per user (PK = SK = ``USER#<userId>``) holds the string set of its connection ids:
+# the per-user connection limit is a condition on that set's size, written in the same
+# transaction as the connection's row. It has no ``userId`` attribute, so the userId-index
+# never holds it.
+USER_PREFIX: Final = "USER#"
+ATTR_CONNECTION_IDS: Final = "connectionIds"
 
 USER_INDEX_NAME: Final = "userId-index"
 USER_INDEX_HASH_KEY: Final = ATTR_USER_ID
 USER_INDEX_RANGE_KEY: Final = SORT_KEY
+# What the index's readers need besides its keys: the filter reads ``ttl``. ``lastSeenAt`` and
+# the rate counters change on every touch and stay out, so a touch does not rewrite the index.
+USER_INDEX_PROJECTED_ATTRIBUTES: Final = (ATTR_CONNECTION_ID, ATTR_CONNECTED_AT, TTL_ATTRIBUTE)
 
 BILLING_MODE: Final = "PAY_PER_REQUEST"
 # Every key attribute is a string ("S").
@@ -35,6 +48,11 @@ KEY_ATTRIBUTES: Final = (PARTITION_KEY, SORT_KEY, ATTR_USER_ID)
 def connection_key(connection_id: str) -> str:
     """The PK/SK value of a connection's row: ``CONNECTION#<connectionId>``."""
     return f"{CONNECTION_PREFIX}{connection_id}"
+
+
+def user_key(user_id: str) -> str:
+    """The PK/SK value of a user's item (its connection ids): ``USER#<userId>``."""
+    return f"{USER_PREFIX}{user_id}"
 
 
 def table_definition(table_name: str) -> dict[str, object]:
@@ -59,7 +77,10 @@ def table_definition(table_name: str) -> dict[str, object]:
                     {"AttributeName": USER_INDEX_HASH_KEY, "KeyType": "HASH"},
                     {"AttributeName": USER_INDEX_RANGE_KEY, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(USER_INDEX_PROJECTED_ATTRIBUTES),
+                },
             }
         ],
         "SSESpecification": {"Enabled": True},
@@ -123,6 +144,11 @@ def default_jwks_url(issuer: str) -> str:
 # SQS MessageGroupId / MessageDeduplicationId: 1-128 chars of a-z A-Z 0-9 and punctuation.
 SQS_ID_MAX_LENGTH: Final = 128
 SQS_ID_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"
+# What SendMessage accepts in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
+# #x10000-#x10FFFF, anything else fails with InvalidMessageContents. The queue message is JSON,
+# which escapes every control character, so what text can still carry that SQS refuses is a
+# lone surrogate or U+FFFE / U+FFFF.
+SQS_UNQUEUEABLE_CHARACTERS: Final = r"[\ud800-\udfff\ufffe\uffff]"
 DLQ_MAX_RECEIVE_COUNT: Final = 5
 QUEUE_VISIBILITY_TIMEOUT_SECONDS: Final = 60
 QUEUE_RETENTION_SECONDS: Final = 4 * 24 * 60 * 60
@@ -161,10 +187,14 @@ ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
 ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"
 ENV_AUTH_TOKEN_USE: Final = "AUTH_TOKEN_USE"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+# How long a DynamoDB or SQS answer may take; local mode raises it (moto on a shared laptop is
+# slower than AWS).
+ENV_AWS_READ_TIMEOUT: Final = "AWS_READ_TIMEOUT_SECONDS"
 
 DEFAULT_MESSAGES_PER_MINUTE: Final = 60
 DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 10
 RATE_WINDOW_SECONDS: Final = 60
+DEFAULT_AWS_READ_TIMEOUT_SECONDS: Final = 1
 
 # --- Observability --------------------------------------------------------------------------
 

@@ -450,10 +450,11 @@ class MessageSender:
         count(Metric.STALE_CONNECTIONS_REMOVED, gone)
 
     def _forget(self, connection_id: str) -> None:
-        """Remove a gone connection's row; a failure is logged, the TTL will expire it."""
+        """Remove a gone connection's row unless it is still connecting (``remove_gone``); a
+        failure is logged, the TTL will expire it."""
         logger.info("connection gone, removing it", extra={"connectionId": connection_id})
         try:
-            self.store.remove(connection_id)
+            self.store.remove_gone(connection_id)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "removing a gone connection failed",
@@ -503,8 +504,10 @@ class MessageSender:
                 deliveries = self._fan_out(candidates, frames)
                 self._tally(deliveries)
                 delivered = [d.connection_id for d in deliveries if d.status is SendStatus.SENT]
+                # A gone connection still in $connect keeps its row and is tried again on the
+                # next poll; one whose row was removed is not listed again.
                 excluded.update(
-                    d.connection_id for d in deliveries if d.status is not SendStatus.SENT
+                    d.connection_id for d in deliveries if d.status is SendStatus.FAILED
                 )
                 if delivered:
                     logger.info(

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
+from runtime.aws import Deadline
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.handlers._common import response
@@ -21,9 +22,10 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     ws_event = APIGatewayWebSocketEvent(event)
     context_ = ws_event.request_context
     try:
-        STORE.remove(context_.connection_id)
+        STORE.remove(context_.connection_id, deadline=Deadline.of(context))
     except Exception:
         logger.exception("disconnect: could not delete the connection row; its TTL will")
+        count(Metric.UNEXPECTED_FAILURES)
     count(Metric.CONNECTIONS_CLOSED)
     logger.info(
         "disconnected",

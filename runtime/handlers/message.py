@@ -1,12 +1,14 @@
 """``chat_message``, ``ping`` and ``$default`` (DESIGN §3).
 
-Every invocation answers with exactly one frame as the route response, whatever the body: the
-handler never raises into API Gateway. A chat message costs two AWS calls: the conditional
-``UpdateItem`` of ``ConnectionStore.touch`` and the SQS ``SendMessage``.
+Every invocation answers with exactly one frame as the route response, whatever the body, and
+before its Lambda times out: the handler never raises into API Gateway, and skips an AWS call
+the time left cannot cover. A chat message costs two AWS calls: the conditional ``UpdateItem``
+of ``ConnectionStore.touch`` and the SQS ``SendMessage``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -15,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 from pydantic import ValidationError
 
 from runtime import aws, schema
+from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
 from runtime.handlers._common import connected_at_ms, response, user_id_of
@@ -82,25 +85,39 @@ def parse_body(body: object) -> ChatMessageAction | PingAction:
             ErrorCode.BAD_REQUEST,
             f"invalid {action}: {describe_validation_error(exc)} "
             "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
-            "content: a non-empty string)",
+            "content: a string that is not only whitespace)",
         ) from None
 
 
-def _touch(ws_event: APIGatewayWebSocketEvent) -> ErrorFrame | None:
+def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
+    """The answer when the AWS call to ``action`` failed: retryable only when a retry can
+    succeed (throttling, a 5xx, a timeout, too little time left to try)."""
+    logger.exception(f"could not {action}")
+    count(Metric.UNEXPECTED_FAILURES)
+    if aws.is_transient(exc):
+        return error(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            f"could not {action}; send it again (a chat message with the same clientMessageId)",
+            retryable=True,
+            request_id=request_id,
+        )
+    return error(
+        ErrorCode.INTERNAL_ERROR,
+        f"could not {action}; sending it again would fail the same way",
+        request_id=request_id,
+    )
+
+
+def _touch(ws_event: APIGatewayWebSocketEvent, deadline: Deadline) -> ErrorFrame | None:
     """Slide the TTL and apply the rate limit; an error frame when the message must stop here."""
     context = ws_event.request_context
     try:
+        deadline.check()
         result = STORE.touch(
             context.connection_id, connected_at_ms(ws_event, int(time.time() * 1000))
         )
-    except Exception:
-        logger.exception("could not record activity on the connection")
-        return error(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "the connection store is unavailable; retry shortly",
-            retryable=True,
-            request_id=context.request_id,
-        )
+    except Exception as exc:
+        return _failed(exc, "record activity on the connection", context.request_id)
     if result.status is TouchStatus.UNKNOWN:
         return error(
             ErrorCode.UNKNOWN_CONNECTION,
@@ -120,7 +137,29 @@ def _touch(ws_event: APIGatewayWebSocketEvent) -> ErrorFrame | None:
     return None
 
 
-def _queue(ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id: str) -> Frame:
+def _scoped_id(*parts: str) -> str:
+    """A stable SQS id for ``parts``: the SHA-256 of their JSON array, 64 hex digits."""
+    return hashlib.sha256(json.dumps(parts).encode("ascii")).hexdigest()
+
+
+def message_group_id(user_id: str, conversation_id: str) -> str:
+    """The FIFO group of a user's conversation: clients choose conversation ids freely, so two
+    users' ``"default"`` must not share one (order, throughput and deduplication are per group)."""
+    return _scoped_id(user_id, conversation_id)
+
+
+def deduplication_id(
+    user_id: str, conversation_id: str, client_message_id: str | None, message_id: str
+) -> str:
+    """The user's clientMessageId within the conversation, else API Gateway's messageId."""
+    if client_message_id is None:
+        return message_id
+    return _scoped_id(user_id, conversation_id, client_message_id)
+
+
+def _queue(
+    ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id: str, deadline: Deadline
+) -> Frame:
     context = ws_event.request_context
     message_id = context.message_id or context.request_id
     client_message_id = chat.client_message_id or message_id
@@ -134,21 +173,18 @@ def _queue(ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id:
         received_at=context.get("requestTimeEpoch") or int(time.time() * 1000),
     )
     try:
+        deadline.check()
         aws.sqs().send_message(
             QueueUrl=QUEUE_URL,
             MessageBody=body.model_dump_json(by_alias=True),
-            MessageGroupId=chat.conversation_id,
-            MessageDeduplicationId=client_message_id,
+            MessageGroupId=message_group_id(user_id, chat.conversation_id),
+            MessageDeduplicationId=deduplication_id(
+                user_id, chat.conversation_id, chat.client_message_id, message_id
+            ),
         )
-    except Exception:
-        logger.exception("could not queue the chat message")
-        return error(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "the message was not queued; send it again with the same clientMessageId",
-            retryable=True,
-            request_id=context.request_id,
-            client_message_id=client_message_id,
-        )
+    except Exception as exc:
+        failed = _failed(exc, "queue the chat message", context.request_id)
+        return failed.model_copy(update={"client_message_id": client_message_id})
     count(Metric.MESSAGES_RECEIVED)
     logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
     logger.debug("chat message content", extra={"content": chat.content})
@@ -162,7 +198,7 @@ def _queue(ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id:
     )
 
 
-def _handle(event: dict[str, Any]) -> Frame:
+def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
     ws_event = APIGatewayWebSocketEvent(event)
     request_id = ws_event.request_context.get("requestId")
     try:
@@ -176,14 +212,14 @@ def _handle(event: dict[str, Any]) -> Frame:
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
         )
-    rejected = _touch(ws_event)
+    rejected = _touch(ws_event, deadline)
     if rejected is not None:
         if isinstance(action, ChatMessageAction):
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
     if isinstance(action, PingAction):
         return system(SystemEvent.PONG)
-    return _queue(ws_event, action, user_id)
+    return _queue(ws_event, action, user_id, deadline)
 
 
 def _serialize(frame: Frame, request_id: str | None) -> str:
@@ -191,24 +227,24 @@ def _serialize(frame: Frame, request_id: str | None) -> str:
         return frame.to_json()
     except Exception:
         logger.exception("could not serialize the answer frame")
-        return error(
-            ErrorCode.INTERNAL_ERROR, "internal error", retryable=True, request_id=request_id
-        ).to_json()
+        count(Metric.UNEXPECTED_FAILURES)
+        return error(ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id).to_json()
 
 
 @emits_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    deadline = Deadline.of(context)
     request_id: str | None = None
     try:
         bind_request(event)
         request_id = (event.get("requestContext") or {}).get("requestId")
-        frame = _handle(event)
+        frame = _handle(event, deadline)
     except Exception:
         logger.exception("unexpected error in the message handler")
+        count(Metric.UNEXPECTED_FAILURES)
         frame = error(
             ErrorCode.INTERNAL_ERROR,
-            "internal error; retry the message",
-            retryable=True,
+            "internal error",
             request_id=request_id if isinstance(request_id, str) else None,
         )
     return response(200, _serialize(frame, request_id if isinstance(request_id, str) else None))

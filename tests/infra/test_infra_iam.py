@@ -53,8 +53,14 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
     expected = {
         "authorizer-policy": own_logs("authorizer"),
         "connect-policy": own_logs("connect")
-        | {("dynamodb:PutItem", table), ("dynamodb:Query", index)},
-        "disconnect-policy": own_logs("disconnect") | {("dynamodb:DeleteItem", table)},
+        | {
+            ("dynamodb:PutItem", table),
+            ("dynamodb:UpdateItem", table),
+            ("dynamodb:BatchGetItem", table),
+            ("dynamodb:DeleteItem", table),
+        },
+        "disconnect-policy": own_logs("disconnect")
+        | {("dynamodb:DeleteItem", table), ("dynamodb:UpdateItem", table)},
         "message-policy": own_logs("message")
         | {("dynamodb:UpdateItem", table), ("sqs:SendMessage", queue)},
         # What MessageSender calls: PostToConnection, and the store's reads and 410 clean-up.
@@ -63,6 +69,7 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
             ("dynamodb:Query", index),
             ("dynamodb:GetItem", table),
             ("dynamodb:DeleteItem", table),
+            ("dynamodb:UpdateItem", table),
         },
         "rag-connection-closer": {
             ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/DELETE/@connections/*")

@@ -37,7 +37,13 @@ def test_table_matches_the_schema_definition(dev_run: ProgramRun) -> None:
     ]
     assert "hashKey" not in index
     assert "rangeKey" not in index
-    assert index["projectionType"] == "ALL"
+    [defined] = definition["GlobalSecondaryIndexes"]  # type: ignore[misc]
+    assert index["projectionType"] == defined["Projection"]["ProjectionType"] == "INCLUDE"
+    assert (
+        index["nonKeyAttributes"]
+        == defined["Projection"]["NonKeyAttributes"]
+        == ["connectionId", "connectedAt", "ttl"]
+    )
     assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
 
 

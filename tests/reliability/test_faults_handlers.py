@@ -1,14 +1,15 @@
-"""Each handler with DynamoDB or SQS throttled or failing (moto, faults injected into the very
-boto3 clients the handlers use; ``injection.AwsFault``).
+"""Each handler with DynamoDB or SQS throttled, failing or silent (moto, faults injected into
+the very boto3 clients the handlers use; ``injection.AwsFault``; a black-hole socket).
 
-- ``$connect``: 500 and no row, whether the connection count or the write fails;
+- ``$connect``: 500 and no row when its transaction fails;
 - ``$disconnect``: 200 all the same (the row's TTL, or the sender's 410 clean-up, removes it);
 - ``chat_message``: a retryable ``error`` frame echoing the clientMessageId, nothing queued;
-- a transient fault is absorbed by the SDK's retries, and the message is queued once;
-- an answer lost after SQS queued the message: the client's re-send is deduplicated.
+- a transient fault is absorbed by the SDK's retry, and the message is queued once;
+- an answer lost after SQS queued the message: the client's re-send is deduplicated;
+- an endpoint that accepts and never answers: every handler answers before its Lambda timeout.
 
-Every persistent fault is retried by the SDK first (1 + 3 attempts, standard mode): the counts
-prove it. The SDK's retry delays are recorded, not slept (``SdkSleeps``).
+Every persistent fault is retried by the SDK once (2 attempts in all, standard mode): the
+counts prove it. The SDK's retry delays are recorded, not slept (``SdkSleeps``).
 
 AWS is moto's server on a loopback port (``local.aws.EmbeddedAws``), not ``mock_aws``: moto's
 in-process mock executes every request it sees, even one a test hook has already answered, so
@@ -19,15 +20,19 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 import pytest
 
 from local.aws import AwsResources, EmbeddedAws
 from runtime import aws as runtime_aws
+from runtime import schema
 from runtime.handlers import connect, disconnect, message
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
@@ -35,7 +40,7 @@ from tests.support import QUEUE_NAME, TABLE_NAME, chat_event, load_event
 
 CONNECTION_ID = "BFHPhfCWIAMCKlQ="
 USER = "fault-user"
-SDK_ATTEMPTS = 4  # runtime/aws.py: standard retry mode, max_attempts=3 retries after the first
+SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
 DYNAMODB_FAULTS = [
     pytest.param("ThrottlingException", 400, id="throttled"),
     pytest.param("ProvisionedThroughputExceededException", 400, id="over-capacity"),
@@ -107,8 +112,9 @@ def chat(client_message_id: str) -> dict[str, Any]:
 
 
 def rows(resources: AwsResources) -> list[dict[str, Any]]:
-    """Every row of the table, read past the injected faults (a client of its own)."""
-    return list(resources.dynamodb().scan(TableName=resources.table_name)["Items"])
+    """Every connection row of the table, read past the injected faults (a client of its own)."""
+    items = resources.dynamodb().scan(TableName=resources.table_name)["Items"]
+    return [item for item in items if item["PK"]["S"].startswith("CONNECTION#")]
 
 
 def queued(resources: AwsResources) -> list[str]:
@@ -141,14 +147,13 @@ def connected(aws: AwsResources) -> AwsResources:
 # --- $connect --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("operation", ["Query", "PutItem"], ids=["count", "write"])
 @pytest.mark.parametrize(("code", "status"), DYNAMODB_FAULTS)
 def test_connect_answers_500_and_stores_no_row(
-    aws: AwsResources, operation: str, code: str, status: int, logs: io.StringIO
+    aws: AwsResources, code: str, status: int, logs: io.StringIO
 ) -> None:
-    with AwsFault(runtime_aws.dynamodb(), operation, code, status) as fault:
+    with AwsFault(runtime_aws.dynamodb(), "TransactWriteItems", code, status) as fault:
         result = connect.handler(connect_event(), None)
-    injected[f"$connect: DynamoDB {operation} {code}"] += fault.calls
+    injected[f"$connect: DynamoDB TransactWriteItems {code}"] += fault.calls
     assert result["statusCode"] == 500
     assert fault.calls == SDK_ATTEMPTS
     assert rows(aws) == []
@@ -207,7 +212,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
         True,
     )
     assert frame["clientMessageId"] == "m-queue-fault"
-    assert "send it again with the same clientMessageId" in frame["message"]
+    assert "send it again (a chat message with the same clientMessageId)" in frame["message"]
     assert queued(connected) == []
 
 
@@ -215,14 +220,14 @@ def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
     connected: AwsResources, sdk_sleeps: SdkSleeps
 ) -> None:
     with (
-        AwsFault(runtime_aws.dynamodb(), "UpdateItem", "ThrottlingException", 400, times=2) as db,
-        AwsFault(runtime_aws.sqs(), "SendMessage", "ThrottlingException", 400, times=2) as sqs,
+        AwsFault(runtime_aws.dynamodb(), "UpdateItem", "ThrottlingException", 400, times=1) as db,
+        AwsFault(runtime_aws.sqs(), "SendMessage", "ThrottlingException", 400, times=1) as sqs,
     ):
         frame = frame_of(message.handler(chat("m-transient"), None))
     injected["chat_message: transient throttling (DynamoDB + SQS)"] += db.calls + sqs.calls
     assert (frame["type"], frame["event"]) == ("system", "accepted")
-    assert (db.calls, sqs.calls) == (2, 2)
-    assert len(sdk_sleeps.delays) == 4  # the SDK backed off before each retry
+    assert (db.calls, sqs.calls) == (1, 1)
+    assert len(sdk_sleeps.delays) == 2  # the SDK backed off before each retry
     assert queued(connected) == ["m-transient"]
 
 
@@ -238,3 +243,123 @@ def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
     assert (first["code"], first["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert (second["event"], second["data"]["clientMessageId"]) == ("accepted", "m-lost-answer")
     assert queued(connected) == ["m-lost-answer"]  # the FIFO deduplication id did it
+
+
+# --- an endpoint that accepts and never answers ----------------------------------------------
+
+
+class BlackHole:
+    """A TCP server on loopback that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        self._closed = threading.Event()
+        self.accepted = 0
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+            self.accepted += 1
+
+    def __enter__(self) -> BlackHole:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._closed.set()
+        self._server.close()
+        for connection in self._held:
+            connection.close()
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context: the time left, on the real clock."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+STACK_LAMBDA_TIMEOUT_SECONDS = 10  # components/settings.py: lambda_timeout_seconds default
+
+
+@pytest.fixture
+def black_hole(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlackHole]:
+    with BlackHole() as hole:
+        yield hole
+    runtime_aws.reset_clients()
+
+
+def silence(monkeypatch: pytest.MonkeyPatch, hole: BlackHole, service: str) -> None:
+    """Point the handlers' ``service`` client at the black hole (botocore's service-specific
+    ``AWS_ENDPOINT_URL_<SERVICE>`` wins over ``AWS_ENDPOINT_URL``), with the timeouts a Lambda
+    function has (local mode gives moto longer)."""
+    monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", hole.url)
+    monkeypatch.delenv(schema.ENV_AWS_READ_TIMEOUT, raising=False)
+    runtime_aws.reset_clients()
+
+
+@pytest.mark.parametrize("service", ["dynamodb", "sqs"])
+def test_chat_message_answers_service_unavailable_before_its_lambda_times_out(
+    connected: AwsResources,
+    black_hole: BlackHole,
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    logs: io.StringIO,
+) -> None:
+    """Before: 4 attempts x 5 s reads = 20.5 s against a stack timeout of 10 s, and the client
+    got API Gateway's bare "Internal server error" instead of a frame."""
+    silence(monkeypatch, black_hole, service)
+    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    frame = frame_of(message.handler(chat("m-silent"), context))
+    assert context.get_remaining_time_in_millis() > 0
+    assert (frame["type"], frame["code"], frame["retryable"]) == (
+        "error",
+        "SERVICE_UNAVAILABLE",
+        True,
+    )
+    assert frame["clientMessageId"] == "m-silent"
+    assert black_hole.accepted == SDK_ATTEMPTS
+    assert "ReadTimeoutError" in logs.getvalue()
+    injected[f"chat_message: {service} black hole"] += black_hole.accepted
+
+
+def test_chat_message_skips_a_call_the_time_left_cannot_cover(
+    connected: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silence(monkeypatch, black_hole, "dynamodb")
+    too_little = runtime_aws.call_worst_case_seconds() + runtime_aws.ANSWER_MARGIN_SECONDS - 0.5
+    frame = frame_of(message.handler(chat("m-late"), LambdaContext(too_little)))
+    assert (frame["code"], frame["retryable"], frame["clientMessageId"]) == (
+        "SERVICE_UNAVAILABLE",
+        True,
+        "m-late",
+    )
+    assert black_hole.accepted == 0
+
+
+def test_connect_and_disconnect_answer_before_their_lambda_times_out(
+    aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silence(monkeypatch, black_hole, "dynamodb")
+    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    assert connect.handler(connect_event(), context)["statusCode"] == 500
+    assert context.get_remaining_time_in_millis() > 0
+    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    event = load_event("disconnect", connectionId=CONNECTION_ID)
+    assert disconnect.handler(event, context)["statusCode"] == 200
+    assert context.get_remaining_time_in_millis() > 0
+    assert black_hole.accepted == 2 * SDK_ATTEMPTS

@@ -33,6 +33,7 @@ from client import ChatClient, ClientConfig
 from local.gateway import AccessRecord
 from local.stack import LocalStack, background_stack
 from runtime import aws as runtime_aws
+from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.messages import ErrorFrame, SystemEvent, system
@@ -123,12 +124,12 @@ def test_connect_with_dynamodb_failing_is_a_500_handshake_and_no_row(
     stack: LocalStack, store: ConnectionStore, access_log: list[AccessRecord]
 ) -> None:
     with (
-        AwsFault(runtime_aws.dynamodb(), "PutItem", "ThrottlingException", 400) as fault,
+        AwsFault(runtime_aws.dynamodb(), "TransactWriteItems", "ThrottlingException", 400) as fault,
         pytest.raises(InvalidStatus) as refused,
         connect(stack.connect_url("fault-connect"), open_timeout=30),
     ):
         pass
-    injected["$connect over the gateway: DynamoDB PutItem throttled"] += fault.calls
+    injected["$connect over the gateway: DynamoDB TransactWriteItems throttled"] += fault.calls
     assert refused.value.response.status_code == 500
     assert fault.calls == sdk_attempts(runtime_aws.dynamodb())
     assert store.list_for_user("fault-connect") == []
@@ -211,7 +212,8 @@ def test_broadcast_serves_the_others_when_one_post_fails_and_a_cleanup_is_thrott
     notice = system(SystemEvent.NOTICE, "maintenance at noon")
     with ExitStack() as exits:
         sockets = _open(stack, store, exits, user, 3)
-        store.add("StaleConnId0=", user)  # its $disconnect never ran: the gateway says 410
+        # Connected a minute ago, its $disconnect never ran: the gateway says 410.
+        store.add("StaleConnId0=", user, int((time.time() - 60) * 1000))
         broken = list(sockets)[1]
         sender = exits.enter_context(_sender(stack))
         with (
@@ -342,6 +344,13 @@ def test_410_after_a_failed_disconnect_removes_the_row(
         wait_for(lambda: fault.calls == sdk_attempts(dynamodb))
     injected["$disconnect over the gateway: DynamoDB DeleteItem throttled"] += fault.calls
     assert store.get(connection_id) is not None
-    with _sender(stack) as sender:
+    # Seen once the connection is older than a $connect can take: only then is a 410 staleness.
+    later = ConnectionStore(
+        StoreConfig(stack.aws.table_name),
+        client=stack.aws.dynamodb(),
+        clock=lambda: time.time() + schema.INTEGRATION_TIMEOUT_SECONDS,
+    )
+    management = stack.aws.management_api(stack.management_endpoint)
+    with MessageSender(later, client=management) as sender:
         assert not sender.send_message(connection_id, system(SystemEvent.NOTICE, "anyone?"))
     assert store.get(connection_id) is None  # the 410 removed it

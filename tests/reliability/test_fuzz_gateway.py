@@ -111,7 +111,8 @@ def connections(stack: LocalStack) -> Iterator[Connections]:
     tried["connections opened for text frames"] = held.opened
 
 
-accepted_ids: set[str] = set()
+# (conversationId, clientMessageId): the queue deduplicates a clientMessageId per conversation.
+accepted_ids: set[tuple[str, str]] = set()
 
 
 # --- text frames -----------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_every_text_frame_gets_one_protocol_answer(connections: Connections, tex
     tried[f"text frames answered {frame.event.value}"] += 1
     if frame.event is SystemEvent.ACCEPTED:
         assert frame.data is not None
-        accepted_ids.add(frame.data["clientMessageId"])
+        accepted_ids.add((frame.data["conversationId"], frame.data["clientMessageId"]))
     else:
         assert frame.event is SystemEvent.PONG
 
@@ -387,9 +388,9 @@ def test_http_surface_never_answers_5xx(stack: LocalStack, victim: Victim) -> No
 # --- afterwards -------------------------------------------------------------------------------
 
 
-def _queued(stack: LocalStack) -> list[str]:
+def _queued(stack: LocalStack) -> list[tuple[str, str]]:
     sqs = stack.aws.sqs()
-    ids: list[str] = []
+    ids: list[tuple[str, str]] = []
     while True:
         batch = sqs.receive_message(
             QueueUrl=stack.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -397,7 +398,8 @@ def _queued(stack: LocalStack) -> list[str]:
         if not batch:
             return ids
         for item in batch:
-            ids.append(json.loads(item["Body"])["clientMessageId"])
+            body = json.loads(item["Body"])
+            ids.append((body["conversationId"], body["clientMessageId"]))
             sqs.delete_message(QueueUrl=stack.aws.queue_url, ReceiptHandle=item["ReceiptHandle"])
 
 

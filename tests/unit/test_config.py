@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from runtime import schema
-from runtime.config import AuthConfig, ConfigError, StoreConfig, log_level_from_env
+from runtime.config import (
+    AuthConfig,
+    ConfigError,
+    StoreConfig,
+    aws_read_timeout_from_env,
+    log_level_from_env,
+)
 
 
 def test_store_config_defaults() -> None:
@@ -88,3 +94,24 @@ def test_a_handler_fails_its_cold_start_naming_the_missing_variable() -> None:
     )
     assert result.returncode != 0
     assert "CHAT_QUEUE_URL is not set" in result.stderr
+
+
+def test_aws_calls_are_bounded_by_default_and_the_read_timeout_can_be_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtime import aws
+
+    assert aws_read_timeout_from_env({}) == 1
+    assert aws_read_timeout_from_env({schema.ENV_AWS_READ_TIMEOUT: "5"}) == 5
+    with pytest.raises(ConfigError, match="AWS_READ_TIMEOUT_SECONDS=0 must be >= 1"):
+        aws_read_timeout_from_env({schema.ENV_AWS_READ_TIMEOUT: "0"})
+    monkeypatch.delenv(schema.ENV_AWS_READ_TIMEOUT, raising=False)
+    aws.reset_clients()
+    try:
+        for client in (aws.dynamodb(), aws.sqs()):
+            config = client.meta.config
+            assert (config.connect_timeout, config.read_timeout) == (1, 1)
+            assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+        assert aws.call_worst_case_seconds() == 5
+    finally:
+        aws.reset_clients()

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from runtime import schema
 from runtime.config import StoreConfig
-from runtime.connections import ConnectionStore, TouchStatus, expiry
+from runtime.connections import ConnectionLimitReached, ConnectionStore, TouchStatus, expiry
 from tests.conftest import AwsResources
 
 T0 = 1_800_000_000.0  # epoch seconds, on a window boundary (divisible by 60)
@@ -23,14 +29,34 @@ def make_store(aws: AwsResources, clock: Clock, **overrides: int) -> ConnectionS
     return ConnectionStore(StoreConfig(aws.table_name, **overrides), clock=clock)
 
 
-def raw_item(aws: AwsResources, connection_id: str) -> dict[str, object] | None:
-    key = schema.connection_key(connection_id)
+def raw_item(aws: AwsResources, connection_id: str) -> dict[str, Any] | None:
+    return raw(aws, schema.connection_key(connection_id))
+
+
+def raw(aws: AwsResources, key: str) -> dict[str, Any] | None:
     item = (
         boto3.client("dynamodb")
         .get_item(TableName=aws.table_name, Key={"PK": {"S": key}, "SK": {"S": key}})
         .get("Item")
     )
     return dict(item) if item else None
+
+
+def user_slots(aws: AwsResources, user_id: str) -> set[str]:
+    item = raw(aws, schema.user_key(user_id)) or {}
+    return set(item.get(schema.ATTR_CONNECTION_IDS, {}).get("SS", []))
+
+
+def index_items(aws: AwsResources, user_id: str) -> list[dict[str, Any]]:
+    """The userId-index items of a user as DynamoDB holds them (no filter)."""
+    return list(
+        boto3.client("dynamodb").query(
+            TableName=aws.table_name,
+            IndexName=schema.USER_INDEX_NAME,
+            KeyConditionExpression="userId = :u",
+            ExpressionAttributeValues={":u": {"S": user_id}},
+        )["Items"]
+    )
 
 
 def test_add_writes_the_design_schema(aws: AwsResources) -> None:
@@ -47,6 +73,14 @@ def test_add_writes_the_design_schema(aws: AwsResources) -> None:
         "lastSeenAt": {"N": str(int(T0 * 1000))},
         "ttl": {"N": str(int(T0) + 600)},
     }
+    # The user's item counts the connection; without a userId it stays out of userId-index.
+    assert raw(aws, "USER#alice") == {
+        "PK": {"S": "USER#alice"},
+        "SK": {"S": "USER#alice"},
+        "connectionIds": {"SS": ["abc=+/"]},
+        "ttl": {"N": str(int(T0) + schema.MAX_CONNECTION_SECONDS)},
+    }
+    assert [item["connectionId"] for item in index_items(aws, "alice")] == [{"S": "abc=+/"}]
 
 
 def test_ttl_slides_but_never_past_two_hours() -> None:
@@ -102,7 +136,7 @@ def test_rate_limit_zero_means_unlimited(aws: AwsResources) -> None:
 
 def test_list_and_count_filter_expired_rows_and_paginate(aws: AwsResources) -> None:
     clock = Clock()
-    store = make_store(aws, clock)
+    store = make_store(aws, clock, max_connections_per_user=0)
     for n in range(30):
         store.add(f"conn-{n}", "alice", int(T0 * 1000))
     store.add("bob-1", "bob", int(T0 * 1000))
@@ -145,3 +179,195 @@ def test_aws_shaped_connection_ids(aws: AwsResources, connection_id: str) -> Non
     store = make_store(aws, Clock())
     store.add(connection_id, "alice", int(T0 * 1000))
     assert [c.connection_id for c in store.list_for_user("alice")] == [connection_id]
+
+
+# --- rows stay small, and a touch rewrites the index at most once a TTL step -----------------
+
+
+def test_old_rate_counters_are_removed_after_any_idle_gap(aws: AwsResources) -> None:
+    clock = Clock(T0 + 15)
+    store = make_store(aws, clock, messages_per_minute=5)
+    store.add("c1", "alice", int(T0 * 1000))
+    for gap in (0, 60, 300, 120, 540, 60):  # idle gaps of up to the idle timeout
+        clock.now += gap
+        assert store.touch("c1", int(T0 * 1000)).status is TouchStatus.OK
+        item = raw_item(aws, "c1")
+        assert item is not None
+        counters = sorted(name for name in item if name.startswith(schema.RATE_COUNTER_PREFIX))
+        window = int(clock.now) - int(clock.now) % 60
+        assert counters == [f"rate_{window}"]
+
+
+def test_ttl_moves_in_steps_never_below_the_idle_deadline() -> None:
+    connected_ms = int(T0 * 1000)
+    values = set()
+    for tenth in range(0, 1200):
+        now = T0 + tenth / 10
+        ttl = expiry(now, connected_ms, 600)
+        assert ttl >= now + 600  # never expired while API Gateway may still hold the socket
+        assert ttl - (now + 600) <= schema.TTL_STEP_SECONDS
+        values.add(ttl)
+    assert len(values) == 3  # 120 s of touches, one new ttl per 60 s step
+    assert expiry(T0 + 0.5, connected_ms, 1) == int(T0) + 2  # a short idle timeout: its own step
+
+
+def test_a_touch_within_a_ttl_step_leaves_the_index_item_unchanged(aws: AwsResources) -> None:
+    """AWS bills a GSI write for a table update only when it changes an indexed key or the
+    value of a projected attribute (DynamoDB Developer Guide, "Provisioned throughput
+    considerations for global secondary indexes", Write capacity units:
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html). With lastSeenAt
+    and the rate counters out of the projection and ttl moving in steps, a touch within a step
+    leaves the index item as it was: one write unit, not two."""
+    clock = Clock(T0 + 5)
+    store = make_store(aws, clock)
+    store.add("c1", "alice", int(T0 * 1000))
+    before = index_items(aws, "alice")
+    clock.now = T0 + 30
+    assert store.touch("c1", int(T0 * 1000)).status is TouchStatus.OK
+    assert index_items(aws, "alice") == before
+    row = raw_item(aws, "c1")
+    assert row is not None
+    assert row["lastSeenAt"] == {"N": str(int((T0 + 30) * 1000))}
+    clock.now = T0 + 61  # the next step: the ttl, and so the index item, moves
+    assert store.touch("c1", int(T0 * 1000)).status is TouchStatus.OK
+    [after] = index_items(aws, "alice")
+    assert after["ttl"] == {"N": str(int(T0) + 720)}
+    assert set(after) == {"PK", "SK", "userId", *schema.USER_INDEX_PROJECTED_ATTRIBUTES}
+
+
+# --- the per-user connection limit is exact ------------------------------------------------
+
+
+@pytest.mark.usefixtures("serializable_transactions")
+def test_eight_simultaneous_connects_against_a_limit_of_three(aws: AwsResources) -> None:
+    store = make_store(aws, Clock(), max_connections_per_user=3)
+    barrier = threading.Barrier(8)
+    outcomes: dict[str, str] = {}
+
+    def connect(connection_id: str) -> None:
+        barrier.wait()
+        try:
+            store.add(connection_id, "alice", int(T0 * 1000))
+            outcomes[connection_id] = "connected"
+        except ConnectionLimitReached:
+            outcomes[connection_id] = "refused"
+
+    threads = [threading.Thread(target=connect, args=(f"c{n}=",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    connected = {cid for cid, outcome in outcomes.items() if outcome == "connected"}
+    assert len(connected) == 3
+    assert len(outcomes) == 8
+    assert {c.connection_id for c in store.list_for_user("alice")} == connected
+    assert user_slots(aws, "alice") == connected
+
+
+def test_remove_releases_the_slot_and_an_unknown_row_is_not_an_error(aws: AwsResources) -> None:
+    store = make_store(aws, Clock(), max_connections_per_user=2)
+    store.add("a", "alice", int(T0 * 1000))
+    store.add("b", "alice", int(T0 * 1000))
+    with pytest.raises(ConnectionLimitReached):
+        store.add("c", "alice", int(T0 * 1000))
+    store.remove("a")
+    store.remove("a")
+    store.add("c", "alice", int(T0 * 1000))
+    assert user_slots(aws, "alice") == {"b", "c"}
+    store.remove("b")
+    store.remove("c")
+    assert raw(aws, "USER#alice") is None
+    assert raw(aws, "USER#nobody") is None
+
+
+def test_the_limit_heals_when_rows_vanish_without_a_disconnect(aws: AwsResources) -> None:
+    clock = Clock()
+    store = make_store(aws, clock, max_connections_per_user=2)
+    store.add("a", "alice", int(T0 * 1000))
+    store.add("b", "alice", int(T0 * 1000))
+    # DynamoDB's TTL deletes b's row; its $disconnect never ran.
+    key = {"S": schema.connection_key("b")}
+    boto3.client("dynamodb").delete_item(TableName=aws.table_name, Key={"PK": key, "SK": key})
+    store.add("c", "alice", int(T0 * 1000))
+    assert user_slots(aws, "alice") == {"a", "c"}
+    with pytest.raises(ConnectionLimitReached):
+        store.add("d", "alice", int(T0 * 1000))
+    # Past their ttl, rows count as gone even before DynamoDB deletes them.
+    clock.now = T0 + 601
+    store.add("e", "alice", int(clock.now * 1000))
+    assert user_slots(aws, "alice") == {"e"}
+
+
+def test_a_retried_connect_takes_no_second_slot(aws: AwsResources) -> None:
+    store = make_store(aws, Clock(), max_connections_per_user=1)
+    store.add("a", "alice", int(T0 * 1000))
+    store.add("a", "alice", int(T0 * 1000))
+    assert user_slots(aws, "alice") == {"a"}
+
+
+def test_a_conflicting_transaction_is_tried_again(aws: AwsResources) -> None:
+    """DynamoDB cancels a TransactWriteItems that conflicts with another one on the same item,
+    with the reason ``TransactionConflict`` at that item's position
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html)."""
+    store = make_store(aws, Clock(), max_connections_per_user=3)
+    body = json.dumps(
+        {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "Message": "Transaction cancelled, please refer cancellation reasons for specific "
+            "reasons [None, TransactionConflict]",
+            "CancellationReasons": [
+                {"Code": "None"},
+                {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"},
+            ],
+        }
+    ).encode()
+    answered: list[int] = []
+
+    class Body:
+        def stream(self, **_: Any) -> Iterator[bytes]:
+            yield body
+
+    def conflict(request: Any, **_: Any) -> AWSResponse | None:
+        if answered:
+            return None
+        answered.append(1)
+        headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": "r1"}
+        return AWSResponse(request.url, 400, headers, Body())
+
+    store.client.meta.events.register_first(
+        "before-send.dynamodb.TransactWriteItems", conflict, unique_id="conflict"
+    )
+    store.add("a", "alice", int(T0 * 1000))
+    assert answered == [1]
+    assert user_slots(aws, "alice") == {"a"}
+
+
+# --- a 410 is staleness only once the connection is established ------------------------------
+
+
+def test_remove_gone_keeps_a_connection_younger_than_the_integration_timeout(
+    aws: AwsResources,
+) -> None:
+    """API Gateway answers 410 to a post while the target's $connect is still running."""
+    clock = Clock()
+    store = make_store(aws, clock, max_connections_per_user=2)
+    store.add("young", "alice", int(T0 * 1000))
+    clock.now = T0 + schema.INTEGRATION_TIMEOUT_SECONDS - 1
+    assert store.remove_gone("young") is False
+    assert store.get("young") is not None
+    assert user_slots(aws, "alice") == {"young"}
+    clock.now = T0 + schema.INTEGRATION_TIMEOUT_SECONDS + 1
+    assert store.remove_gone("young") is True
+    assert raw_item(aws, "young") is None
+    assert raw(aws, "USER#alice") is None  # its last connection gone, the user's item goes too
+    assert store.remove_gone("young") is False  # nothing left to remove
+
+
+def test_remove_gone_never_removes_a_row_written_since(aws: AwsResources) -> None:
+    clock = Clock(T0 + 100)
+    store = make_store(aws, clock)
+    store.add("c1", "alice", int(T0 * 1000))
+    # The row is replaced by a fresh one (the same id connecting again) before the 410 lands.
+    store.add("c1", "alice", int(clock.now * 1000))
+    assert store.remove_gone("c1") is False
+    assert store.get("c1") is not None

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 import time
 from typing import Any
 
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime import schema
+from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
 from tests.conftest import AwsResources
 from tests.support import chat_event, load_event
@@ -38,17 +41,31 @@ def frame_of(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def queued(aws: AwsResources) -> list[dict[str, Any]]:
+    return [json.loads(item["Body"]) for item in queued_messages(aws)]
+
+
+def queued_messages(aws: AwsResources) -> list[dict[str, Any]]:
+    """Every message in the chat queue with its FIFO attributes, removed from the queue."""
     sqs = boto3.client("sqs")
-    bodies: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
     while True:
-        batch = sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        )
+        batch = sqs.receive_message(
+            QueueUrl=aws.queue_url,
+            MaxNumberOfMessages=10,
+            MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+        ).get("Messages", [])
         if not batch:
-            return bodies
+            return messages
         for item in batch:
-            bodies.append(json.loads(item["Body"]))
+            messages.append(dict(item))
             sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=item["ReceiptHandle"])
+
+
+def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
+    """The UnexpectedFailures the handlers flushed as EMF since the last call."""
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
+    return sum(sum(v) if isinstance(v, list) else v for v in values)
 
 
 @pytest.fixture
@@ -91,27 +108,77 @@ def test_connect_over_the_per_user_limit_is_429(aws: AwsResources) -> None:
     assert connect.STORE.count_for_user("user-123") == limit
 
 
-def test_connect_store_failure_is_500_and_logged(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+@pytest.mark.usefixtures("serializable_transactions")
+def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=3)
+    )
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def connect_one(n: int) -> None:
+        event = connect_event(connection_id=f"conn-{n}=")
+        barrier.wait()
+        statuses.append(connect.handler(event, None)["statusCode"])
+
+    threads = [threading.Thread(target=connect_one, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 3 + [429] * 5
+    assert len(connect.STORE.list_for_user("user-123")) == 3
+    assert unexpected_failures(capsys) == 0  # a refused connect is not a failure
+
+
+def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) -> None:
+    calls: list[str] = []
+    client = boto3.client("dynamodb")
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    connect.STORE._client = client
+    try:
+        assert connect.handler(connect_event(), None)["statusCode"] == 200
+    finally:
+        connect.STORE._client = None
+    assert calls == ["TransactWriteItems"]
+
+
+def test_connect_store_failure_is_500_logged_and_counted(
+    aws: AwsResources,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
         stub.add_client_error(
-            "query", "ProvisionedThroughputExceededException", http_status_code=400
+            "transact_write_items", "ProvisionedThroughputExceededException", http_status_code=400
         )
         monkeypatch.setattr(connect.STORE, "_client", client)
         assert connect.handler(connect_event(), None)["statusCode"] == 500
     assert "connect failed" in logs.getvalue()
+    assert unexpected_failures(capsys) == 1
 
 
-def test_disconnect_deletes_the_row(connected: AwsResources) -> None:
+def test_disconnect_deletes_the_row_and_frees_the_slot(
+    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        connect.STORE, "config", StoreConfig(connected.table_name, max_connections_per_user=1)
+    )
+    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 429
     event = load_event("disconnect", connectionId=CONNECTION_ID)
     assert disconnect.handler(event, None)["statusCode"] == 200
     assert disconnect.STORE.get(CONNECTION_ID) is None
+    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 200
 
 
 def test_disconnect_is_200_even_when_the_delete_fails(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
@@ -119,21 +186,29 @@ def test_disconnect_is_200_even_when_the_delete_fails(
         monkeypatch.setattr(disconnect.STORE, "_client", client)
         result = disconnect.handler(load_event("disconnect"), None)
     assert result["statusCode"] == 200
+    assert unexpected_failures(capsys) == 1
 
 
 # --- chat_message / ping / $default -------------------------------------------------------
 
 
-def test_ping_answers_pong_and_slides_the_ttl(connected: AwsResources) -> None:
-    before = message.STORE.get(CONNECTION_ID)
-    assert before is not None
-    time.sleep(1.1)
+def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None:
+    def last_seen() -> int:
+        key = {"S": schema.connection_key(CONNECTION_ID)}
+        item = boto3.client("dynamodb").get_item(
+            TableName=connected.table_name, Key={"PK": key, "SK": key}
+        )["Item"]
+        return int(item[schema.ATTR_LAST_SEEN_AT]["N"])
+
+    before = last_seen()
+    time.sleep(0.01)
     event = chat_event('{"action":"ping"}', routeKey="ping", connectedAt=now_ms())
     frame = frame_of(message.handler(event, None))
     assert (frame["type"], frame["event"]) == ("system", "pong")
-    after = message.STORE.get(CONNECTION_ID)
-    assert after is not None
-    assert after.ttl > before.ttl
+    assert last_seen() > before
+    row = message.STORE.get(CONNECTION_ID)
+    assert row is not None
+    assert row.ttl >= time.time() + message.STORE.config.idle_timeout_seconds - 1
 
 
 def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
@@ -164,11 +239,13 @@ def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
 ) -> None:
     frame = frame_of(message.handler(chat(), None))
     assert frame["data"]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
-    assert queued(connected)[0]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
+    [queued_message] = queued_messages(connected)
+    assert json.loads(queued_message["Body"])["clientMessageId"] == "BFHQLcaQIAMCKlQ="
+    assert queued_message["Attributes"]["MessageDeduplicationId"] == "BFHQLcaQIAMCKlQ="
 
 
 def test_rate_limited_message_is_not_queued(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: AwsResources, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limit = message.STORE.config.messages_per_minute
     frames = [
@@ -183,6 +260,7 @@ def test_rate_limited_message_is_not_queued(
     assert last["retryable"] is True
     assert 0 < last["retryAfterMs"] <= 60_000
     assert len(queued(connected)) == len([f for f in frames if f["type"] == "system"])
+    assert unexpected_failures(capsys) == 0
 
 
 def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: AwsResources) -> None:
@@ -192,7 +270,7 @@ def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: AwsResource
 
 
 def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("sqs")
     with Stubber(client) as stub:
@@ -203,6 +281,78 @@ def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
     assert frame["code"] == "SERVICE_UNAVAILABLE"
     assert frame["retryable"] is True
     assert frame["clientMessageId"] == "keep-me"
+    assert unexpected_failures(capsys) == 1
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "status"),
+    [
+        ("send_message", "InvalidMessageContents", 400),
+        ("send_message", "AccessDenied", 403),
+        ("update_item", "AccessDeniedException", 400),
+        ("update_item", "ValidationException", 400),
+    ],
+)
+def test_an_error_a_retry_cannot_fix_is_not_retryable(
+    connected: AwsResources,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    operation: str,
+    code: str,
+    status: int,
+) -> None:
+    """Only throttling, 5xx and timeouts are worth a retry: SQS refuses a body outside its
+    character set with InvalidMessageContents (a 400) every time
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html)."""
+    service = "sqs" if operation == "send_message" else "dynamodb"
+    client = boto3.client(service)  # type: ignore[call-overload]
+    with Stubber(client) as stub:
+        stub.add_client_error(operation, code, http_status_code=status)
+        if service == "sqs":
+            monkeypatch.setattr(message.aws, "sqs", lambda: client)
+        else:
+            monkeypatch.setattr(message.STORE, "_client", client)
+        frame = frame_of(message.handler(chat(clientMessageId="m-1"), None))
+    assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "INTERNAL_ERROR", False)
+    assert frame["clientMessageId"] == "m-1"
+    assert "would fail the same way" in frame["message"]
+    assert unexpected_failures(capsys) == 1
+
+
+def test_a_crash_is_an_error_frame_counted_as_unexpected(
+    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def crash(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(message, "_handle", crash)
+    frame = frame_of(message.handler(chat(), None))
+    assert (frame["code"], frame["retryable"]) == ("INTERNAL_ERROR", False)
+    assert unexpected_failures(capsys) == 1
+
+
+def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) -> None:
+    """Clients choose conversationId and clientMessageId; SQS FIFO drops a second message
+    with a deduplication id it saw in the last 5 minutes, per message group
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/using-messagededuplicationid-property.html)."""
+    other = connect_event(user="user-456", connection_id="JC1dgf9yoAMCK-g=")
+    assert connect.handler(other, None)["statusCode"] == 200
+    for connection_id, user in ((CONNECTION_ID, "user-123"), ("JC1dgf9yoAMCK-g=", "user-456")):
+        event = chat(clientMessageId="1")
+        event["requestContext"].update(
+            connectionId=connection_id, authorizer={"principalId": user, "userId": user}
+        )
+        assert frame_of(message.handler(event, None))["event"] == "accepted"
+    messages = queued_messages(connected)
+    bodies = [json.loads(m["Body"]) for m in messages]
+    assert sorted(b["userId"] for b in bodies) == ["user-123", "user-456"]
+    assert {(b["conversationId"], b["clientMessageId"]) for b in bodies} == {("conv-1", "1")}
+    groups = {m["Attributes"]["MessageGroupId"] for m in messages}
+    assert groups == {
+        hashlib.sha256(json.dumps([user, "conv-1"]).encode()).hexdigest()
+        for user in ("user-123", "user-456")
+    }
+    assert len({m["Attributes"]["MessageDeduplicationId"] for m in messages}) == 2
 
 
 def test_store_failure_is_a_retryable_error(
@@ -233,12 +383,31 @@ def test_store_failure_is_a_retryable_error(
             "conversationId",
         ),
         ('{"action":"chat_message","conversationId":"c","content":7}', "BAD_REQUEST", "content"),
+        (
+            '{"action":"chat_message","conversationId":"c","content":" \\n\\t "}',
+            "BAD_REQUEST",
+            "content: Value error, is only whitespace",
+        ),
+        (
+            '{"action":"chat_message","conversationId":"c","content":"ab\\ufffe"}',
+            "BAD_REQUEST",
+            "U+FFFE at index 2",
+        ),
+        (
+            '{"action":"chat_message","conversationId":"c","content":"\\ud800 x"}',
+            "BAD_REQUEST",
+            "U+D800 at index 0",
+        ),
         ("[" * 60_000 + "]" * 60_000, "BAD_REQUEST", "not valid JSON"),
         ("x" * (schema.MAX_MESSAGE_BYTES + 1), "MESSAGE_TOO_LARGE", "131072"),
     ],
 )
 def test_bad_bodies_get_an_error_frame_naming_the_problem(
-    connected: AwsResources, body: str | None, code: str, names: str
+    connected: AwsResources,
+    body: str | None,
+    code: str,
+    names: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     event = chat_event(body, routeKey="$default", connectedAt=now_ms())
     frame = frame_of(message.handler(event, None))
@@ -246,7 +415,9 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
     assert frame["code"] == code
     assert names in frame["message"]
     assert frame["requestId"] == "BFHQLHnbIAMFbSg="
+    assert frame["retryable"] is False
     assert queued(connected) == []
+    assert unexpected_failures(capsys) == 0
 
 
 def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: AwsResources) -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from runtime import schema
@@ -42,6 +45,10 @@ def test_inbound_actions_are_discriminated_on_action() -> None:
         {"action": "chat_message", "conversationId": "has space", "content": "x"},
         {"action": "chat_message", "conversationId": "ünïcode", "content": "x"},
         {"action": "chat_message", "conversationId": "c", "content": ""},
+        {"action": "chat_message", "conversationId": "c", "content": " "},
+        {"action": "chat_message", "conversationId": "c", "content": "\t\n\u3000\r"},
+        {"action": "chat_message", "conversationId": "c", "content": "a\uffff"},
+        {"action": "chat_message", "conversationId": "c", "content": "\udc00"},
         {"action": "chat_message", "conversationId": "c", "content": 5},
         {"action": "chat_message", "conversationId": "c", "content": "x", "clientMessageId": ""},
         {"action": "nope"},
@@ -119,3 +126,34 @@ def test_multibyte_content_is_measured_in_bytes() -> None:
     # 50,000 three-byte characters: under the limit in characters, over it in bytes.
     with pytest.raises(MessageTooLargeError):
         chat_response("c", "€" * 50_000).to_json()
+
+
+# SendMessage's allowed characters (API_SendMessage, MessageBody):
+# #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF
+SQS_BODY = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
+
+@given(content=st.text(min_size=1))
+def test_content_that_validates_makes_a_queue_body_sqs_accepts(content: str) -> None:
+    """https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html:
+    a body with a character outside the set fails with InvalidMessageContents. Content is
+    either refused here or, once JSON-encoded as the handler does, entirely inside the set."""
+    try:
+        chat = INBOUND_ADAPTER.validate_python(
+            {"action": "chat_message", "conversationId": "c", "content": content}
+        )
+    except ValidationError:
+        assert not content.strip() or re.search(schema.SQS_UNQUEUEABLE_CHARACTERS, content)
+        return
+    assert isinstance(chat, ChatMessageAction)
+    body = json.dumps({"content": chat.content}, ensure_ascii=False)
+    assert SQS_BODY.fullmatch(body)
+    assert json.loads(body)["content"] == content
+
+
+def test_unqueueable_content_is_refused_naming_the_character_and_where() -> None:
+    with pytest.raises(ValidationError) as caught:
+        INBOUND_ADAPTER.validate_python(
+            {"action": "chat_message", "conversationId": "c", "content": "ok \ufffe"}
+        )
+    assert "U+FFFE at index 3" in str(caught.value)

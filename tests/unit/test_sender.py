@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from runtime import aws, schema
 from runtime.config import ConfigError, StoreConfig
-from runtime.connections import ConnectionStore
+from runtime.connections import Connection, ConnectionStore
 from runtime.messages import (
     MessageTooLargeError,
     SystemEvent,
@@ -60,11 +60,23 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     metrics.clear_metrics()
 
 
+class EstablishedStore(ConnectionStore):
+    """Rows of connections past their ``$connect`` unless told otherwise: a 410 removes only
+    those (``remove_gone``)."""
+
+    def add(
+        self, connection_id: str, user_id: str, connected_at_ms: int | None = None, **kw: Any
+    ) -> Connection:
+        established = int((NOW - schema.INTEGRATION_TIMEOUT_SECONDS - 1) * 1000)
+        connected = established if connected_at_ms is None else connected_at_ms
+        return super().add(connection_id, user_id, connected, **kw)
+
+
 @pytest.fixture
 def store() -> Iterator[ConnectionStore]:
     with mock_aws():
         boto3.client("dynamodb").create_table(**schema.table_definition(TABLE))
-        yield ConnectionStore(StoreConfig(table_name=TABLE), clock=lambda: NOW)
+        yield EstablishedStore(StoreConfig(table_name=TABLE), clock=lambda: NOW)
 
 
 @pytest.fixture
@@ -661,3 +673,24 @@ def test_redirect_skips_connections_that_are_gone_too(
     assert [target for target, _ in fake.delivered] == ["live"]
     assert store.get("stale") is None
     assert store.get("live") is not None
+
+
+def test_a_410_during_connect_keeps_the_row_and_the_redirect_tries_again(
+    store: ConnectionStore, fake: FakeManagementApi, fake_time: FakeTime
+) -> None:
+    """API Gateway answers 410 to a post while the target's ``$connect`` still runs ("the
+    connection is not yet established", DESIGN §4): the user's new connection is not stale."""
+    store.add("old", USER)
+    store.add("new", USER, int(NOW * 1000))  # connecting right now
+    fake.gone.update({"old", "new"})
+    fake_time.on_sleep[1] = lambda: fake.gone.discard("new")  # its $connect returns
+    frame = system(SystemEvent.NOTICE, "hi")
+    with make_sender(store, fake, fake_time) as sender:
+        delivered = sender.send_message(
+            "old", frame, user_id=USER, redirect_gone_to_user=True, grace_seconds=1
+        )
+    assert delivered is True
+    assert fake.attempts == ["old", "new", "new"]
+    assert fake.frames_to("new") == [json.loads(frame.to_json())]
+    assert store.get("old") is None
+    assert store.get("new") is not None
