@@ -33,7 +33,15 @@ MAX_ALARM_NAME_LENGTH = 255
 MAX_TOPIC_NAME_LENGTH = 256
 MAX_FILTER_NAME_LENGTH = 512
 # The operations on the connections table (handlers + MessageSender).
-TABLE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query")
+TABLE_OPERATIONS = (
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "GetItem",
+    "Query",
+    "TransactWriteItems",
+    "BatchGetItem",
+)
 API_ERROR_METRICS = ("IntegrationError", "ExecutionError")
 TABLE_METRICS = ("ThrottledRequests", "SystemErrors")
 # Powertools' EMF: the runtime's Metrics(namespace, service) publishes with one dimension.

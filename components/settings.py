@@ -149,7 +149,11 @@ class StackSettings(BaseModel):
     ] = 256
     lambda_timeout_seconds: Annotated[
         int,
-        Field(ge=1, le=schema.INTEGRATION_TIMEOUT_SECONDS, json_schema_extra=_example("10")),
+        Field(
+            ge=schema.MIN_LAMBDA_TIMEOUT_SECONDS,
+            le=schema.INTEGRATION_TIMEOUT_SECONDS,
+            json_schema_extra=_example("10"),
+        ),
     ] = 10
     lambda_runtime: Annotated[LambdaRuntime, Field(json_schema_extra=_example("python3.13"))] = (
         "python3.13"

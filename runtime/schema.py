@@ -195,6 +195,10 @@ DEFAULT_MESSAGES_PER_MINUTE: Final = 60
 DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 10
 RATE_WINDOW_SECONDS: Final = 60
 DEFAULT_AWS_READ_TIMEOUT_SECONDS: Final = 1
+# A handler makes an AWS call only while the call's worst case (2 attempts of 1 s connect + 1 s
+# read, plus botocore's retry delay: 5 s, runtime.aws) and a 0.5 s answer margin fit the time
+# left: a function timeout under 6 s would answer every message "unavailable" without trying.
+MIN_LAMBDA_TIMEOUT_SECONDS: Final = 6
 
 # --- Observability --------------------------------------------------------------------------
 

@@ -214,6 +214,9 @@ def test_table_alarms_sum_every_operation(dev_run: ProgramRun) -> None:
             "DeleteItem",
             "GetItem",
             "Query",
+            # $connect's atomic row + per-user set write, and its self-healing read
+            "TransactWriteItems",
+            "BatchGetItem",
         }
         for m in metrics:
             assert (m["namespace"], m["metricName"]) == ("AWS/DynamoDB", metric)

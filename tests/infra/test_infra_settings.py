@@ -188,3 +188,15 @@ def test_preview_fails_with_every_bad_key(build_dir: Path) -> None:
     for key in ("throttleBurstLimit", "logRetentionDays", "authIssuer"):
         assert f"{PROJECT}:{key}:" in message
     assert not [resource for resource in run.resources if resource.custom]
+
+
+def test_a_function_timeout_too_short_for_one_aws_call_is_refused() -> None:
+    """A handler calls DynamoDB or SQS only while the call's worst case fits the time left
+    (runtime.aws.Deadline): under 6 s every chat message would be answered "unavailable"."""
+    from runtime import aws as runtime_aws
+
+    needed = runtime_aws.call_worst_case_seconds() + runtime_aws.ANSWER_MARGIN_SECONDS
+    assert needed <= schema.MIN_LAMBDA_TIMEOUT_SECONDS
+    with pytest.raises(SettingsError, match="lambdaTimeoutSeconds"):
+        parse_settings({**VALID, "lambdaTimeoutSeconds": "5"})
+    assert parse_settings({**VALID, "lambdaTimeoutSeconds": "6"}).lambda_timeout_seconds == 6
