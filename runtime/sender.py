@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runtime import aws
 from runtime.config import StoreConfig, management_endpoint_from_env
@@ -32,9 +32,12 @@ from runtime.observability import logger
 from runtime.posting import (
     DEFAULT_BASE_BACKOFF_SECONDS,
     DEFAULT_MAX_RETRIES,
+    Boto3Transport,
     Poster,
     RetryPolicy,
     SendStatus,
+    Transport,
+    signed_transport,
 )
 from runtime.redirect import DEFAULT_GRACE_SECONDS, REDIRECT_POLL_SECONDS, Redirector
 from runtime.streaming import Streamer, StreamResult
@@ -74,9 +77,12 @@ class MessageSender:
     """Sends frames to WebSocket connections; one per container, shared by invocations.
 
     ``endpoint_url`` is the management endpoint ``https://{apiId}.execute-api.{region}
-    .amazonaws.com/{stage}``, else ``WEBSOCKET_MANAGEMENT_ENDPOINT``. The boto3 client is the
-    container-wide one from ``runtime.aws`` unless ``client`` is given. ``sleep`` and
-    ``monotonic`` are injectable so tests control backoff and grace periods.
+    .amazonaws.com/{stage}``, else ``WEBSOCKET_MANAGEMENT_ENDPOINT``. ``posting`` chooses how a
+    frame is posted: ``"lean"`` (the default) signs each request with botocore's SigV4 signer
+    and sends it on a kept-alive pool; ``"boto3"`` goes through the boto3 client, the
+    container-wide one from ``runtime.aws`` unless ``client`` is given (which implies
+    ``"boto3"``). Both map the answers the same way. ``sleep`` and ``monotonic`` are injectable
+    so tests control backoff and grace periods.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class MessageSender:
         endpoint_url: str | None = None,
         *,
         client: ApiGatewayManagementApiClient | None = None,
+        posting: Literal["lean", "boto3"] | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         max_retries: int = DEFAULT_MAX_RETRIES,
         base_backoff_seconds: float = DEFAULT_BASE_BACKOFF_SECONDS,
@@ -98,16 +105,27 @@ class MessageSender:
         policy = RetryPolicy(max_retries, base_backoff_seconds)
         if grace_seconds < 0:
             raise ValueError(f"grace_seconds={grace_seconds} must be >= 0")
+        if posting not in (None, "lean", "boto3"):
+            raise ValueError(f"posting={posting!r} must be 'lean' or 'boto3'")
+        if client is not None and posting == "lean":
+            raise ValueError("posting='lean' takes no client: drop client or pass posting='boto3'")
+        self.posting = posting or ("lean" if client is None else "boto3")
         if client is None:
             endpoint_url = endpoint_url or management_endpoint_from_env()
-            client = aws.management_api(endpoint_url)
+        transport: Transport
+        if self.posting == "boto3":
+            client = client or aws.management_api(str(endpoint_url))
+            transport = Boto3Transport(client)
+        else:
+            transport = signed_transport(str(endpoint_url))
         self.store = store
         self.endpoint_url = endpoint_url
         self.client = client
+        """The boto3 client on the ``"boto3"`` path; None on the lean path."""
         self.redirect_gone_to_user = redirect_gone_to_user
         self.grace_seconds = grace_seconds
         self._closed = threading.Event()
-        self.poster = Poster(client, policy, sleep, self._closed)
+        self.poster = Poster(transport, policy, sleep, self._closed)
         self._dispatcher = Dispatcher(store, self.poster, max_workers)
         self._redirector = Redirector(self._dispatcher, sleep, monotonic, self._closed)
         self._streamer = Streamer(self._dispatcher, self._redirector)
@@ -122,6 +140,7 @@ class MessageSender:
         """Stop the worker threads (tests and local mode; a Lambda container never needs it)."""
         self._closed.set()
         self._dispatcher.close()
+        self.poster.transport.close()
 
     def __enter__(self) -> MessageSender:
         return self
