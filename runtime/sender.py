@@ -40,7 +40,13 @@ from runtime.posting import (
     signed_transport,
 )
 from runtime.redirect import DEFAULT_GRACE_SECONDS, REDIRECT_POLL_SECONDS, Redirector
-from runtime.streaming import Streamer, StreamResult
+from runtime.streaming import (
+    DEFAULT_COALESCE_SECONDS,
+    DEFAULT_MAX_COALESCE_SECONDS,
+    Coalescing,
+    Streamer,
+    StreamResult,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -81,8 +87,10 @@ class MessageSender:
     frame is posted: ``"lean"`` (the default) signs each request with botocore's SigV4 signer
     and sends it on a kept-alive pool; ``"boto3"`` goes through the boto3 client, the
     container-wide one from ``runtime.aws`` unless ``client`` is given (which implies
-    ``"boto3"``). Both map the answers the same way. ``sleep`` and ``monotonic`` are injectable
-    so tests control backoff and grace periods.
+    ``"boto3"``). Both map the answers the same way. ``stream`` gathers later chunks into one
+    frame for ``coalesce_seconds``, doubling per frame up to ``max_coalesce_seconds`` (0 sends
+    each chunk as it comes). ``sleep`` and ``monotonic`` are injectable so tests control
+    backoff and grace periods.
     """
 
     def __init__(
@@ -97,12 +105,15 @@ class MessageSender:
         base_backoff_seconds: float = DEFAULT_BASE_BACKOFF_SECONDS,
         redirect_gone_to_user: bool = False,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        coalesce_seconds: float = DEFAULT_COALESCE_SECONDS,
+        max_coalesce_seconds: float = DEFAULT_MAX_COALESCE_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers={max_workers} must be >= 1")
         policy = RetryPolicy(max_retries, base_backoff_seconds)
+        coalescing = Coalescing(coalesce_seconds, max(coalesce_seconds, max_coalesce_seconds))
         if grace_seconds < 0:
             raise ValueError(f"grace_seconds={grace_seconds} must be >= 0")
         if posting not in (None, "lean", "boto3"):
@@ -128,7 +139,7 @@ class MessageSender:
         self.poster = Poster(transport, policy, sleep, self._closed)
         self._dispatcher = Dispatcher(store, self.poster, max_workers)
         self._redirector = Redirector(self._dispatcher, sleep, monotonic, self._closed)
-        self._streamer = Streamer(self._dispatcher, self._redirector)
+        self._streamer = Streamer(self._dispatcher, self._redirector, coalescing)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> MessageSender:
@@ -219,9 +230,10 @@ class MessageSender:
     ) -> StreamResult:
         """Stream an answer: typing on, numbered ``chat_response`` chunks, done, typing off.
 
-        Every chunk frame carries ``message_id`` and ``sequence`` 0, 1, 2, ...; a chunk too big
-        for one message is split into several, so a whole answer may be passed as one chunk.
-        Empty chunks are skipped. The last ``chat_response`` has ``done: true``, empty
+        Every chunk frame carries ``message_id`` and ``sequence`` 0, 1, 2, ...; the first chunk
+        goes out at once, later ones are coalesced into frames (``coalesce_seconds``); a chunk
+        too big for one message is split into several, so a whole answer may be passed as one
+        chunk. Empty chunks are skipped. The last ``chat_response`` has ``done: true``, empty
         ``content``, ``metadata`` and ``sequence`` equal to the number of content chunks
         before it, so a client knows when it holds them all. Typing off is best effort.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from runtime.messages import (
 )
 from runtime.observability import Metric, metrics
 from runtime.sender import REDIRECT_POLL_SECONDS, BroadcastResult, MessageSender
+from runtime.streaming import Coalescing
 from tests.unit.fake_management_api import HANG, RESET, FakeManagementApi, serve
 
 TABLE = "connections-test"
@@ -215,6 +217,7 @@ def test_the_lean_path_needs_credentials_and_a_region(
         ("max_retries", -1),
         ("base_backoff_seconds", -0.1),
         ("grace_seconds", -1),
+        ("coalesce_seconds", -0.01),
         ("posting", "http2"),
     ],
 )
@@ -496,7 +499,7 @@ def test_broadcast_to_a_user_without_connections(
 def test_stream_frames_in_order(
     api: FakeManagementApi, make_sender: Callable[..., MessageSender]
 ) -> None:
-    with make_sender() as sender:
+    with make_sender(coalesce_seconds=0) as sender:
         result = sender.stream(
             "c1", "conv-1", ["Hel", "", "lo", " world"], message_id="m1", metadata={"k": 1}
         )
@@ -519,6 +522,62 @@ def test_stream_frames_in_order(
     assert {c["conversationId"] for c in frames} == {"conv-1"}
     assert chunks[-1]["metadata"] == {"k": 1}
     assert metric_total(Metric.MESSAGES_SENT) == 6
+
+
+def test_later_chunks_are_coalesced_and_the_first_goes_out_alone(
+    api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    tokens = [f"t{index} " for index in range(100)]
+    # A window of an hour: the chunks end long before it closes, and what is gathered goes
+    # out when they end (the test would hang otherwise).
+    with make_sender(coalesce_seconds=3600) as sender:
+        result = sender.stream("c1", "conv", tokens, message_id="m1")
+    assert result.completed
+    chunks = [f for f in api.frames_to("c1") if f["type"] == "chat_response"]
+    assert [c["content"] for c in chunks] == ["t0 ", "".join(tokens[1:]), ""]
+    assert [c["sequence"] for c in chunks] == [0, 1, 2]
+    assert result.chunks == 2
+
+
+def test_a_window_closes_while_the_model_is_still_thinking(
+    api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    def answer() -> Iterator[str]:
+        yield "a"
+        yield "b"
+        # The model stalls (up to 10 s): "b" must go out when its window closes, not with "c".
+        for _ in range(1000):
+            if any(f.get("content") == "b" for f in api.frames_to("c1")):
+                break
+            time.sleep(0.01)
+        yield "c"
+
+    with make_sender(coalesce_seconds=0.05) as sender:
+        result = sender.stream("c1", "conv", answer())
+    assert result.completed
+    chunks = [f for f in api.frames_to("c1") if f["type"] == "chat_response"]
+    assert [c["content"] for c in chunks] == ["a", "b", "c", ""]
+
+
+def test_coalesced_frames_stay_within_one_32_kb_frame(
+    api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    tokens = ['"quoted" ünïcode\n ' * 50] * 100  # JSON escapes make frames bigger than text
+    with make_sender(coalesce_seconds=3600) as sender:
+        result = sender.stream("c1", "conv", tokens)
+    assert result.completed
+    assert all(len(data) <= schema.MAX_FRAME_BYTES for _, data in api.delivered)
+    chunks = [f for f in api.frames_to("c1") if f["type"] == "chat_response"]
+    assert "".join(c["content"] for c in chunks) == "".join(tokens)
+    assert [c["sequence"] for c in chunks] == list(range(len(chunks)))
+    assert 4 <= len(chunks) < len(tokens)
+
+
+def test_the_window_doubles_per_frame_up_to_its_maximum() -> None:
+    coalescing = Coalescing(0.05, 0.25)
+    assert [coalescing.window(n) for n in range(5)] == [0.05, 0.1, 0.2, 0.25, 0.25]
+    with pytest.raises(ValueError, match="max_coalesce_seconds"):
+        Coalescing(0.5, 0.25)
 
 
 def test_a_stream_survives_one_dropped_post(
@@ -576,7 +635,7 @@ def test_stream_stops_when_the_connection_is_gone(
                 api.gone.add("c1")
             yield part
 
-    with make_sender() as sender:
+    with make_sender(coalesce_seconds=0) as sender:
         result = sender.stream("c1", "conv", answer())
     assert not result
     assert result.chunks == 2
@@ -592,13 +651,15 @@ def test_stream_sends_typing_off_when_the_answer_fails(
 ) -> None:
     def answer() -> Iterator[str]:
         yield "partial"
+        yield " and gathered"
         raise TimeoutError("model timed out")
 
     with make_sender() as sender, pytest.raises(TimeoutError):
         sender.stream("c1", "conv", answer())
     frames = api.frames_to("c1")
     assert frames[-1] == {**frames[-1], "type": "typing_indicator", "isTyping": False}
-    assert [f.get("content") for f in frames] == [None, "partial", None]
+    # What was gathered before the failure still goes out, then typing off.
+    assert [f.get("content") for f in frames] == [None, "partial", " and gathered", None]
 
 
 # --- redirect to the user's live connection (answers survive a reconnect) ------------------
@@ -622,7 +683,7 @@ def test_stream_continues_on_the_users_new_connection(
         yield "c"
         yield "d"
 
-    with make_sender(redirect_gone_to_user=True) as sender:
+    with make_sender(redirect_gone_to_user=True, coalesce_seconds=0) as sender:
         result = sender.stream("old", "conv", answer(), message_id="m1")
     assert result.completed
     assert result.connection_ids == ("new",)
