@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCHMARK_NAMES = ("cold_start", "aws_calls", "fanout", "gateway", "peer")
+BENCHMARK_NAMES = ("cold_start", "aws_calls", "sender", "stream", "fanout", "gateway", "peer")
 RESULTS_PATH = Path(__file__).with_name("results.json")
 RATIO_SUFFIX = "_ratio"
 

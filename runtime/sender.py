@@ -131,6 +131,8 @@ class MessageSender:
             transport = signed_transport(str(endpoint_url))
         self.store = store
         self.endpoint_url = endpoint_url
+        self.max_retries = max_retries
+        self.base_backoff_seconds = base_backoff_seconds
         self.client = client
         """The boto3 client on the ``"boto3"`` path; None on the lean path."""
         self.redirect_gone_to_user = redirect_gone_to_user
