@@ -26,6 +26,7 @@ from typing import Any
 
 from benchmarks import stats
 from benchmarks.mode import Mode
+from benchmarks.pricing import API_GATEWAY_MESSAGE_USD, PER_MILLION
 from benchmarks.report import STATUS_FAILED, Section, progress
 from benchmarks.sender import LAMBDA_CPU_SHARE, LAMBDA_MEMORY_MB, held_stack
 from runtime.connections import ConnectionStore
@@ -39,6 +40,7 @@ TARGET_FRAMES_PER_TOKEN = 0.15
 TARGET_FIRST_TOKEN_DELAY_MS = 5.0
 WAYS = {"coalesced": {}, "per_token": {"coalesce_seconds": 0.0}}
 PATHS = ("lean", "boto3")
+FRAMES_AROUND_CONTENT = 3  # typing on, the done frame, typing off
 
 
 @dataclass
@@ -197,6 +199,16 @@ def _section(
             "met": frames_met and first_met,
         },
         "lambda_256mb": {"rtt_ms": RTT_MS, "stream_seconds": lambda_seconds},
+        # API Gateway bills each outbound frame (up to 32 KB) as one message.
+        "usd_per_million_answers": {
+            way: round(
+                (figures[way]["frames"] + FRAMES_AROUND_CONTENT)
+                * API_GATEWAY_MESSAGE_USD
+                * PER_MILLION,
+                2,
+            )
+            for way in WAYS
+        },
         "frames_posted": frames_posted,
     }
     section.row(
