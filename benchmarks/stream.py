@@ -115,7 +115,7 @@ def _stream_once(
 
 
 def _tokens_for(mode: Mode) -> int:
-    return mode.pick(500, 500, 25)
+    return mode.pick(500, 250, 25)
 
 
 def run(mode: Mode) -> Section:

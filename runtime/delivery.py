@@ -26,7 +26,7 @@ from runtime.messages import (
 from runtime.observability import Metric, count, logger
 from runtime.posting import SendStatus
 
-DEFAULT_MAX_WORKERS = 32
+DEFAULT_MAX_WORKERS = 64
 
 Message: TypeAlias = (
     ChatResponse | TypingIndicator | ErrorFrame | SystemFrame | Mapping[str, Any] | str
