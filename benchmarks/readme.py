@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import RESULTS_PATH
+from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
 NOT_MEASURED = "not measured"
@@ -89,6 +89,14 @@ def targets(results: dict[str, Any]) -> str:
             if authorizer is None
             else authorizer <= 0.6 and not _get(results, "cold_start.authorizer_imports_boto3"),
             _num(authorizer, ".2f", "x"),
+        ),
+        (
+            "gateway emulator: p99 <= 20 ms at 1000 connections, 200 msg/s, 0 errors",
+            None
+            if _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") is None
+            else _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") <= 1
+            and _get(results, "gateway.emulator.c1000_r200.errors") == 0,
+            _cell(results, "gateway.emulator.c1000_r200.rtt_ms.p99", ".1f", " ms"),
         ),
         (
             ">= 1.5x serverless-offline's throughput at 10 clients, p99 not worse, "
@@ -187,7 +195,36 @@ def peer_runs(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def runs(results: dict[str, Any]) -> str:
+    """Which command produced each section, on which machine."""
+    machine = results.get("machine") or {}
+    cpu = machine.get("cpu") or {}
+    lines = [_row(("benchmark", "mode", "seconds", "command")), "|---|---|---|---|"]
+    for name in BENCHMARK_NAMES:
+        section = results.get(name) or {}
+        lines.append(
+            _row(
+                (
+                    name,
+                    str(section.get("mode", section.get("status", NOT_MEASURED))),
+                    _num(section.get("seconds"), ".0f"),
+                    f"`{section['command']}`" if "command" in section else NOT_MEASURED,
+                )
+            )
+        )
+    load = ", ".join(str(value) for value in machine.get("load_average") or [])
+    lines += [
+        "",
+        f"Machine of the last run: {cpu.get('Model name', 'unknown CPU')}, "
+        f"{machine.get('nproc', '?')} vCPUs, {machine.get('memory_mb', '?')} MB, "
+        f"Python {machine.get('python', '?')}, Node {machine.get('node') or 'absent'}; "
+        f"load average {load or '?'} at the end (the machine is shared).",
+    ]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "runs": runs,
     "targets": targets,
     "sender": sender,
     "stream": stream,
@@ -197,13 +234,13 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def _pattern(name: str) -> re.Pattern[str]:
     return re.compile(
-        rf"(<!-- bench:{re.escape(name)} -->\n).*?(\n<!-- /bench:{re.escape(name)} -->)", re.S
+        rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S
     )
 
 
 def _replacement(text: str) -> Callable[[re.Match[str]], str]:
     def replace(match: re.Match[str]) -> str:
-        return match.group(1) + text + match.group(2)
+        return match.group(1) + text + "\n" + match.group(2)
 
     return replace
 
