@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks.__main__ import _consecutive, _parser
@@ -57,3 +59,52 @@ def test_consecutive_runs_keep_every_runs_figures() -> None:
         "run 1: throughput",
         "run 2: throughput",
     ]
+
+
+RATIO_KEYS = (
+    "cold_start.handlers.authorizer.vs_baseline_ratio",
+    "cold_start.handlers.chat_message.vs_baseline_ratio",
+    "cold_start.handlers.connect.vs_baseline_ratio",
+    "cold_start.handlers.disconnect.vs_baseline_ratio",
+    "aws_calls.broadcast_calls_per_connection_ratio",
+    "fanout.n1000.speedup_ratio",
+    "fanout.n1000.posting_speedup_ratio",
+    "gateway.emulator.c1000_r200.p99_vs_target_ratio",
+    "peer.serverless_offline.throughput_ratio",
+    "peer.serverless_offline.p99_ratio",
+    "peer.architect.throughput_ratio",
+    "sender.cpu_per_post_ratio",
+    "stream.frames_per_token_ratio",
+)
+
+
+def test_the_committed_results_keep_every_ratio_and_add_the_new_ones() -> None:
+    results = json.loads(RESULTS_PATH.read_text())
+    for dotted in (*RATIO_KEYS, "stream.first_token_delay_ms"):
+        value: object = results
+        for key in dotted.split("."):
+            assert isinstance(value, dict), dotted
+            assert key in value, f"{dotted} is missing"
+            value = value[key]
+        assert isinstance(value, int | float), dotted
+
+
+def test_the_sender_and_stream_benchmarks_run(tmp_path: Path) -> None:
+    """Once each (``--smoke``), against a real local stack: the harness works; no timing."""
+    output = tmp_path / "results.json"
+    completed = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "benchmarks", "sender", "stream", "--smoke", "--output", output],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    results = json.loads(output.read_text())
+    assert completed.stdout.rstrip().endswith(f"results: {output}")
+    assert results["sender"]["frames_received"] == results["sender"]["frames_posted"]
+    assert results["sender"]["cpu_ms_per_post"]["lean"]["n"] == 1
+    stream = results["stream"]
+    assert stream["per_token"]["frames"] == stream["tokens"]
+    assert 1 <= stream["coalesced"]["frames"] <= stream["tokens"]
+    assert stream["usd_per_million_answers"]["per_token"] == stream["tokens"] + 3
