@@ -234,8 +234,8 @@ class Streamer:
                     break
         except Exception:
             # What was gathered before the answer failed still goes out, then typing off.
-            if gathered and self._flush(state, frames, gathered):
-                gathered = []
+            if gathered:
+                self._flush(state, frames, gathered)
             self._typing_off(state, conversation_id)
             raise
         finally:
