@@ -14,6 +14,8 @@ share over the CPU per post (a cgroup quota would say the same, but needs root a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,7 +76,9 @@ def held_stack(work_dir: Path, user_id: str, connections: int = 1) -> Iterator[H
             try:
                 store = ConnectionStore(StoreConfig(stack.table_name))
                 ids = store.connection_ids_for_user(user_id)
-                yield HeldStack(stack, held, store, ids)
+                # The sender's EMF metrics (printed every 100 values) would garble the table.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    yield HeldStack(stack, held, store, ids)
             finally:
                 aws.reset_clients()
 
