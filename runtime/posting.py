@@ -32,7 +32,6 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 from botocore.utils import percent_encode
-from urllib3.util.wait import wait_for_read
 
 from runtime import aws
 from runtime.config import ConfigError
@@ -50,6 +49,8 @@ _GONE_STATUS = 410
 _THROTTLED_STATUS = 429
 _FIRST_SERVER_ERROR = 500
 _GONE_CODE = "GoneException"
+# How a request on a kept-alive socket that the endpoint closed while idle fails.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 _THROTTLING_CODES = frozenset(
     {"LimitExceededException", "ThrottlingException", "TooManyRequestsException"}
 )
@@ -165,15 +166,25 @@ class SignedTransport:
         # Frozen per request: refreshable credentials refresh here when they near expiry.
         signer = SigV4Auth(self._credentials.get_frozen_credentials(), SIGNING_NAME, self._region)
         signer.add_auth(request)
-        connection: http.client.HTTPConnection | None = None
+        return self._exchange(path, data, dict(request.headers.items()), retry_closed=True)
+
+    def _exchange(
+        self, path: str, data: bytes, headers: dict[str, str], *, retry_closed: bool
+    ) -> Answer:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        reused = connection is not None
         try:
             connection = self._connection()
-            connection.request("POST", path, body=data, headers=dict(request.headers.items()))
+            connection.request("POST", path, body=data, headers=headers)
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
             if connection is not None:
                 self._discard(connection)
+            # A kept-alive socket the endpoint closed while it was idle fails at once, before
+            # any answer: once more on a new connection, without a backoff.
+            if reused and retry_closed and isinstance(exc, _CLOSED_WHILE_IDLE):
+                return self._exchange(path, data, headers, retry_closed=False)
             return Answer.of_network_error(exc)
         if response.will_close:
             self._discard(connection)
@@ -183,11 +194,8 @@ class SignedTransport:
 
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None and connection.sock is not None:
-            # An idle kept-alive socket that is readable was closed by the other end.
-            if not wait_for_read(connection.sock, timeout=0.0):
-                return connection
-            self._discard(connection)
+        if connection is not None:
+            return connection
         connection = self._connection_class(
             self._host, self._port, timeout=self._timeouts.connect_seconds
         )

@@ -57,6 +57,8 @@ class FakeManagementApi:
         self.gone: set[str] = set()
         self.script: dict[str, deque[int | str]] = defaultdict(deque)
         self.barrier: threading.Barrier | None = None
+        # Close each connection after its answer, unannounced, as an endpoint closes idle ones.
+        self.close_after_answer = False
         self.attempts: list[str] = []
         self.delivered: list[tuple[str, bytes]] = []
         self.bad_signatures = 0
@@ -141,6 +143,7 @@ def _handler(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
                 answer = 200
             assert isinstance(answer, int)
             self._send(answer, _ERROR_TYPES.get(answer, ""))
+            self.close_connection = api.close_after_answer
 
         def _send(self, status: int, error_type: str) -> None:
             body = b"" if status == 200 else json.dumps({"message": error_type}).encode()

@@ -306,6 +306,23 @@ def test_one_transient_error_is_retried_like_a_throttle(
     assert [target for target, _ in api.delivered] == ["c1"]
 
 
+def test_a_connection_the_endpoint_closed_while_idle_is_replaced(
+    api: FakeManagementApi,
+    make_sender: Callable[..., MessageSender],
+    fake_time: FakeTime,
+    posting: str,
+) -> None:
+    api.close_after_answer = True
+    with make_sender() as sender:
+        for index in range(3):
+            assert sender.send_message("c1", {"type": "system", "event": "notice", "n": index})
+    assert [frame["n"] for frame in api.frames_to("c1")] == [0, 1, 2]
+    if posting == "lean":
+        # At once; the boto3 client's pool sees the close only when it has already arrived,
+        # otherwise its post fails and the sender retries after a backoff.
+        assert fake_time.sleeps == []
+
+
 @pytest.mark.parametrize("persistent", [429, 500, 503, RESET])
 def test_an_error_that_persists_fails_after_the_retries(
     store: ConnectionStore,
