@@ -1,8 +1,11 @@
 """``python -m benchmarks [name ...] [--quick]``: run benchmarks, print one table, write JSON.
 
 With no name, every benchmark runs, in the order of ``BENCHMARK_NAMES``. A benchmark that fails
-or must be skipped (npm absent...) says why in its row and in ``results.json``; the others still
-run, and the exit status is 1 when any failed.
+or must be skipped (npm absent...) says why in its row and in the results; the others still
+run, and the exit status is 1 when any failed. Results go to ``.build/bench/results.json``
+(``--output`` elsewhere); ``--update-results`` writes the committed ``benchmarks/results.json``
+(then ``python -m benchmarks.readme`` renders the README's tables from it). ``--repeat N`` runs
+each benchmark N times in a row and keeps every run's figures under ``consecutive_runs``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from benchmarks.mode import Mode
 from benchmarks.report import (
     BENCHMARK_NAMES,
     RESULTS_PATH,
+    RUN_RESULTS_PATH,
     STATUS_FAILED,
+    Row,
     Section,
     failed,
     progress,
@@ -57,10 +62,23 @@ def _parser() -> argparse.ArgumentParser:
         help="fanout: the latency injected into each PostToConnection (default 20)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each benchmark N times in a row; every run's figures are kept",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--output",
         type=Path,
-        default=RESULTS_PATH,
-        help=f"where to write the JSON results (default: {RESULTS_PATH.name} beside this code)",
+        default=RUN_RESULTS_PATH,
+        help="where to write the JSON results (default: .build/bench/results.json)",
+    )
+    where.add_argument(
+        "--update-results",
+        action="store_true",
+        help="write the committed benchmarks/results.json (the README's tables come from it)",
     )
     return parser
 
@@ -93,6 +111,30 @@ def run_benchmark(name: str, mode: Mode, **options: Any) -> Section:
     return section
 
 
+def _consecutive(runs: list[Section]) -> Section:
+    """The last run's section; with several, every run's figures under ``consecutive_runs``."""
+    last = runs[-1]
+    if len(runs) > 1:
+        last.data["consecutive_runs"] = [
+            {key: value for key, value in run.data.items() if key != "consecutive_runs"}
+            | {"status": run.status}
+            for run in runs
+        ]
+        if any(run.status == STATUS_FAILED for run in runs):
+            last.status = STATUS_FAILED
+            last.reason = "; ".join(
+                f"run {index + 1}: {run.reason}"
+                for index, run in enumerate(runs)
+                if run.status == STATUS_FAILED
+            )
+        last.rows = [
+            Row(f"run {index + 1}: {row.measurement}", row.value, row.comparison)
+            for index, run in enumerate(runs)
+            for row in run.rows
+        ]
+    return last
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parsed = _parser().parse_args(arguments)
@@ -101,7 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error(
             f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARK_NAMES)}"
         )
+    if parsed.repeat < 1:
+        _parser().error(f"--repeat {parsed.repeat}: run at least once")
     names = [name for name in BENCHMARK_NAMES if name in parsed.names] or list(BENCHMARK_NAMES)
+    output: Path = RESULTS_PATH if parsed.update_results else parsed.output
     mode = Mode.SMOKE if parsed.smoke else Mode.QUICK if parsed.quick else Mode.FULL
     command = _command(arguments)
     sections = []
@@ -109,10 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra: dict[str, Any] = {}
         if name == "fanout" and parsed.latency_ms is not None:
             extra["latency_ms"] = parsed.latency_ms
-        sections.append(run_benchmark(name, mode, **extra))
-    write_results(sections, command, parsed.output)
+        runs = [run_benchmark(name, mode, **extra) for _ in range(parsed.repeat)]
+        sections.append(_consecutive(runs))
+    write_results(sections, command, output)
     print(render_table(sections))
-    print(f"\ncommand: {command}\nresults: {parsed.output}")
+    print(f"\ncommand: {command}\nresults: {output}")
     return 1 if any(section.status == STATUS_FAILED for section in sections) else 0
 
 

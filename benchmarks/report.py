@@ -1,6 +1,8 @@
-"""What a benchmark hands back, the one table printed, and ``benchmarks/results.json``.
+"""What a benchmark hands back, the one table printed, and the results file.
 
-``results.json`` has one top-level key per benchmark plus ``machine`` and ``command``. A
+A run writes ``.build/bench/results.json`` unless told otherwise; ``--update-results`` writes the
+committed ``benchmarks/results.json`` instead, which the README's tables are rendered from. The
+file has one top-level key per benchmark plus ``machine`` and ``command``. A
 benchmark that was not run by this command keeps what an earlier run wrote (its own ``command``
 says which run that was), or ``{"status": "not run"}``. Every ratio is a finite number under a
 key ending in ``_ratio``, so other tools can read the file without knowing its layout.
@@ -20,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCHMARK_NAMES = ("cold_start", "aws_calls", "fanout", "gateway", "peer")
+BENCHMARK_NAMES = ("cold_start", "aws_calls", "sender", "stream", "fanout", "gateway", "peer")
+# The committed figures the README's tables are rendered from (``--update-results``).
 RESULTS_PATH = Path(__file__).with_name("results.json")
+# Where a run writes by default: outside the tracked tree, so a run leaves the worktree clean.
+RUN_RESULTS_PATH = Path(__file__).resolve().parent.parent / ".build" / "bench" / "results.json"
 RATIO_SUFFIX = "_ratio"
 
 STATUS_OK = "ok"

@@ -149,6 +149,16 @@ def management_api(endpoint_url: str) -> ApiGatewayManagementApiClient:
     )
 
 
+def session() -> boto3.session.Session:
+    """The container's session: credentials and region for posting without a client."""
+    return _session()
+
+
+def management_config() -> Config:
+    """The management API's timeouts and pool size, for the client and the lean posting path."""
+    return _MANAGEMENT_CONFIG
+
+
 def reset_clients() -> None:
     """Forget the cached clients (tests that switch between moto and stubs)."""
     for cached in (_session, _read_timeout_seconds, _config, dynamodb, sqs, management_api):

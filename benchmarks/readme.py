@@ -1,0 +1,275 @@
+"""The README's performance tables, rendered from the committed ``benchmarks/results.json``.
+
+``python -m benchmarks.readme`` rewrites each block between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` in README.md; ``--check`` only says whether they match (the test
+``tests/benchmarks/test_readme_tables.py`` does the same). Figures are never pasted by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH
+
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+NOT_MEASURED = "not measured"
+
+
+def _get(results: dict[str, Any], dotted: str) -> Any:
+    value: Any = results
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _num(value: Any, spec: str, suffix: str = "") -> str:
+    return NOT_MEASURED if not isinstance(value, int | float) else f"{value:{spec}}{suffix}"
+
+
+def _verdict(met: Any) -> str:
+    if met is None:
+        return NOT_MEASURED
+    return "**met**" if met else "**missed**"
+
+
+def targets(results: dict[str, Any]) -> str:
+    """One row per target of the performance issues, with the figure that decides it."""
+    cold = "cold_start.handlers"
+    chat = _get(results, f"{cold}.chat_message.vs_baseline_ratio")
+    connect = _get(results, f"{cold}.connect.vs_baseline_ratio")
+    disconnect = _get(results, f"{cold}.disconnect.vs_baseline_ratio")
+    authorizer = _get(results, f"{cold}.authorizer.vs_baseline_ratio")
+    cold_values = (chat, connect, disconnect)
+    cold_met = None if any(v is None for v in cold_values) else all(v <= 1.3 for v in cold_values)
+    fanout = _get(results, "fanout.n1000.speedup_ratio")
+    lost = _get(results, "fanout.n1000.messages_lost")
+    peer_runs = _get(results, "peer.consecutive_runs") or []
+    peer_met = [_get(run, "serverless_offline.target.met") for run in peer_runs]
+    rows = [
+        (
+            "CPU per post, lean path <= 0.35x the boto3 client's",
+            _get(results, "sender.target.met"),
+            _num(_get(results, "sender.cpu_per_post_ratio"), ".2f", "x"),
+        ),
+        (
+            "streamed answer: <= 0.15 frames per token (500 tokens at 50/s)",
+            None
+            if _get(results, "stream.frames_per_token_ratio") is None
+            else _get(results, "stream.frames_per_token_ratio") <= 0.15,
+            _num(_get(results, "stream.frames_per_token_ratio"), ".3f"),
+        ),
+        (
+            "streamed answer: first token within 5 ms of a frame per token",
+            None
+            if _get(results, "stream.first_token_delay_ms") is None
+            else _get(results, "stream.first_token_delay_ms") <= 5,
+            _num(_get(results, "stream.first_token_delay_ms"), "+.1f", " ms"),
+        ),
+        (
+            "fan-out to 1000 at 20 ms per post >= 20x the sequential loop, nothing lost",
+            None if fanout is None else fanout >= 20 and lost == 0,
+            f"{_num(fanout, '.1f', 'x')}, {_num(lost, 'd')} lost",
+        ),
+        (
+            "cold start: chat_message, connect, disconnect <= 1.3x import boto3 + client",
+            cold_met,
+            " / ".join(_num(v, ".2f", "x") for v in cold_values),
+        ),
+        (
+            "cold start: authorizer <= 0.6x, without boto3",
+            None
+            if authorizer is None
+            else authorizer <= 0.6 and not _get(results, "cold_start.authorizer_imports_boto3"),
+            _num(authorizer, ".2f", "x"),
+        ),
+        (
+            "gateway emulator: p99 <= 20 ms at 1000 connections, 200 msg/s, 0 errors",
+            None
+            if _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") is None
+            else _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") <= 1
+            and _get(results, "gateway.emulator.c1000_r200.errors") == 0,
+            _cell(results, "gateway.emulator.c1000_r200.rtt_ms.p99", ".1f", " ms"),
+        ),
+        (
+            ">= 1.5x serverless-offline's throughput at 10 clients, p99 not worse, "
+            "three runs in a row",
+            None if len(peer_met) < 3 else all(peer_met[-3:]),
+            ", ".join(
+                _num(_get(run, "serverless_offline.throughput_ratio"), ".2f", "x")
+                for run in peer_runs
+            )
+            or NOT_MEASURED,
+        ),
+    ]
+    lines = ["| target | result | measured |", "|---|---|---|"]
+    lines += [f"| {target} | {_verdict(met)} | {figure} |" for target, met, figure in rows]
+    return "\n".join(lines)
+
+
+def _cell(results: dict[str, Any], dotted: str, spec: str, suffix: str = "") -> str:
+    return _num(_get(results, dotted), spec, suffix)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def sender(results: dict[str, Any]) -> str:
+    lines = [
+        _row(("posting path", "CPU per post (median)", "256 MB Lambda: CPU per post", "posts/s")),
+        "|---|---|---|---|",
+    ]
+    for path in ("lean", "boto3"):
+        lambda_sized = f"sender.lambda_256mb.{path}"
+        cells = (
+            path,
+            _cell(results, f"sender.cpu_ms_per_post.{path}.p50", ".3f", " ms"),
+            _cell(results, f"{lambda_sized}.wall_ms_per_post_cpu", ".1f", " ms"),
+            _cell(results, f"{lambda_sized}.posts_per_second_per_function", ".0f"),
+        )
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def stream(results: dict[str, Any]) -> str:
+    lines = [
+        _row(
+            (
+                "way",
+                "frames",
+                "first token to its frame",
+                "last token to last frame",
+                "USD per million answers",
+                "whole answer, 256 MB Lambda, lean / boto3",
+            )
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for way, label in (("coalesced", "coalesced (default)"), ("per_token", "a frame per token")):
+        seconds = "stream.lambda_256mb.stream_seconds"
+        cells = (
+            label,
+            _cell(results, f"stream.{way}.frames", ".0f"),
+            _cell(results, f"stream.{way}.first_token_ms", ".1f", " ms"),
+            _cell(results, f"stream.{way}.last_frame_lag_ms", ".0f", " ms"),
+            _cell(results, f"stream.usd_per_million_answers.{way}", ",.2f"),
+            _cell(results, f"{seconds}.lean_{way}", ".1f", " s")
+            + " / "
+            + _cell(results, f"{seconds}.boto3_{way}", ".1f", " s"),
+        )
+        lines.append(_row(cells))
+    tokens = _cell(results, "stream.tokens", "d")
+    rate = _cell(results, "stream.tokens_per_second", "g")
+    return "\n".join([*lines, "", f"({tokens} tokens at {rate} tokens/s.)"])
+
+
+def peer_runs(results: dict[str, Any]) -> str:
+    runs = _get(results, "peer.consecutive_runs") or []
+    lines = [
+        "| run | ours, 10 clients | serverless-offline, 10 clients | throughput ratio "
+        "| p99 ours / theirs | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, run in enumerate(runs, start=1):
+        ours = _get(run, "ours.clients_10") or {}
+        theirs = _get(run, "serverless_offline.clients_10") or {}
+        lines.append(
+            f"| {index} | {_num(ours.get('throughput_per_second'), '.0f', ' msg/s')}, "
+            f"p99 {_num(ours.get('rtt_p99_ms'), '.1f', ' ms')} "
+            f"| {_num(theirs.get('throughput_per_second'), '.0f', ' msg/s')}, "
+            f"p99 {_num(theirs.get('rtt_p99_ms'), '.1f', ' ms')} "
+            f"| {_num(_get(run, 'serverless_offline.throughput_ratio'), '.2f', 'x')} "
+            f"| {_num(ours.get('rtt_p99_ms'), '.1f')} / {_num(theirs.get('rtt_p99_ms'), '.1f')} "
+            f"| {_verdict(_get(run, 'serverless_offline.target.met'))} |"
+        )
+    if not runs:
+        lines.append(f"| - | {NOT_MEASURED} | | | | |")
+    return "\n".join(lines)
+
+
+def runs(results: dict[str, Any]) -> str:
+    """Which command produced each section, on which machine."""
+    machine = results.get("machine") or {}
+    cpu = machine.get("cpu") or {}
+    lines = [_row(("benchmark", "mode", "seconds", "command")), "|---|---|---|---|"]
+    for name in BENCHMARK_NAMES:
+        section = results.get(name) or {}
+        lines.append(
+            _row(
+                (
+                    name,
+                    str(section.get("mode", section.get("status", NOT_MEASURED))),
+                    _num(section.get("seconds"), ".0f"),
+                    f"`{section['command']}`" if "command" in section else NOT_MEASURED,
+                )
+            )
+        )
+    load = ", ".join(str(value) for value in machine.get("load_average") or [])
+    lines += [
+        "",
+        f"Machine of the last run: {cpu.get('Model name', 'unknown CPU')}, "
+        f"{machine.get('nproc', '?')} vCPUs, {machine.get('memory_mb', '?')} MB, "
+        f"Python {machine.get('python', '?')}, Node {machine.get('node') or 'absent'}; "
+        f"load average {load or '?'} at the end (the machine is shared).",
+    ]
+    return "\n".join(lines)
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "runs": runs,
+    "targets": targets,
+    "sender": sender,
+    "stream": stream,
+    "peer-runs": peer_runs,
+}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S
+    )
+
+
+def _replacement(text: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        return match.group(1) + text + "\n" + match.group(2)
+
+    return replace
+
+
+def render(readme: str, results: dict[str, Any]) -> str:
+    """``readme`` with every bench block rendered from ``results``."""
+    for name, block in BLOCKS.items():
+        pattern = _pattern(name)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md has no <!-- bench:{name} --> block")
+        readme = pattern.sub(_replacement(block(results)), readme)
+    return readme
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 on a mismatch")
+    arguments = parser.parse_args(argv)
+    results = json.loads(RESULTS_PATH.read_text())
+    current = README_PATH.read_text()
+    rendered = render(current, results)
+    if arguments.check:
+        if rendered != current:
+            print("README.md's benchmark tables differ: run python -m benchmarks.readme")
+            return 1
+        return 0
+    README_PATH.write_text(rendered)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Where a benchmark run writes; the README's tables rendered from ``benchmarks/results.json``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.__main__ import _consecutive, _parser
+from benchmarks.readme import BLOCKS, README_PATH, render
+from benchmarks.report import RESULTS_PATH, RUN_RESULTS_PATH, STATUS_FAILED, Section
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_run_writes_outside_the_tracked_tree_by_default() -> None:
+    assert _parser().parse_args([]).output == RUN_RESULTS_PATH
+    assert RUN_RESULTS_PATH.is_relative_to(PROJECT_ROOT / ".build")
+    ignored = (PROJECT_ROOT / ".gitignore").read_text().splitlines()
+    assert ".build/" in ignored, "the default results path must be gitignored"
+
+
+def test_updating_the_committed_results_is_an_explicit_flag() -> None:
+    assert _parser().parse_args(["--update-results"]).update_results is True
+    assert RESULTS_PATH.name == "results.json"
+    assert RESULTS_PATH.parent.name == "benchmarks"
+
+
+def test_the_readme_tables_are_rendered_from_the_committed_results() -> None:
+    readme = README_PATH.read_text()
+    results = json.loads(RESULTS_PATH.read_text())
+    assert render(readme, results) == readme, "regenerate them: python -m benchmarks.readme"
+    for name in BLOCKS:
+        assert f"<!-- bench:{name} -->" in readme
+
+
+def test_the_three_peer_runs_are_in_the_committed_results() -> None:
+    peer = json.loads(RESULTS_PATH.read_text())["peer"]
+    runs = peer["consecutive_runs"]
+    assert len(runs) >= 3
+    assert all(run["mode"] == "full" for run in runs)
+    assert all("throughput_ratio" in run["serverless_offline"] for run in runs)
+
+
+def test_consecutive_runs_keep_every_runs_figures() -> None:
+    first, second = Section("peer", data={"x": 1}), Section("peer", data={"x": 2})
+    first.row("throughput", "1")
+    second.row("throughput", "2")
+    second.status, second.reason = STATUS_FAILED, "missed"
+    merged = _consecutive([first, second])
+    assert merged.data["consecutive_runs"] == [
+        {"x": 1, "status": "ok"},
+        {"x": 2, "status": "failed"},
+    ]
+    assert merged.status == STATUS_FAILED
+    assert merged.reason == "run 2: missed"
+    assert [row.measurement for row in merged.rows] == [
+        "run 1: throughput",
+        "run 2: throughput",
+    ]
+
+
+RATIO_KEYS = (
+    "cold_start.handlers.authorizer.vs_baseline_ratio",
+    "cold_start.handlers.chat_message.vs_baseline_ratio",
+    "cold_start.handlers.connect.vs_baseline_ratio",
+    "cold_start.handlers.disconnect.vs_baseline_ratio",
+    "aws_calls.broadcast_calls_per_connection_ratio",
+    "fanout.n1000.speedup_ratio",
+    "fanout.n1000.posting_speedup_ratio",
+    "gateway.emulator.c1000_r200.p99_vs_target_ratio",
+    "peer.serverless_offline.throughput_ratio",
+    "peer.serverless_offline.p99_ratio",
+    "peer.architect.throughput_ratio",
+    "sender.cpu_per_post_ratio",
+    "stream.frames_per_token_ratio",
+)
+
+
+def test_the_committed_results_keep_every_ratio_and_add_the_new_ones() -> None:
+    results = json.loads(RESULTS_PATH.read_text())
+    for dotted in (*RATIO_KEYS, "stream.first_token_delay_ms"):
+        value: object = results
+        for key in dotted.split("."):
+            assert isinstance(value, dict), dotted
+            assert key in value, f"{dotted} is missing"
+            value = value[key]
+        assert isinstance(value, int | float), dotted
+
+
+def test_the_sender_and_stream_benchmarks_run(tmp_path: Path) -> None:
+    """Once each (``--smoke``), against a real local stack: the harness works; no timing."""
+    output = tmp_path / "results.json"
+    completed = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "benchmarks", "sender", "stream", "--smoke", "--output", output],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    results = json.loads(output.read_text())
+    assert completed.stdout.rstrip().endswith(f"results: {output}")
+    assert results["sender"]["frames_received"] == results["sender"]["frames_posted"]
+    assert results["sender"]["cpu_ms_per_post"]["lean"]["n"] == 1
+    stream = results["stream"]
+    assert stream["per_token"]["frames"] == stream["tokens"]
+    assert 1 <= stream["coalesced"]["frames"] <= stream["tokens"]
+    assert stream["usd_per_million_answers"]["per_token"] == stream["tokens"] + 3
