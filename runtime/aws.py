@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-# Short timeouts: a handler has 29 s in all, and a stuck call should fail, not hang.
+# Short timeouts: a handler has 29 s in all, and a stuck call should fail, not hang. A pool as
+# large as the management API's: where invocations share the client (local mode's 64 handler
+# threads), botocore's default of 10 makes every call past the 10th open and close a connection.
 _CONFIG = Config(
     connect_timeout=2,
     read_timeout=5,
     retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=64,
 )
 # The management API: our own bounded retry handles 429 (MessageSender), so botocore's is off.
 _MANAGEMENT_CONFIG = Config(
