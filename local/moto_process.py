@@ -20,7 +20,9 @@ of which changes what it answers:
 - its DynamoDB model tokenizes and parses an ``UpdateExpression`` twice per ``UpdateItem``
   (once to check the names used, once to run it) and lexes a ``ConditionExpression`` twice,
   every request anew, though a client sends the same few expression strings over and over (a
-  ping is one conditional ``UpdateItem``): here each expression string is parsed once.
+  ping is one conditional ``UpdateItem``): here each expression string is parsed once;
+- its update validator walks the AST ten times, and at every node of every walk rebuilds the
+  tuple of node types the walk handles: here each walk's types are built once.
 """
 
 from __future__ import annotations
@@ -79,6 +81,23 @@ def _parse_each_expression_once() -> None:
     setattr(ConditionExpressionParser, "_lex_condition_expression", lex_condition_expression)  # noqa: B010
 
 
+def _walk_types_once() -> None:
+    """``DepthFirstTraverser.nodes_to_be_processed``, which moto documents as a "cached
+    accessor" but rebuilds from ``_processing_map()`` (a dict of bound methods) on every call:
+    each walker class maps fixed node classes, so their tuple is kept per class."""
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+
+    types_of: dict[type, tuple[type, ...]] = {}
+
+    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
+        types = types_of.get(type(self))
+        if types is None:
+            types = types_of[type(self)] = tuple(self._processing_map())
+        return types
+
+    setattr(DepthFirstTraverser, "nodes_to_be_processed", nodes_to_be_processed)  # noqa: B010
+
+
 def _speed_up_moto() -> None:
     import moto.backends
     import moto.core.utils
@@ -98,6 +117,7 @@ def _speed_up_moto() -> None:
     setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
     setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
     _parse_each_expression_once()
+    _walk_types_once()
 
 
 def serve(fd: int) -> None:
