@@ -20,7 +20,8 @@ of which changes what it answers:
 - its DynamoDB model tokenizes and parses an ``UpdateExpression`` twice per ``UpdateItem``
   (once to check the names used, once to run it) and lexes a ``ConditionExpression`` twice,
   every request anew, though a client sends the same few expression strings over and over (a
-  ping is one conditional ``UpdateItem``): here each expression string is parsed once;
+  ping is one conditional ``UpdateItem``): here each expression string is parsed once, and
+  the clause count that depends on its text alone (one SET, one REMOVE...) checked once;
 - its update validator walks the AST ten times, and at every node of every walk rebuilds the
   tuple of node types the walk handles: here each walk's types are built once.
 """
@@ -79,6 +80,43 @@ def _parse_each_expression_once() -> None:
         return deque(tokens(self.condition_expression))
 
     setattr(ConditionExpressionParser, "_lex_condition_expression", lex_condition_expression)  # noqa: B010
+    _count_actions_once(UpdateExpressionParser)
+
+
+# Set on a cached update AST whose clause counts are valid; deep copies carry it along.
+_ACTIONS_COUNTED = "_local_actions_counted"
+
+
+def _count_actions_once(parser: Any) -> None:
+    """Check an update expression's clause counts once per expression string.
+
+    moto's ``ActionCountValidator`` walks every request's AST copy, calling ``find_clauses``
+    three times per nested node (about a tenth of an ``UpdateItem``), to refuse a second SET,
+    REMOVE or ADD: a property of the text. The cached AST is checked once when parsed (the
+    walk only reads it) and marked when valid; the validator skips marked copies, and still
+    walks, and refuses, any other, at the same point of the request as before.
+    """
+    from moto.dynamodb.exceptions import TooManyClauses
+    from moto.dynamodb.parsing.validators import ActionCountValidator
+
+    make = parser.make
+    walk = ActionCountValidator.traverse
+
+    def make_and_count(expression: str) -> Any:
+        ast = make(expression)
+        if not getattr(ast, _ACTIONS_COUNTED, False):
+            try:
+                walk(ActionCountValidator(), ast)
+            except TooManyClauses:
+                return ast
+            setattr(ast, _ACTIONS_COUNTED, True)
+        return ast
+
+    def traverse(self: Any, node: Any) -> Any:
+        return node if getattr(node, _ACTIONS_COUNTED, False) else walk(self, node)
+
+    setattr(parser, "make", staticmethod(make_and_count))  # noqa: B010
+    setattr(ActionCountValidator, "traverse", traverse)  # noqa: B010
 
 
 def _walk_types_once() -> None:

@@ -197,6 +197,13 @@ def test_cached_expression_parses_still_refuse_conditions_and_apply_each_request
         item = dynamodb.get_item(TableName=aws.table_name, Key=key, ConsistentRead=True)["Item"]
         assert item["n"] == {"N": "13"}
         for _ in range(2):
+            with pytest.raises(ClientError, match='The "SET" section can only be used once'):
+                dynamodb.update_item(
+                    TableName=aws.table_name,
+                    Key=key,
+                    UpdateExpression="SET n = :v SET m = :v",
+                    ExpressionAttributeValues={":v": {"N": "1"}},
+                )
             with pytest.raises(ClientError, match="ValidationException"):
                 dynamodb.update_item(
                     TableName=aws.table_name,
