@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import socket
 import sys
 import threading
 import time
 from collections import deque
+from copy import deepcopy
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -83,20 +85,29 @@ def _parse_each_expression_once() -> None:
     _count_actions_once(UpdateExpressionParser)
 
 
-# Set on a cached update AST whose clause counts are valid; deep copies carry it along.
+# Set on a cached update AST whose clause counts are valid; its copies carry it along.
 _ACTIONS_COUNTED = "_local_actions_counted"
+# Set on a cached update AST: its pickle, taken before this attribute was set.
+_PICKLED = "_local_pickled"
 
 
 def _count_actions_once(parser: Any) -> None:
-    """Check an update expression's clause counts once per expression string.
+    """Check an update expression's clause counts once per expression string, and copy its AST
+    from a pickle.
 
     moto's ``ActionCountValidator`` walks every request's AST copy, calling ``find_clauses``
     three times per nested node (about a tenth of an ``UpdateItem``), to refuse a second SET,
     REMOVE or ADD: a property of the text. The cached AST is checked once when parsed (the
     walk only reads it) and marked when valid; the validator skips marked copies, and still
     walks, and refuses, any other, at the same point of the request as before.
+
+    moto's validator then rewrites a ``deepcopy`` of the AST, which walks its parent links
+    through a memo in Python; unpickling the same tree is C and about 6x faster (0.06 ms
+    against 0.38 for a ping's), and yields the same objects. Anything else it copies (an
+    ``if_not_exists`` operand) still goes through ``deepcopy``.
     """
     from moto.dynamodb.exceptions import TooManyClauses
+    from moto.dynamodb.parsing import validators
     from moto.dynamodb.parsing.validators import ActionCountValidator
 
     make = parser.make
@@ -110,6 +121,7 @@ def _count_actions_once(parser: Any) -> None:
             except TooManyClauses:
                 return ast
             setattr(ast, _ACTIONS_COUNTED, True)
+            setattr(ast, _PICKLED, pickle.dumps(ast, pickle.HIGHEST_PROTOCOL))
         return ast
 
     def traverse(self: Any, node: Any) -> Any:
@@ -117,6 +129,13 @@ def _count_actions_once(parser: Any) -> None:
 
     setattr(parser, "make", staticmethod(make_and_count))  # noqa: B010
     setattr(ActionCountValidator, "traverse", traverse)  # noqa: B010
+
+    def copy_node(node: Any, memo: dict[int, Any] | None = None) -> Any:
+        pickled = getattr(node, _PICKLED, None)
+        return deepcopy(node, memo) if pickled is None else pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+
+    # The name validators.py imported from ``copy``, rebound where it looks it up.
+    setattr(validators, "deepcopy", copy_node)  # noqa: B010
 
 
 def _walk_types_once() -> None:
