@@ -146,7 +146,7 @@ class EmbeddedAws:
             )
             command = [sys.executable, "-m", "local.moto_process", "--fd", str(sock.fileno())]
             self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-                [*command, "--host", str(host)],
+                command,
                 pass_fds=[sock.fileno()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

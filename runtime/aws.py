@@ -63,10 +63,14 @@ def _read_timeout_seconds() -> int:
 
 @cache
 def _config() -> Config:
+    # A pool as large as the management API's: where invocations share the client (local mode's
+    # 64 handler threads), botocore's default of 10 makes every call past the 10th open and
+    # close a connection.
     return Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=_read_timeout_seconds(),
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=64,
     )
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
+
+import pytest
+from botocore.exceptions import ClientError
 
 from local.aws import EmbeddedAws
 from runtime import schema
@@ -121,3 +125,97 @@ def test_embedded_aws_runs_in_its_own_process_and_stops_with_it():
         assert process.pid != os.getpid()
         assert aws.dynamodb().list_tables()["TableNames"] == [aws.table_name]
     assert process.poll() is not None
+
+
+def test_moto_keeps_connections_alive():
+    """moto's werkzeug server closed the connection after every answer; waitress keeps it."""
+    with EmbeddedAws() as aws:
+        host, port = aws.endpoint_url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            for _ in range(3):
+                connection.request(
+                    "POST",
+                    "/",
+                    body="{}",
+                    headers={
+                        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+                        "Content-Type": "application/x-amz-json-1.0",
+                        "Authorization": (
+                            "AWS4-HMAC-SHA256 Credential=testing/20260101/"
+                            f"{aws.region}/dynamodb/aws4_request, SignedHeaders=host, "
+                            "Signature=0"
+                        ),
+                    },
+                )
+                response = connection.getresponse()
+                assert json.loads(response.read()) == {"TableNames": [aws.table_name]}
+                assert response.getheader("Connection", "").lower() != "close"
+                assert not response.will_close
+        finally:
+            connection.close()
+
+
+def test_cached_expression_parses_still_refuse_conditions_and_apply_each_requests_values():
+    """moto in its process parses each expression string once (``local.moto_process``): the same
+    strings sent again with other values must still be evaluated against those values, a failed
+    condition still refused, and an expression with an error refused every time, not once."""
+    with EmbeddedAws() as aws:
+        dynamodb = aws.dynamodb()
+        key = {schema.PARTITION_KEY: {"S": "k"}, schema.SORT_KEY: {"S": "k"}}
+        dynamodb.put_item(TableName=aws.table_name, Item={**key, "n": {"N": "0"}})
+
+        def bump(by: int, below: int) -> bool:
+            try:
+                dynamodb.update_item(
+                    TableName=aws.table_name,
+                    Key=key,
+                    UpdateExpression="SET #n = if_not_exists(#n, :zero) + :by REMOVE #gone",
+                    ConditionExpression="attribute_exists(#pk) AND #n < :below",
+                    ExpressionAttributeNames={
+                        "#n": "n",
+                        "#pk": schema.PARTITION_KEY,
+                        "#gone": "gone",
+                    },
+                    ExpressionAttributeValues={
+                        ":zero": {"N": "0"},
+                        ":by": {"N": str(by)},
+                        ":below": {"N": str(below)},
+                    },
+                )
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
+
+        assert [bump(1, 10), bump(5, 10), bump(7, 10), bump(1, 6), bump(100, 7)] == [
+            True,
+            True,
+            True,
+            False,
+            False,
+        ]
+        item = dynamodb.get_item(TableName=aws.table_name, Key=key, ConsistentRead=True)["Item"]
+        assert item["n"] == {"N": "13"}
+        for _ in range(2):
+            with pytest.raises(ClientError, match='The "SET" section can only be used once'):
+                dynamodb.update_item(
+                    TableName=aws.table_name,
+                    Key=key,
+                    UpdateExpression="SET n = :v SET m = :v",
+                    ExpressionAttributeValues={":v": {"N": "1"}},
+                )
+            with pytest.raises(ClientError, match="ValidationException"):
+                dynamodb.update_item(
+                    TableName=aws.table_name,
+                    Key=key,
+                    UpdateExpression="SET n = = :v",
+                    ExpressionAttributeValues={":v": {"N": "1"}},
+                )
+            with pytest.raises(ClientError, match="ValidationException"):
+                dynamodb.update_item(
+                    TableName=aws.table_name,
+                    Key=key,
+                    UpdateExpression="SET n = :v",
+                    ConditionExpression="n < :v",
+                    ExpressionAttributeValues={":v": {"N": "1"}, ":unused": {"N": "2"}},
+                )
