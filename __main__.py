@@ -1,4 +1,4 @@
-"""rag-websocket: the real-time channel of the RAG chatbot (README: "Deploy to AWS").
+"""rag-websocket: the real-time channel of the RAG chatbot (docs/deploy.md).
 
 settings → connections table, chat queue, packages → four handlers, each with only the
 permissions it uses → WebSocket API (its access logs use the account stack's CloudWatch role)

@@ -2,7 +2,7 @@
 
 Deploy once per account and region (a stack per region, e.g. ``pulumi stack init us-east-1``),
 before any rag-websocket stage; each stage reads ``cloudWatchRoleArn`` through its
-``accountStack`` config. README, "Deploy to AWS".
+``accountStack`` config. docs/deploy.md, "Deploy to AWS".
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ With no name, every benchmark runs, in the order of ``BENCHMARK_NAMES``. A bench
 or must be skipped (npm absent...) says why in its row and in the results; the others still
 run, and the exit status is 1 when any failed. Results go to ``.build/bench/results.json``
 (``--output`` elsewhere); ``--update-results`` writes the committed ``benchmarks/results.json``
-(then ``python -m benchmarks.readme`` renders the README's tables from it). ``--repeat N`` runs
+(then ``python -m benchmarks.readme`` renders docs/performance.md's tables). ``--repeat N`` runs
 each benchmark N times in a row and keeps every run's figures under ``consecutive_runs``.
 """
 
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--update-results",
         action="store_true",
-        help="write the committed benchmarks/results.json (the README's tables come from it)",
+        help="write the committed benchmarks/results.json (docs/performance.md renders it)",
     )
     return parser
 

@@ -1,8 +1,8 @@
-"""The README's performance tables, rendered from the committed ``benchmarks/results.json``.
+"""docs/performance.md's tables, rendered from the committed ``benchmarks/results.json``.
 
 ``python -m benchmarks.readme`` rewrites each block between ``<!-- bench:NAME -->`` and
-``<!-- /bench:NAME -->`` in README.md; ``--check`` only says whether they match (the test
-``tests/benchmarks/test_readme_tables.py`` does the same). Figures are never pasted by hand.
+``<!-- /bench:NAME -->`` in docs/performance.md; ``--check`` only says whether they match (the test
+``tests/benchmarks/test_results_and_readme.py`` does the same). Figures are never pasted by hand.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH
 
-README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+PERFORMANCE_DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 NOT_MEASURED = "not measured"
 
 
@@ -250,7 +250,7 @@ def render(readme: str, results: dict[str, Any]) -> str:
     for name, block in BLOCKS.items():
         pattern = _pattern(name)
         if not pattern.search(readme):
-            raise ValueError(f"README.md has no <!-- bench:{name} --> block")
+            raise ValueError(f"docs/performance.md has no <!-- bench:{name} --> block")
         readme = pattern.sub(_replacement(block(results)), readme)
     return readme
 
@@ -260,14 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check; exit 1 on a mismatch")
     arguments = parser.parse_args(argv)
     results = json.loads(RESULTS_PATH.read_text())
-    current = README_PATH.read_text()
+    current = PERFORMANCE_DOC.read_text()
     rendered = render(current, results)
     if arguments.check:
         if rendered != current:
-            print("README.md's benchmark tables differ: run python -m benchmarks.readme")
+            print("docs/performance.md's tables differ: run python -m benchmarks.readme")
             return 1
         return 0
-    README_PATH.write_text(rendered)
+    PERFORMANCE_DOC.write_text(rendered)
     return 0
 
 

@@ -1,7 +1,7 @@
 """What a benchmark hands back, the one table printed, and the results file.
 
 A run writes ``.build/bench/results.json`` unless told otherwise; ``--update-results`` writes the
-committed ``benchmarks/results.json`` instead, which the README's tables are rendered from. The
+committed ``benchmarks/results.json`` instead, which docs/performance.md renders. The
 file has one top-level key per benchmark plus ``machine`` and ``command``. A
 benchmark that was not run by this command keeps what an earlier run wrote (its own ``command``
 says which run that was), or ``{"status": "not run"}``. Every ratio is a finite number under a
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARK_NAMES = ("cold_start", "aws_calls", "sender", "stream", "fanout", "gateway", "peer")
-# The committed figures the README's tables are rendered from (``--update-results``).
+# The committed figures docs/performance.md's tables are rendered from (``--update-results``).
 RESULTS_PATH = Path(__file__).with_name("results.json")
 # Where a run writes by default: outside the tracked tree, so a run leaves the worktree clean.
 RUN_RESULTS_PATH = Path(__file__).resolve().parent.parent / ".build" / "bench" / "results.json"

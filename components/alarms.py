@@ -6,7 +6,7 @@ Normal client behaviour never fires an alarm: an expired token makes the authori
 returns). So the authorizer's ``Errors`` and ``IntegrationError`` stay on the dashboard, and the
 alarms watch what is not normal: the runtime's ``UnexpectedFailures`` (EMF), the other
 handlers' errors, throttles, 5xx answers (a metric filter on the access log), the table, the
-dead-letter queue and the age of the oldest chat message. README.md's alarm table says which
+dead-letter queue and the age of the oldest chat message. docs/deploy.md's alarm table says which
 events move each one; tests/infra pins the two together.
 
 DynamoDB publishes ThrottledRequests and SystemErrors per ``TableName`` AND ``Operation``; an

@@ -58,7 +58,7 @@ _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A
 RETIRED_KEYS = {
     "manageApiGatewayAccount": (
         "is retired: the account stack (account/) owns the API Gateway CloudWatch role now. "
-        'Move the role out of this stack first (README, "Deploy to AWS": moving the account '
+        "Move the role out of this stack first (docs/deploy.md: moving the account "
         "setting), or `pulumi up` deletes it and resets logging for every API in the region"
     ),
 }

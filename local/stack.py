@@ -55,7 +55,7 @@ DEFAULT_HANDLER_PROCESSES = 0
 
 @dataclass(frozen=True)
 class StackSettings:
-    """``python -m local``'s options; every default is API Gateway's or the README's."""
+    """``python -m local``'s options; every default is API Gateway's or docs/local-mode.md's."""
 
     host: str = "127.0.0.1"
     port: int = 8080  # 0 picks a free port
@@ -229,7 +229,7 @@ class LocalStack:
             ),
             client=aws.dynamodb(),
         )
-        # Redirect on, as the README tells the RAG stack: answers survive a client's reconnect.
+        # Redirect on, as docs/protocol.md tells the RAG stack: answers survive a reconnect.
         self._sender = MessageSender(
             store, endpoint, client=aws.management_api(endpoint), redirect_gone_to_user=True
         )

@@ -174,7 +174,7 @@ def fifo_queue_attributes(dead_letter_arn: str | None = None) -> dict[str, str]:
     return attributes
 
 
-# --- Environment variables of the Lambda functions (README lists them) -----------------------
+# --- Environment variables of the Lambda functions (docs/deploy.md lists them) ----------------
 
 ENV_CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"
 ENV_MANAGEMENT_ENDPOINT: Final = "WEBSOCKET_MANAGEMENT_ENDPOINT"

@@ -1,4 +1,4 @@
-"""Where a benchmark run writes; the README's tables rendered from ``benchmarks/results.json``."""
+"""Where a benchmark run writes; docs/performance.md rendered from ``benchmarks/results.json``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.__main__ import _consecutive, _parser
-from benchmarks.readme import BLOCKS, README_PATH, render
+from benchmarks.readme import BLOCKS, PERFORMANCE_DOC, render
 from benchmarks.report import RESULTS_PATH, RUN_RESULTS_PATH, STATUS_FAILED, Section
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ def test_updating_the_committed_results_is_an_explicit_flag() -> None:
     assert RESULTS_PATH.parent.name == "benchmarks"
 
 
-def test_the_readme_tables_are_rendered_from_the_committed_results() -> None:
-    readme = README_PATH.read_text()
+def test_the_performance_tables_are_rendered_from_the_committed_results() -> None:
+    readme = PERFORMANCE_DOC.read_text()
     results = json.loads(RESULTS_PATH.read_text())
     assert render(readme, results) == readme, "regenerate them: python -m benchmarks.readme"
     for name in BLOCKS:

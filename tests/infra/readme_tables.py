@@ -1,7 +1,7 @@
-"""The README's tables: config (generated from Pulumi.yaml's ``config:`` block) and alarms.
+"""docs/deploy.md's tables: config (generated from Pulumi.yaml's ``config:`` block) and alarms.
 
 ``python -m tests.infra.readme_tables`` prints the config table to paste between the
-``<!-- config-table -->`` and ``<!-- /config-table -->`` markers of README.md; the test
+``<!-- config-table -->`` and ``<!-- /config-table -->`` markers of docs/deploy.md; the test
 ``test_infra_readme.py`` fails when the two drift apart. The alarm table is written by hand
 (which events move each alarm is prose); ``alarm_rows`` reads its columns back so the tests can
 hold every alarm definition to it.
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_DOC = PROJECT_ROOT / "docs" / "deploy.md"
 CONFIG_MARKER = "<!-- config-table -->"
 CONFIG_END_MARKER = "<!-- /config-table -->"
 OUTPUTS_MARKER = "<!-- outputs-table -->"
@@ -59,7 +60,7 @@ def section(text: str, start: str, end: str) -> str | None:
         return None
     body = text.split(start, 1)[1]
     if end not in body:
-        raise AssertionError(f"README.md has {start} but no {end} after it")
+        raise AssertionError(f"docs/deploy.md has {start} but no {end} after it")
     return body.split(end, 1)[0].strip()
 
 

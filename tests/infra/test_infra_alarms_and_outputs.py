@@ -1,4 +1,4 @@
-"""Alarms that mean trouble, held to README.md's alarm table; the outputs keep DESIGN §6."""
+"""Alarms that mean trouble, held to docs/deploy.md's alarm table; the outputs keep DESIGN §6."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ from components.settings import StackSettings, config_key
 from runtime import schema
 from tests.infra.conftest import run_stack
 from tests.infra.contract import ADDED, CONTRACT, WITH_CUSTOM_DOMAIN
-from tests.infra.mocks import ACCOUNT, API_ID, PROJECT_ROOT, REGION, ProgramRun
-from tests.infra.readme_tables import ALARMS_END_MARKER, ALARMS_MARKER, alarm_rows, section
+from tests.infra.mocks import ACCOUNT, API_ID, REGION, ProgramRun
+from tests.infra.readme_tables import (
+    ALARMS_END_MARKER,
+    ALARMS_MARKER,
+    DEPLOY_DOC,
+    alarm_rows,
+    section,
+)
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 HANDLERS = ("authorizer", "connect", "disconnect", "message")
@@ -26,9 +32,9 @@ def _alarms(run: ProgramRun) -> dict[str, dict[str, Any]]:
     return {alarm.name.removeprefix("alarms-"): alarm.inputs for alarm in run.of_type(ALARM)}
 
 
-def _readme_alarms() -> str:
-    table = section((PROJECT_ROOT / "README.md").read_text(), ALARMS_MARKER, ALARMS_END_MARKER)
-    assert table, f"README.md needs its alarm table between {ALARMS_MARKER} markers"
+def _documented_alarms() -> str:
+    table = section(DEPLOY_DOC.read_text(), ALARMS_MARKER, ALARMS_END_MARKER)
+    assert table, f"docs/deploy.md needs its alarm table between {ALARMS_MARKER} markers"
     return table
 
 
@@ -63,10 +69,10 @@ def test_custom_domain_target_is_an_output(prod_run: ProgramRun) -> None:
     assert re.fullmatch(WITH_CUSTOM_DOMAIN["customDomainTarget"], target)
 
 
-def test_every_alarm_is_a_row_of_the_readme_table(dev_run: ProgramRun) -> None:
-    """README's table (alarm, metric, fires at, moved by, not moved by) IS the definitions."""
+def test_every_alarm_is_a_row_of_the_documented_table(dev_run: ProgramRun) -> None:
+    """The deploy guide's table (alarm, metric, fires at, moved by, not moved by) IS them."""
     alarms = _alarms(dev_run)
-    rows = alarm_rows(_readme_alarms())
+    rows = alarm_rows(_documented_alarms())
     assert sorted(key for row in rows for key in row.keys) == sorted(alarms)
     defaults = StackSettings.model_construct()
     for row in rows:

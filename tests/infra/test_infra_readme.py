@@ -1,40 +1,30 @@
-"""README.md's config table is Pulumi.yaml's config block; its outputs table is DESIGN §6."""
+"""docs/deploy.md's config table is Pulumi.yaml's config block; its outputs table is DESIGN §6."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.infra.contract import ADDED, CONTRACT, WITH_CUSTOM_DOMAIN
 from tests.infra.readme_tables import (
     CONFIG_END_MARKER,
     CONFIG_MARKER,
+    DEPLOY_DOC,
     OUTPUTS_END_MARKER,
     OUTPUTS_MARKER,
-    PROJECT_ROOT,
     config_table,
     section,
 )
 
-README = PROJECT_ROOT / "README.md"
-
-
-def _readme() -> str:
-    return README.read_text() if README.exists() else ""
-
 
 def test_config_table_matches_pulumi_yaml() -> None:
-    table = section(_readme(), CONFIG_MARKER, CONFIG_END_MARKER)
-    if table is None:
-        pytest.skip(f"README.md has no {CONFIG_MARKER} section yet")
+    table = section(DEPLOY_DOC.read_text(), CONFIG_MARKER, CONFIG_END_MARKER)
+    assert table is not None, f"docs/deploy.md needs its table between {CONFIG_MARKER} markers"
     assert table == config_table(), "regenerate it: python -m tests.infra.readme_tables"
 
 
 def test_outputs_table_lists_the_contract_and_what_was_added() -> None:
-    table = section(_readme(), OUTPUTS_MARKER, OUTPUTS_END_MARKER)
-    if table is None:
-        pytest.skip(f"README.md has no {OUTPUTS_MARKER} section yet")
+    table = section(DEPLOY_DOC.read_text(), OUTPUTS_MARKER, OUTPUTS_END_MARKER)
+    assert table is not None, f"docs/deploy.md needs its table between {OUTPUTS_MARKER} markers"
     named = re.findall(r"^\| `([A-Za-z]+)` \|", table, flags=re.MULTILINE)
     assert sorted(named) == sorted({**CONTRACT, **ADDED, **WITH_CUSTOM_DOMAIN})
 

@@ -1,4 +1,4 @@
-"""The figures the reliability tests measured, kept for the README.
+"""The figures the reliability tests measured, kept for docs/reliability.md.
 
 Each test module records its counts (inputs fuzzed, attacks, faults, messages under load) with
 ``record(section, **figures)``; they are merged into ``.build/reliability/figures.json`` (one

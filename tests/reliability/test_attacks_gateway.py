@@ -8,7 +8,7 @@ handshake fails with 500 (not the token's fault: clients retry it), within the a
 timeout, never allowed.
 
 The same attacks at unit level (``tests/unit/test_authorizer_handler.py``, ``test_auth.py``)
-check the reasons; the README's table maps each attack to both.
+check the reasons; docs/reliability.md's table maps each attack to both.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SLOW_CHUNK_SECONDS = 0.06  # ~70 words: an answer streams for about four seconds
-RECONNECT_BOUND_SECONDS = 3.0  # the README's promise (issue: "reconnect within 3 s")
+RECONNECT_BOUND_SECONDS = 3.0  # docs/client.md's promise (issue: "reconnect within 3 s")
 ANSWER_TIMEOUT_MS = 20_000
 
 
