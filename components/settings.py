@@ -43,8 +43,8 @@ MAX_CHAT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 
 LambdaArchitecture = Literal["arm64", "x86_64"]
 LambdaRuntime = Literal["python3.12", "python3.13"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-TokenUse = Literal["", "id", "access"]
+LogLevel = schema.LogLevel
+TokenUse = Literal["", schema.TokenUse]  # "": any issuer that is not Cognito
 
 _HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

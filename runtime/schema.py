@@ -6,7 +6,7 @@ beyond the standard library so that every layer can read it cheaply.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, get_args
 
 # --- DynamoDB connections table (DESIGN §2) -------------------------------------------------
 
@@ -211,8 +211,10 @@ UNEXPECTED_FAILURES_METRIC: Final = "UnexpectedFailures"
 
 # --- Values the configuration accepts (runtime.config and components.settings) ---------------
 
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-TOKEN_USES: Final = ("id", "access")  # Cognito token types; unset for any other issuer
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+TokenUse = Literal["id", "access"]  # Cognito token types; unset for any other issuer
+LOG_LEVELS: Final = get_args(LogLevel)
+TOKEN_USES: Final = get_args(TokenUse)
 
 # --- Client (client/) ---------------------------------------------------------------------
 
