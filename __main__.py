@@ -43,37 +43,40 @@ packages = DependencyLayer(
     "packages", DependencyLayerArgs(lambda_settings=settings.lambda_settings)
 )
 
+# Every variable a function may read, by name; each function gets only its own.
+variables: dict[str, pulumi.Input[str]] = {
+    schema.ENV_CONNECTIONS_TABLE: table.name,
+    schema.ENV_CHAT_QUEUE_URL: queue.url,
+    schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
+    schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
+    schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
+    schema.ENV_AUTH_ISSUER: settings.auth_issuer,
+    schema.ENV_AUTH_AUDIENCE: settings.auth_audience,
+    schema.ENV_AUTH_JWKS_URL: settings.jwks_url,
+    schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
+}
+
 authorizer = HandlerFunction(
     "authorizer",
     HandlerFunctionArgs(
-        handler="runtime.handlers.authorizer.handler",
+        handler=schema.lambda_handler("authorizer"),
         description="$connect REQUEST authorizer: verifies the JWT of ?token=",
         code=packages.code,
         layers=[packages.layer_arn],
         lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_AUTH_ISSUER: settings.auth_issuer,
-            schema.ENV_AUTH_AUDIENCE: settings.auth_audience,
-            schema.ENV_AUTH_JWKS_URL: settings.jwks_url,
-            schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
-        },
+        environment=schema.function_environment("authorizer", variables),
         tags=tags,
     ),
 )
 connect = HandlerFunction(
     "connect",
     HandlerFunctionArgs(
-        handler="runtime.handlers.connect.handler",
+        handler=schema.lambda_handler("connect"),
         description="$connect: stores the connection row",
         code=packages.code,
         layers=[packages.layer_arn],
         lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_CONNECTIONS_TABLE: table.name,
-            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
-            schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
-            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
-        },
+        environment=schema.function_environment("connect", variables),
         statements=[
             # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
             # at the limit, the set's rows are read and the gone ones dropped from it (an
@@ -95,12 +98,12 @@ connect = HandlerFunction(
 disconnect = HandlerFunction(
     "disconnect",
     HandlerFunctionArgs(
-        handler="runtime.handlers.disconnect.handler",
+        handler=schema.lambda_handler("disconnect"),
         description="$disconnect: deletes the connection row",
         code=packages.code,
         layers=[packages.layer_arn],
         lambda_settings=settings.lambda_settings,
-        environment={schema.ENV_CONNECTIONS_TABLE: table.name},
+        environment=schema.function_environment("disconnect", variables),
         statements=[
             allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
         ],
@@ -110,17 +113,12 @@ disconnect = HandlerFunction(
 message = HandlerFunction(
     "message",
     HandlerFunctionArgs(
-        handler="runtime.handlers.message.handler",
+        handler=schema.lambda_handler("message"),
         description="chat_message, ping and $default: rate limit, queue, answer",
         code=packages.code,
         layers=[packages.layer_arn],
         lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_CONNECTIONS_TABLE: table.name,
-            schema.ENV_CHAT_QUEUE_URL: queue.url,
-            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
-            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
-        },
+        environment=schema.function_environment("message", variables),
         statements=[
             allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
             allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),

@@ -74,10 +74,15 @@ class RouteSpec:
     two_way: bool = False  # has a route response: the handler's body reaches the client
 
 
-ROUTES = (
-    RouteSpec(schema.ROUTE_CONNECT, "connect", authorized=True),
-    RouteSpec(schema.ROUTE_DISCONNECT, "disconnect"),
-    *(RouteSpec(key, "message", two_way=True) for key in schema.MESSAGE_ROUTES),
+# The authorizer guards $connect only (DESIGN §4); only the message routes answer the client.
+ROUTES = tuple(
+    RouteSpec(
+        key,
+        function,
+        authorized=key == schema.ROUTE_CONNECT,
+        two_way=key in schema.MESSAGE_ROUTES,
+    )
+    for key, function in schema.ROUTE_FUNCTIONS.items()
 )
 
 
