@@ -22,6 +22,7 @@ from typing import Any
 
 from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
+from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
 from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, StackSettings
@@ -33,9 +34,10 @@ EXAMPLE_MESSAGE = '{"action":"chat_message","conversationId":"demo","content":"W
 
 def import_object(reference: str, what: str) -> Any:
     """``package.module:NAME`` → the object; a clear error naming the flag otherwise."""
-    module_name, separator, attribute = reference.partition(":")
-    if not separator or not module_name or not attribute:
-        raise SystemExit(f"{what} {reference!r} must be written 'package.module:NAME'")
+    try:
+        module_name, attribute = split_reference(reference, what)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

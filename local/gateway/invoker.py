@@ -64,11 +64,17 @@ class Function:
     ref: str | None = None  # "package.module:function": what a worker process loads
 
 
-def load_handler(ref: str) -> Handler:
-    """``"package.module:function"`` from a fresh copy of the module (a Lambda cold start)."""
+def split_reference(ref: str, what: str = "handler") -> tuple[str, str]:
+    """``"package.module:NAME"`` → ``("package.module", "NAME")``; a ValueError naming ``what``."""
     module_name, separator, attribute = ref.partition(":")
     if not separator or not module_name or not attribute:
-        raise ValueError(f"handler {ref!r} must be written 'package.module:function'")
+        raise ValueError(f"{what} {ref!r} must be written 'package.module:NAME'")
+    return module_name, attribute
+
+
+def load_handler(ref: str) -> Handler:
+    """``"package.module:function"`` from a fresh copy of the module (a Lambda cold start)."""
+    module_name, attribute = split_reference(ref)
     spec = importlib.util.find_spec(module_name)
     if spec is None or spec.loader is None:
         raise ImportError(f"handler {ref!r}: no module named {module_name!r}")
