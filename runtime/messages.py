@@ -220,7 +220,7 @@ def typing_indicator(
     )
 
 
-def error(
+def error_frame(
     code: ErrorCode,
     message: str,
     *,
@@ -239,7 +239,7 @@ def error(
     )
 
 
-def system(
+def system_frame(
     event: SystemEvent, message: str | None = None, data: dict[str, Any] | None = None
 ) -> SystemFrame:
     return SystemFrame(event=event, message=message, data=data)

@@ -31,8 +31,8 @@ from runtime.messages import (
     PingAction,
     SystemEvent,
     describe_validation_error,
-    error,
-    system,
+    error_frame,
+    system_frame,
 )
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
@@ -95,13 +95,13 @@ def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
     logger.exception(f"could not {action}")
     count(Metric.UNEXPECTED_FAILURES)
     if aws.is_transient(exc):
-        return error(
+        return error_frame(
             ErrorCode.SERVICE_UNAVAILABLE,
             f"could not {action}; send it again (a chat message with the same clientMessageId)",
             retryable=True,
             request_id=request_id,
         )
-    return error(
+    return error_frame(
         ErrorCode.INTERNAL_ERROR,
         f"could not {action}; sending it again would fail the same way",
         request_id=request_id,
@@ -119,14 +119,14 @@ def _touch(ws_event: APIGatewayWebSocketEvent, deadline: Deadline) -> ErrorFrame
     except Exception as exc:
         return _failed(exc, "record activity on the connection", context.request_id)
     if result.status is TouchStatus.UNKNOWN:
-        return error(
+        return error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "this connection is not registered or has expired; reconnect",
             request_id=context.request_id,
         )
     if result.status is TouchStatus.RATE_LIMITED:
         count(Metric.MESSAGES_RATE_LIMITED)
-        return error(
+        return error_frame(
             ErrorCode.RATE_LIMITED,
             f"over {STORE.config.messages_per_minute} messages per minute on this connection; "
             f"retry after {result.retry_after_ms} ms",
@@ -188,7 +188,7 @@ def _queue(
     count(Metric.MESSAGES_RECEIVED)
     logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
     logger.debug("chat message content", extra={"content": chat.content})
-    return system(
+    return system_frame(
         SystemEvent.ACCEPTED,
         data={
             "clientMessageId": client_message_id,
@@ -204,10 +204,10 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
     try:
         action = parse_body(event.get("body"))
     except BadRequest as exc:
-        return error(exc.code, str(exc), request_id=request_id)
+        return error_frame(exc.code, str(exc), request_id=request_id)
     user_id = user_id_of(event)
     if user_id is None:
-        return error(
+        return error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
@@ -218,7 +218,7 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
     if isinstance(action, PingAction):
-        return system(SystemEvent.PONG)
+        return system_frame(SystemEvent.PONG)
     return _queue(ws_event, action, user_id, deadline)
 
 
@@ -228,7 +228,9 @@ def _serialize(frame: Frame, request_id: str | None) -> str:
     except Exception:
         logger.exception("could not serialize the answer frame")
         count(Metric.UNEXPECTED_FAILURES)
-        return error(ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id).to_json()
+        return error_frame(
+            ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id
+        ).to_json()
 
 
 @emits_metrics
@@ -242,7 +244,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except Exception:
         logger.exception("unexpected error in the message handler")
         count(Metric.UNEXPECTED_FAILURES)
-        frame = error(
+        frame = error_frame(
             ErrorCode.INTERNAL_ERROR,
             "internal error",
             request_id=request_id if isinstance(request_id, str) else None,

@@ -21,9 +21,9 @@ from runtime.messages import (
     SystemFrame,
     TypingIndicator,
     chat_response,
-    error,
+    error_frame,
     parse_frame,
-    system,
+    system_frame,
     typing_indicator,
 )
 
@@ -87,14 +87,18 @@ def test_helpers_build_camel_case_frames_with_timestamps() -> None:
     }
 
     err = json.loads(
-        error(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500).to_json()
+        error_frame(
+            ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500
+        ).to_json()
     )
     assert err["code"] == "RATE_LIMITED"
     assert err["retryable"] is True
     assert err["retryAfterMs"] == 500
     assert "requestId" not in err
 
-    sys_frame = json.loads(system(SystemEvent.ACCEPTED, data={"clientMessageId": "x"}).to_json())
+    sys_frame = json.loads(
+        system_frame(SystemEvent.ACCEPTED, data={"clientMessageId": "x"}).to_json()
+    )
     assert sys_frame["event"] == "accepted"
     assert sys_frame["data"] == {"clientMessageId": "x"}
 
@@ -104,8 +108,8 @@ def test_helpers_build_camel_case_frames_with_timestamps() -> None:
     [
         (chat_response("c", "x"), ChatResponse),
         (typing_indicator("c", False), TypingIndicator),
-        (error(ErrorCode.BAD_REQUEST, "bad"), ErrorFrame),
-        (system(SystemEvent.PONG), SystemFrame),
+        (error_frame(ErrorCode.BAD_REQUEST, "bad"), ErrorFrame),
+        (system_frame(SystemEvent.PONG), SystemFrame),
     ],
 )
 def test_outbound_frames_round_trip(frame: object, kind: type) -> None:

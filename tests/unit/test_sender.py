@@ -25,7 +25,7 @@ from runtime.messages import (
     MessageTooLargeError,
     SystemEvent,
     chat_response,
-    system,
+    system_frame,
     typing_indicator,
 )
 from runtime.observability import Metric, metrics
@@ -274,7 +274,7 @@ def test_gone_removes_the_target_row_only(
     store.add("stranger", OTHER_USER)
     post_error(stubber, "GoneException", 410)
     with make_sender(store, management, fake_time) as sender:
-        assert sender.send_message("target=", system(SystemEvent.NOTICE, "hi")) is False
+        assert sender.send_message("target=", system_frame(SystemEvent.NOTICE, "hi")) is False
     assert store.get("target=") is None
     assert store.get("sibling") is not None
     assert store.get("stranger") is not None
@@ -290,7 +290,7 @@ def test_a_410_without_the_gone_error_type_is_still_gone(
     store.add("target", USER)
     post_error(stubber, "410", 410)
     with make_sender(store, management, fake_time) as sender:
-        assert sender.send_message("target", system(SystemEvent.PONG)) is False
+        assert sender.send_message("target", system_frame(SystemEvent.PONG)) is False
     assert store.get("target") is None
 
 
@@ -301,7 +301,7 @@ def test_throttled_then_sent_backs_off_exponentially(
     post_error(stubber, "LimitExceededException", 429)
     post_ok(stubber, "c1")
     with make_sender(store, management, fake_time, base_backoff_seconds=0.1) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is True
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is True
     assert len(fake_time.sleeps) == 2
     for attempt, slept in enumerate(fake_time.sleeps):
         ceiling = 0.1 * 2**attempt
@@ -316,7 +316,7 @@ def test_throttled_past_the_retries_fails(
     for _ in range(3):
         post_error(stubber, "LimitExceededException", 429)
     with make_sender(store, management, fake_time, max_retries=2) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
     assert len(fake_time.sleeps) == 2
     assert store.get("c1") is not None
     assert metric_total(Metric.MESSAGES_SENT) == 0
@@ -348,7 +348,7 @@ def test_network_error_fails_without_raising(store: ConnectionStore, fake_time: 
 
     client = Unreachable(boto3.client("apigatewaymanagementapi", endpoint_url=ENDPOINT).exceptions)
     with make_sender(store, client, fake_time) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
 
 
 def test_failing_removal_is_logged_not_raised(
@@ -364,7 +364,7 @@ def test_failing_removal_is_logged_not_raised(
     broken = BrokenStore(store.config, clock=lambda: NOW)
     post_error(stubber, "GoneException", 410)
     with make_sender(broken, management, fake_time) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
 
 
 def test_oversized_message_is_refused_before_any_network_call(
@@ -374,13 +374,13 @@ def test_oversized_message_is_refused_before_any_network_call(
     huge = "x" * (schema.MAX_MESSAGE_BYTES + 1)
     with make_sender(store, fake, fake_time) as sender:
         with pytest.raises(MessageTooLargeError):
-            sender.send_message("c1", system(SystemEvent.NOTICE, huge))
+            sender.send_message("c1", system_frame(SystemEvent.NOTICE, huge))
         with pytest.raises(MessageTooLargeError):
             sender.send_message("c1", {"type": "system", "message": huge})
         with pytest.raises(MessageTooLargeError):
             sender.send_message("c1", json.dumps({"message": huge}))
         with pytest.raises(MessageTooLargeError):
-            sender.broadcast_to_user(USER, system(SystemEvent.NOTICE, huge))
+            sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE, huge))
         with pytest.raises(MessageTooLargeError):
             sender.stream("c1", "conv", ["hi"], metadata={"sources": huge})
     assert fake.attempts == []
@@ -411,7 +411,7 @@ def test_broadcast_counts_sent_gone_and_failed(
     post_error(stubber, "GoneException", 410)
     post_error(stubber, "InternalServerError", 500)
     with make_sender(store, management, fake_time, max_workers=1) as sender:
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE, "maintenance"))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE, "maintenance"))
     assert result == BroadcastResult(sent=1, gone=1, failed=1)
     assert result.total == 3
     assert store.get("b-gone") is None
@@ -430,7 +430,7 @@ def test_broadcast_sends_concurrently(
     # Each call waits until all three are in flight: a sequential sender breaks the barrier.
     client = FakeManagementApi(management.exceptions, barrier=threading.Barrier(3, timeout=10))
     with make_sender(store, client, fake_time, max_workers=8) as sender:
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE))
     assert result == BroadcastResult(sent=3, gone=0, failed=0)
     assert client.max_in_flight == 3
     payloads = [data for _, data in client.delivered]
@@ -445,7 +445,7 @@ def test_broadcast_is_bounded_by_max_workers(
     client = FakeManagementApi(management.exceptions, barrier=threading.Barrier(2, timeout=10))
     with make_sender(store, client, fake_time, max_workers=2) as sender:
         for _ in range(3):
-            assert sender.broadcast_to_user(USER, system(SystemEvent.NOTICE)).sent == 6
+            assert sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE)).sent == 6
         workers = [t for t in threading.enumerate() if t.name.startswith("message-sender")]
         assert len(workers) <= 2  # one pool, reused across broadcasts
     assert client.max_in_flight == 2
@@ -458,7 +458,7 @@ def test_one_broken_connection_never_fails_the_others(
         store.add(connection_id, USER)
     client = FakeManagementApi(management.exceptions, gone={"c2"}, broken={"c3"})
     with make_sender(store, client, fake_time, max_workers=4) as sender:
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE))
     assert result == BroadcastResult(sent=2, gone=1, failed=1)
     assert sorted(target for target, _ in client.delivered) == ["c1", "c4"]
     assert store.get("c2") is None
@@ -469,9 +469,9 @@ def test_broadcast_to_a_user_without_connections(
     store: ConnectionStore, fake: FakeManagementApi, fake_time: FakeTime
 ) -> None:
     with make_sender(store, fake, fake_time) as sender:
-        assert sender.broadcast_to_user("nobody", system(SystemEvent.NOTICE)) == BroadcastResult(
-            0, 0, 0
-        )
+        assert sender.broadcast_to_user(
+            "nobody", system_frame(SystemEvent.NOTICE)
+        ) == BroadcastResult(0, 0, 0)
     assert fake.attempts == []
 
 
@@ -669,7 +669,7 @@ def test_redirect_skips_connections_that_are_gone_too(
         store.add(connection_id, USER)
     fake.gone.update({"old", "stale"})
     with make_sender(store, fake, fake_time, redirect_gone_to_user=True) as sender:
-        assert sender.send_message("old", system(SystemEvent.NOTICE), user_id=USER) is True
+        assert sender.send_message("old", system_frame(SystemEvent.NOTICE), user_id=USER) is True
     assert [target for target, _ in fake.delivered] == ["live"]
     assert store.get("stale") is None
     assert store.get("live") is not None
@@ -684,7 +684,7 @@ def test_a_410_during_connect_keeps_the_row_and_the_redirect_tries_again(
     store.add("new", USER, int(NOW * 1000))  # connecting right now
     fake.gone.update({"old", "new"})
     fake_time.on_sleep[1] = lambda: fake.gone.discard("new")  # its $connect returns
-    frame = system(SystemEvent.NOTICE, "hi")
+    frame = system_frame(SystemEvent.NOTICE, "hi")
     with make_sender(store, fake, fake_time) as sender:
         delivered = sender.send_message(
             "old", frame, user_id=USER, redirect_gone_to_user=True, grace_seconds=1

@@ -22,8 +22,8 @@ from runtime.messages import (
     ErrorCode,
     SystemEvent,
     chat_response,
-    error,
-    system,
+    error_frame,
+    system_frame,
     typing_indicator,
 )
 from tests.conftest import AwsResources
@@ -82,9 +82,9 @@ def test_schema_covers_every_frame_and_the_queue_message() -> None:
         chat_response("c1", "hello", sequence=2, done=True, metadata={"sources": []}),
         chat_response("c1", "hello").model_copy(update={"in_reply_to": "q-1"}),
         typing_indicator("c1", True),
-        error(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500),
-        system(SystemEvent.ACCEPTED, data={"clientMessageId": "q-1"}),
-        system(SystemEvent.PONG),
+        error_frame(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500),
+        system_frame(SystemEvent.ACCEPTED, data={"clientMessageId": "q-1"}),
+        system_frame(SystemEvent.PONG),
     ],
     ids=lambda frame: frame.type,
 )
