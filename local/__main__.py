@@ -25,7 +25,7 @@ from local.gateway.access_log import LOG_FORMATS
 from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
-from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, StackSettings
+from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, LocalStackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
 from runtime import schema
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> StackSettings:
+def settings_from(args: argparse.Namespace) -> LocalStackSettings:
     routes = None
     if args.handlers:
         try:
@@ -149,8 +149,8 @@ def settings_from(args: argparse.Namespace) -> StackSettings:
             raise SystemExit(f"--responder {args.responder!r} is not a function")
     else:
         # The demo responder answers this project's chat queue; another table opts in.
-        responder = StackSettings.responder if routes is None else None
-    return StackSettings(
+        responder = LocalStackSettings.responder if routes is None else None
+    return LocalStackSettings(
         host=args.host,
         port=args.port,
         stage=args.stage,
@@ -190,7 +190,7 @@ def banner(stack: LocalStack, ready_seconds: float) -> str:
     )
 
 
-async def serve(settings: StackSettings) -> None:
+async def serve(settings: LocalStackSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
