@@ -14,15 +14,14 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
-from pydantic import ValidationError
 
-from runtime import aws, schema
+from runtime import aws
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
 from runtime.handlers._common import connected_at_ms, response, user_id_of
 from runtime.messages import (
-    INBOUND_ADAPTER,
+    BadRequest,
     ChatMessageAction,
     ChatQueueMessage,
     ErrorCode,
@@ -30,63 +29,14 @@ from runtime.messages import (
     Frame,
     PingAction,
     SystemEvent,
-    describe_validation_error,
     error_frame,
+    parse_body,
     system_frame,
 )
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
-SUPPORTED_ACTIONS = (schema.ROUTE_CHAT_MESSAGE, schema.ROUTE_PING)
-
-
-class BadRequest(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_body(body: object) -> ChatMessageAction | PingAction:
-    """The inbound action, or BadRequest naming what is wrong and how to fix it."""
-    if not isinstance(body, str) or not body.strip():
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message body is empty; send a JSON object such as {"action":"ping"}',
-        )
-    if len(body.encode("utf-8", "surrogatepass")) > schema.MAX_MESSAGE_BYTES:
-        raise BadRequest(
-            ErrorCode.MESSAGE_TOO_LARGE,
-            f"the message is over {schema.MAX_MESSAGE_BYTES} bytes; send less content",
-        )
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message is not valid JSON; send a JSON object such as {"action":"ping"}',
-        ) from None
-    if not isinstance(data, dict):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message must be a JSON object with an "action" field',
-        )
-    action = data.get("action")
-    if action not in SUPPORTED_ACTIONS:
-        shown = action if isinstance(action, str) and len(action) <= 64 else type(action).__name__
-        raise BadRequest(
-            ErrorCode.UNKNOWN_ACTION,
-            f"unknown action {shown!r}; the supported actions are " + ", ".join(SUPPORTED_ACTIONS),
-        )
-    try:
-        return INBOUND_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            f"invalid {action}: {describe_validation_error(exc)} "
-            "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
-            "content: a string that is not only whitespace)",
-        ) from None
 
 
 def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
