@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from local.events import now_ms
+from local.gateway import LambdaContext
+
 EVENTS = Path(__file__).parent / "events"
+# The deployed functions' default timeout (Pulumi.yaml's lambdaTimeoutSeconds).
+FUNCTION_TIMEOUT_MS = 10_000
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 TABLE_NAME = "rag-websocket-test-connections"
@@ -51,3 +57,17 @@ def chat_event(body: object, **request_context: Any) -> dict[str, Any]:
     event = load_event("chat_message", **request_context)
     event["body"] = body if isinstance(body, str) or body is None else json.dumps(body)
     return event
+
+
+def lambda_context(
+    function: str = "handler", remaining_ms: int = FUNCTION_TIMEOUT_MS
+) -> LambdaContext:
+    """A Lambda context (local mode's) with ``remaining_ms`` left before the function times out."""
+    return LambdaContext(
+        function_name=function,
+        aws_request_id=str(uuid.uuid4()),
+        invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}",
+        log_group_name=f"/aws/lambda/{function}",
+        log_stream_name="test",
+        deadline_ms=now_ms() + remaining_ms,
+    )

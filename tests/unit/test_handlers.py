@@ -17,7 +17,7 @@ from runtime import schema
 from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
 from tests.conftest import AwsResources
-from tests.support import chat_event, load_event
+from tests.support import chat_event, lambda_context, load_event
 
 CONNECTION_ID = "BFHPhfCWIAMCKlQ="
 
@@ -70,7 +70,7 @@ def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
 
 @pytest.fixture
 def connected(aws: AwsResources) -> AwsResources:
-    assert connect.handler(connect_event(), None)["statusCode"] == 200
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
     return aws
 
 
@@ -83,7 +83,10 @@ def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
 
 
 def test_connect_stores_the_row(aws: AwsResources) -> None:
-    assert connect.handler(connect_event(), None) == {"statusCode": 200, "body": ""}
+    assert connect.handler(connect_event(), lambda_context("connect")) == {
+        "statusCode": 200,
+        "body": "",
+    }
     rows = connect.STORE.list_for_user("user-123")
     assert [(r.connection_id, r.user_id) for r in rows] == [(CONNECTION_ID, "user-123")]
 
@@ -91,20 +94,30 @@ def test_connect_stores_the_row(aws: AwsResources) -> None:
 def test_connect_uses_principal_id_when_context_has_no_user_id(aws: AwsResources) -> None:
     event = connect_event()
     event["requestContext"]["authorizer"] = {"principalId": "p-1"}
-    assert connect.handler(event, None)["statusCode"] == 200
+    assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     assert connect.STORE.count_for_user("p-1") == 1
 
 
 def test_connect_without_identity_is_401(aws: AwsResources) -> None:
-    assert connect.handler(connect_event(user=None), None)["statusCode"] == 401
+    assert connect.handler(connect_event(user=None), lambda_context("connect"))["statusCode"] == 401
     assert connect.STORE.count_for_user("user-123") == 0
 
 
 def test_connect_over_the_per_user_limit_is_429(aws: AwsResources) -> None:
     limit = connect.STORE.config.max_connections_per_user
     for n in range(limit):
-        assert connect.handler(connect_event(connection_id=f"c{n}="), None)["statusCode"] == 200
-    assert connect.handler(connect_event(connection_id="one-too-many"), None)["statusCode"] == 429
+        assert (
+            connect.handler(connect_event(connection_id=f"c{n}="), lambda_context("connect"))[
+                "statusCode"
+            ]
+            == 200
+        )
+    assert (
+        connect.handler(connect_event(connection_id="one-too-many"), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 429
+    )
     assert connect.STORE.count_for_user("user-123") == limit
 
 
@@ -121,7 +134,7 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     def connect_one(n: int) -> None:
         event = connect_event(connection_id=f"conn-{n}=")
         barrier.wait()
-        statuses.append(connect.handler(event, None)["statusCode"])
+        statuses.append(connect.handler(event, lambda_context("connect"))["statusCode"])
 
     threads = [threading.Thread(target=connect_one, args=(n,)) for n in range(8)]
     for thread in threads:
@@ -141,7 +154,7 @@ def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) 
     )
     connect.STORE._client = client
     try:
-        assert connect.handler(connect_event(), None)["statusCode"] == 200
+        assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
     finally:
         connect.STORE._client = None
     assert calls == ["TransactWriteItems"]
@@ -159,7 +172,7 @@ def test_connect_store_failure_is_500_logged_and_counted(
             "transact_write_items", "ProvisionedThroughputExceededException", http_status_code=400
         )
         monkeypatch.setattr(connect.STORE, "_client", client)
-        assert connect.handler(connect_event(), None)["statusCode"] == 500
+        assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 500
     assert "connect failed" in logs.getvalue()
     assert unexpected_failures(capsys) == 1
 
@@ -170,11 +183,21 @@ def test_disconnect_deletes_the_row_and_frees_the_slot(
     monkeypatch.setattr(
         connect.STORE, "config", StoreConfig(connected.table_name, max_connections_per_user=1)
     )
-    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 429
+    assert (
+        connect.handler(connect_event(connection_id="second="), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 429
+    )
     event = load_event("disconnect", connectionId=CONNECTION_ID)
-    assert disconnect.handler(event, None)["statusCode"] == 200
+    assert disconnect.handler(event, lambda_context("disconnect"))["statusCode"] == 200
     assert disconnect.STORE.get(CONNECTION_ID) is None
-    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 200
+    assert (
+        connect.handler(connect_event(connection_id="second="), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 200
+    )
 
 
 def test_disconnect_is_200_even_when_the_delete_fails(
@@ -184,7 +207,7 @@ def test_disconnect_is_200_even_when_the_delete_fails(
     with Stubber(client) as stub:
         stub.add_client_error("delete_item", "InternalServerError", http_status_code=500)
         monkeypatch.setattr(disconnect.STORE, "_client", client)
-        result = disconnect.handler(load_event("disconnect"), None)
+        result = disconnect.handler(load_event("disconnect"), lambda_context("disconnect"))
     assert result["statusCode"] == 200
     assert unexpected_failures(capsys) == 1
 
@@ -203,7 +226,7 @@ def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None
     before = last_seen()
     time.sleep(0.01)
     event = chat_event('{"action":"ping"}', routeKey="ping", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, None))
+    frame = frame_of(message.handler(event, lambda_context("message")))
     assert (frame["type"], frame["event"]) == ("system", "pong")
     assert last_seen() > before
     row = message.STORE.get(CONNECTION_ID)
@@ -212,7 +235,7 @@ def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None
 
 
 def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
-    frame = frame_of(message.handler(chat(clientMessageId="c-42"), None))
+    frame = frame_of(message.handler(chat(clientMessageId="c-42"), lambda_context("message")))
     assert frame["type"] == "system"
     assert frame["event"] == "accepted"
     assert frame["data"]["clientMessageId"] == "c-42"
@@ -230,14 +253,19 @@ def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
 
 def test_a_resent_client_message_id_is_queued_once(connected: AwsResources) -> None:
     for _ in range(3):
-        assert frame_of(message.handler(chat(clientMessageId="same"), None))["event"] == "accepted"
+        assert (
+            frame_of(message.handler(chat(clientMessageId="same"), lambda_context("message")))[
+                "event"
+            ]
+            == "accepted"
+        )
     assert len(queued(connected)) == 1
 
 
 def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
     connected: AwsResources,
 ) -> None:
-    frame = frame_of(message.handler(chat(), None))
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["data"]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
     [queued_message] = queued_messages(connected)
     assert json.loads(queued_message["Body"])["clientMessageId"] == "BFHQLcaQIAMCKlQ="
@@ -249,12 +277,15 @@ def test_rate_limited_message_is_not_queued(
 ) -> None:
     limit = message.STORE.config.messages_per_minute
     frames = [
-        frame_of(message.handler(chat(clientMessageId=f"m{n}"), None)) for n in range(limit + 1)
+        frame_of(message.handler(chat(clientMessageId=f"m{n}"), lambda_context("message")))
+        for n in range(limit + 1)
     ]
     # a window boundary inside the burst would reset the counter: allow one extra accept
     limited = [f for f in frames if f["type"] == "error"]
     if not limited:
-        limited = [frame_of(message.handler(chat(clientMessageId="extra"), None))]
+        limited = [
+            frame_of(message.handler(chat(clientMessageId="extra"), lambda_context("message")))
+        ]
     [last] = limited[-1:]
     assert last["code"] == "RATE_LIMITED"
     assert last["retryable"] is True
@@ -264,7 +295,7 @@ def test_rate_limited_message_is_not_queued(
 
 
 def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: AwsResources) -> None:
-    frame = frame_of(message.handler(chat(), None))
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["code"] == "UNKNOWN_CONNECTION"
     assert queued(aws) == []
 
@@ -276,7 +307,9 @@ def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
     with Stubber(client) as stub:
         stub.add_client_error("send_message", "ServiceUnavailable", http_status_code=503)
         monkeypatch.setattr(message.aws, "sqs", lambda: client)
-        frame = frame_of(message.handler(chat(clientMessageId="keep-me"), None))
+        frame = frame_of(
+            message.handler(chat(clientMessageId="keep-me"), lambda_context("message"))
+        )
     assert frame["type"] == "error"
     assert frame["code"] == "SERVICE_UNAVAILABLE"
     assert frame["retryable"] is True
@@ -312,7 +345,7 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
             monkeypatch.setattr(message.aws, "sqs", lambda: client)
         else:
             monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(clientMessageId="m-1"), None))
+        frame = frame_of(message.handler(chat(clientMessageId="m-1"), lambda_context("message")))
     assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "INTERNAL_ERROR", False)
     assert frame["clientMessageId"] == "m-1"
     assert "would fail the same way" in frame["message"]
@@ -326,7 +359,7 @@ def test_a_crash_is_an_error_frame_counted_as_unexpected(
         raise RuntimeError("bug")
 
     monkeypatch.setattr(message, "_handle", crash)
-    frame = frame_of(message.handler(chat(), None))
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert (frame["code"], frame["retryable"]) == ("INTERNAL_ERROR", False)
     assert unexpected_failures(capsys) == 1
 
@@ -336,13 +369,13 @@ def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) ->
     with a deduplication id it saw in the last 5 minutes, per message group
     (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/using-messagededuplicationid-property.html)."""
     other = connect_event(user="user-456", connection_id="JC1dgf9yoAMCK-g=")
-    assert connect.handler(other, None)["statusCode"] == 200
+    assert connect.handler(other, lambda_context("connect"))["statusCode"] == 200
     for connection_id, user in ((CONNECTION_ID, "user-123"), ("JC1dgf9yoAMCK-g=", "user-456")):
         event = chat(clientMessageId="1")
         event["requestContext"].update(
             connectionId=connection_id, authorizer={"principalId": user, "userId": user}
         )
-        assert frame_of(message.handler(event, None))["event"] == "accepted"
+        assert frame_of(message.handler(event, lambda_context("message")))["event"] == "accepted"
     messages = queued_messages(connected)
     bodies = [json.loads(m["Body"]) for m in messages]
     assert sorted(b["userId"] for b in bodies) == ["user-123", "user-456"]
@@ -362,7 +395,7 @@ def test_store_failure_is_a_retryable_error(
     with Stubber(client) as stub:
         stub.add_client_error("update_item", "ThrottlingException", http_status_code=400)
         monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(), None))
+        frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert (frame["code"], frame["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert queued(connected) == []
 
@@ -410,7 +443,7 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     event = chat_event(body, routeKey="$default", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, None))
+    frame = frame_of(message.handler(event, lambda_context("message")))
     assert frame["type"] == "error"
     assert frame["code"] == code
     assert names in frame["message"]
@@ -422,12 +455,12 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
 
 def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: AwsResources) -> None:
     body = '{"action":"ping","x":' + "[" * 5000 + "]" * 5000 + "}"
-    frame = frame_of(message.handler(chat_event(body, routeKey="ping"), None))
+    frame = frame_of(message.handler(chat_event(body, routeKey="ping"), lambda_context("message")))
     assert frame["type"] in {"system", "error"}
 
 
 def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io.StringIO) -> None:
-    message.handler(chat("a secret question"), None)
+    message.handler(chat("a secret question"), lambda_context("message"))
     out = logs.getvalue()
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
     queued_record = next(r for r in records if r["message"] == "chat message queued")
@@ -465,7 +498,9 @@ bodies = (
 )
 @given(body=bodies)
 def test_any_body_gets_one_well_formed_frame(connected: AwsResources, body: str) -> None:
-    result = message.handler(chat_event(body, routeKey="$default", connectedAt=now_ms()), None)
+    result = message.handler(
+        chat_event(body, routeKey="$default", connectedAt=now_ms()), lambda_context("message")
+    )
     assert result["statusCode"] == 200
     frame = json.loads(result["body"])
     assert frame["type"] in {"system", "error"}

@@ -27,7 +27,7 @@ from runtime.messages import (
     typing_indicator,
 )
 from tests.conftest import AwsResources
-from tests.support import chat_event, load_event
+from tests.support import chat_event, lambda_context, load_event
 from tests.web.support import REPO, WEB, node, require_web_build
 from tools import protocol
 
@@ -112,10 +112,10 @@ def test_the_queued_message_validates(aws: AwsResources) -> None:
 
     now_ms = int(time.time() * 1000)
     connected = load_event("connect", connectedAt=now_ms)
-    assert connect.handler(connected, None)["statusCode"] == 200
+    assert connect.handler(connected, lambda_context("connect"))["statusCode"] == 200
     body = {"action": "chat_message", "conversationId": "c1", "content": "héllo"}
     event = chat_event({**body, "clientMessageId": "q1"}, connectedAt=now_ms)
-    result = message.handler(event, None)
+    result = message.handler(event, lambda_context("message"))
     assert json.loads(result["body"])["event"] == "accepted"
     (item,) = boto3.client("sqs").receive_message(QueueUrl=aws.queue_url)["Messages"]
     queued = json.loads(item["Body"])
