@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime import aws
 from runtime.aws import Deadline
@@ -184,7 +185,8 @@ def _serialize(frame: Frame, request_id: str | None) -> str:
 
 
 @emits_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = Deadline.of(context)
     request_id: str | None = None
     try:

@@ -470,6 +470,23 @@ def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io
     assert "a secret question" not in out
 
 
+def test_every_handler_logs_with_the_lambda_context(
+    connected: AwsResources, logs: io.StringIO
+) -> None:
+    """Powertools' ``inject_lambda_context`` on connect, message and disconnect, as on the
+    authorizer: cold start, function name and request id on every line."""
+    contexts = [lambda_context(name) for name in ("connect", "message", "disconnect")]
+    connect.handler(connect_event(connection_id="second="), contexts[0])
+    message.handler(chat(), contexts[1])
+    disconnect.handler(load_event("disconnect", connectionId="second="), contexts[2])
+    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    for context in contexts:
+        mine = [r for r in records if r.get("function_request_id") == context.aws_request_id]
+        assert mine, f"no log line of {context.function_name}"
+        assert all(r["function_name"] == context.function_name for r in mine)
+        assert all(isinstance(r["cold_start"], bool) for r in mine)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
