@@ -11,10 +11,11 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV
+from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV, connect_event, lambda_context
 
 for _name, _value in TEST_ENV.items():
     os.environ[_name] = _value
@@ -70,3 +71,12 @@ def logs() -> Iterator[io.StringIO]:
         yield buffer
     finally:
         handler.setStream(previous)
+
+
+@pytest.fixture
+def connected(aws: Any) -> Any:
+    """``aws`` (whichever the folder gives) with ``CONNECTION_ID`` connected by the handler."""
+    from runtime.handlers import connect
+
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+    return aws

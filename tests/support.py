@@ -71,3 +71,39 @@ def lambda_context(
         log_stream_name="test",
         deadline_ms=now_ms() + remaining_ms,
     )
+
+
+CONNECTION_ID = "BFHPhfCWIAMCKlQ="  # a real capture's (Powertools' tests/events)
+
+
+def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION_ID) -> Any:
+    """A ``$connect`` event of ``user`` (no authorizer context for ``None``), connected now."""
+    authorizer = {"principalId": user, "userId": user} if user else {}
+    return load_event(
+        "connect", connectionId=connection_id, connectedAt=now_ms(), authorizer=authorizer
+    )
+
+
+def frame_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The frame a message route answered with (status 200, a ``timestamp`` as every frame)."""
+    assert result["statusCode"] == 200
+    frame: dict[str, Any] = json.loads(result["body"])
+    assert "timestamp" in frame
+    return frame
+
+
+def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message in the queue with its FIFO attributes, removed from the queue."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+        ).get("Messages", [])
+        if not batch:
+            return messages
+        for item in batch:
+            messages.append(dict(item))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])

@@ -31,15 +31,24 @@ from typing import Any
 import pytest
 
 from local.aws import AwsResources, EmbeddedAws
+from local.events import now_ms
 from runtime import aws as runtime_aws
 from runtime import schema
 from runtime.handlers import connect, disconnect, message
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
-from tests.support import QUEUE_NAME, TABLE_NAME, chat_event, lambda_context, load_event
+from tests.support import (
+    CONNECTION_ID,
+    QUEUE_NAME,
+    TABLE_NAME,
+    chat_event,
+    connect_event,
+    drain_queue,
+    frame_of,
+    lambda_context,
+    load_event,
+)
 
-CONNECTION_ID = "BFHPhfCWIAMCKlQ="
-USER = "fault-user"
 SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
 DYNAMODB_FAULTS = [
     pytest.param("ThrottlingException", 400, id="throttled"),
@@ -88,19 +97,6 @@ def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def connect_event() -> dict[str, Any]:
-    return load_event(
-        "connect",
-        connectionId=CONNECTION_ID,
-        connectedAt=now_ms(),
-        authorizer={"principalId": USER, "userId": USER},
-    )
-
-
 def chat(client_message_id: str) -> dict[str, Any]:
     body = {
         "action": "chat_message",
@@ -119,29 +115,10 @@ def rows(resources: AwsResources) -> list[dict[str, Any]]:
 
 def queued(resources: AwsResources) -> list[str]:
     """The clientMessageIds in the chat queue, read past the injected faults."""
-    sqs = resources.sqs()
-    ids: list[str] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=resources.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not batch:
-            return ids
-        for item in batch:
-            ids.append(json.loads(item["Body"])["clientMessageId"])
-            sqs.delete_message(QueueUrl=resources.queue_url, ReceiptHandle=item["ReceiptHandle"])
-
-
-def frame_of(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["statusCode"] == 200
-    frame: dict[str, Any] = json.loads(result["body"])
-    return frame
-
-
-@pytest.fixture
-def connected(aws: AwsResources) -> AwsResources:
-    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
-    return aws
+    return [
+        json.loads(item["Body"])["clientMessageId"]
+        for item in drain_queue(resources.sqs(), resources.queue_url)
+    ]
 
 
 # --- $connect --------------------------------------------------------------------------------

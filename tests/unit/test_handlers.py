@@ -13,31 +13,20 @@ from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from local.events import now_ms
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
 from tests.conftest import AwsResources
-from tests.support import chat_event, lambda_context, load_event
-
-CONNECTION_ID = "BFHPhfCWIAMCKlQ="
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION_ID) -> Any:
-    authorizer = {"principalId": user, "userId": user} if user else {}
-    return load_event(
-        "connect", connectionId=connection_id, connectedAt=now_ms(), authorizer=authorizer
-    )
-
-
-def frame_of(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["statusCode"] == 200
-    frame: dict[str, Any] = json.loads(result["body"])
-    assert "timestamp" in frame
-    return frame
+from tests.support import (
+    CONNECTION_ID,
+    chat_event,
+    connect_event,
+    drain_queue,
+    frame_of,
+    lambda_context,
+    load_event,
+)
 
 
 def queued(aws: AwsResources) -> list[dict[str, Any]]:
@@ -45,20 +34,7 @@ def queued(aws: AwsResources) -> list[dict[str, Any]]:
 
 
 def queued_messages(aws: AwsResources) -> list[dict[str, Any]]:
-    """Every message in the chat queue with its FIFO attributes, removed from the queue."""
-    sqs = boto3.client("sqs")
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=aws.queue_url,
-            MaxNumberOfMessages=10,
-            MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        for item in batch:
-            messages.append(dict(item))
-            sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=item["ReceiptHandle"])
+    return drain_queue(boto3.client("sqs"), aws.queue_url)
 
 
 def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
@@ -66,12 +42,6 @@ def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
     return sum(sum(v) if isinstance(v, list) else v for v in values)
-
-
-@pytest.fixture
-def connected(aws: AwsResources) -> AwsResources:
-    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
-    return aws
 
 
 def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
