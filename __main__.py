@@ -8,6 +8,8 @@ stack reads; outputs may be added, never renamed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 
 from components.alarms import Alarms, AlarmsArgs
@@ -17,7 +19,7 @@ from components.connection_table import ConnectionTable, ConnectionTableArgs
 from components.consumer_policies import ConsumerPolicies, ConsumerPoliciesArgs
 from components.dependency_layer import DependencyLayer, DependencyLayerArgs
 from components.handler_function import HandlerFunction, HandlerFunctionArgs
-from components.iam import allow
+from components.iam import Statement, allow
 from components.settings import load_settings
 from components.websocket_api import WebSocketApi, WebSocketApiArgs
 from runtime import schema
@@ -56,75 +58,63 @@ variables: dict[str, pulumi.Input[str]] = {
     schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
 }
 
-authorizer = HandlerFunction(
-    "authorizer",
-    HandlerFunctionArgs(
-        handler=schema.lambda_handler("authorizer"),
-        description="$connect REQUEST authorizer: verifies the JWT of ?token=",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment=schema.function_environment("authorizer", variables),
-        tags=tags,
-    ),
+
+def handler_function(
+    name: str, description: str, statements: Sequence[Statement] = ()
+) -> HandlerFunction:
+    """Function ``name`` of ``runtime.schema``: its handler and environment, the shared packages,
+    the stack's Lambda settings and tags, and only the permissions ``statements`` grant."""
+    return HandlerFunction(
+        name,
+        HandlerFunctionArgs(
+            handler=schema.lambda_handler(name),
+            description=description,
+            code=packages.code,
+            layers=[packages.layer_arn],
+            lambda_settings=settings.lambda_settings,
+            environment=schema.function_environment(name, variables),
+            statements=statements,
+            tags=tags,
+        ),
+    )
+
+
+authorizer = handler_function(
+    "authorizer", "$connect REQUEST authorizer: verifies the JWT of ?token="
 )
-connect = HandlerFunction(
+connect = handler_function(
     "connect",
-    HandlerFunctionArgs(
-        handler=schema.lambda_handler("connect"),
-        description="$connect: stores the connection row",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment=schema.function_environment("connect", variables),
-        statements=[
-            # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
-            # at the limit, the set's rows are read and the gone ones dropped from it (an
-            # emptied set's item is deleted).
-            allow(
-                "AddConnection",
-                [
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:DeleteItem",
-                ],
-                [table.arn],
-            ),
-        ],
-        tags=tags,
-    ),
+    "$connect: stores the connection row",
+    statements=[
+        # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
+        # at the limit, the set's rows are read and the gone ones dropped from it (an
+        # emptied set's item is deleted).
+        allow(
+            "AddConnection",
+            [
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:DeleteItem",
+            ],
+            [table.arn],
+        ),
+    ],
 )
-disconnect = HandlerFunction(
+disconnect = handler_function(
     "disconnect",
-    HandlerFunctionArgs(
-        handler=schema.lambda_handler("disconnect"),
-        description="$disconnect: deletes the connection row",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment=schema.function_environment("disconnect", variables),
-        statements=[
-            allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
-        ],
-        tags=tags,
-    ),
+    "$disconnect: deletes the connection row",
+    statements=[
+        allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
+    ],
 )
-message = HandlerFunction(
+message = handler_function(
     "message",
-    HandlerFunctionArgs(
-        handler=schema.lambda_handler("message"),
-        description="chat_message, ping and $default: rate limit, queue, answer",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment=schema.function_environment("message", variables),
-        statements=[
-            allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
-            allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),
-        ],
-        tags=tags,
-    ),
+    "chat_message, ping and $default: rate limit, queue, answer",
+    statements=[
+        allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
+        allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),
+    ],
 )
 
 api = WebSocketApi(
