@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from client import ChatClient, ClientConfig
 from local.gateway import AccessRecord
-from local.stack import LocalStack, background_stack
+from local.stack import LocalStack
 from runtime import aws as runtime_aws
 from runtime import schema
 from runtime.config import StoreConfig
@@ -52,25 +52,12 @@ def figures() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def access_log() -> list[AccessRecord]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, access_log: list[AccessRecord]
-) -> Iterator[LocalStack]:
-    with background_stack(
-        port=0,
-        responder=None,
-        state_dir=tmp_path_factory.mktemp("faults-state"),
-        access_log=access_log.append,
-    ) as running:
-        # Warm the handlers' cached clients, so that the faults below go into those very ones.
-        with connect(running.connect_url("warm-up"), open_timeout=30) as ws:
-            ws.send('{"action":"ping"}')
-            assert json.loads(ws.recv(timeout=30))["event"] == "pong"
-        yield running
+def stack(stack: LocalStack) -> LocalStack:
+    """Warm the handlers' cached clients, so that the faults below go into those very ones."""
+    with connect(stack.connect_url("warm-up"), open_timeout=30) as ws:
+        ws.send('{"action":"ping"}')
+        assert json.loads(ws.recv(timeout=30))["event"] == "pong"
+    return stack
 
 
 @pytest.fixture(autouse=True)
