@@ -24,14 +24,17 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 @dataclass(frozen=True)
-class AwsResources:
+class MockedAws:
+    """What the `aws` fixture created in moto's in-process AWS (`mock_aws`); a served moto is
+    `local.aws.AwsResources` (tests/local, tests/reliability)."""
+
     table_name: str
     queue_url: str
     dead_letter_queue_url: str
 
 
 @pytest.fixture
-def aws() -> Iterator[AwsResources]:
+def aws() -> Iterator[MockedAws]:
     """moto's in-process AWS with the connections table and the chat FIFO queue + DLQ."""
     import boto3
     from moto import mock_aws
@@ -54,7 +57,7 @@ def aws() -> Iterator[AwsResources]:
             QueueName=QUEUE_NAME, Attributes=schema.fifo_queue_attributes(dlq_arn)
         )["QueueUrl"]
         assert queue_url == TEST_ENV["CHAT_QUEUE_URL"]
-        yield AwsResources(TABLE_NAME, queue_url, dlq_url)
+        yield MockedAws(TABLE_NAME, queue_url, dlq_url)
     runtime_aws.reset_clients()
 
 

@@ -17,7 +17,7 @@ from local.events import now_ms
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
-from tests.conftest import AwsResources
+from tests.conftest import MockedAws
 from tests.support import (
     CONNECTION_ID,
     chat_event,
@@ -29,11 +29,11 @@ from tests.support import (
 )
 
 
-def queued(aws: AwsResources) -> list[dict[str, Any]]:
+def queued(aws: MockedAws) -> list[dict[str, Any]]:
     return [json.loads(item["Body"]) for item in queued_messages(aws)]
 
 
-def queued_messages(aws: AwsResources) -> list[dict[str, Any]]:
+def queued_messages(aws: MockedAws) -> list[dict[str, Any]]:
     return drain_queue(boto3.client("sqs"), aws.queue_url)
 
 
@@ -52,7 +52,7 @@ def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
 # --- $connect / $disconnect ---------------------------------------------------------------
 
 
-def test_connect_stores_the_row(aws: AwsResources) -> None:
+def test_connect_stores_the_row(aws: MockedAws) -> None:
     assert connect.handler(connect_event(), lambda_context("connect")) == {
         "statusCode": 200,
         "body": "",
@@ -61,19 +61,19 @@ def test_connect_stores_the_row(aws: AwsResources) -> None:
     assert [(r.connection_id, r.user_id) for r in rows] == [(CONNECTION_ID, "user-123")]
 
 
-def test_connect_uses_principal_id_when_context_has_no_user_id(aws: AwsResources) -> None:
+def test_connect_uses_principal_id_when_context_has_no_user_id(aws: MockedAws) -> None:
     event = connect_event()
     event["requestContext"]["authorizer"] = {"principalId": "p-1"}
     assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     assert connect.STORE.count_for_user("p-1") == 1
 
 
-def test_connect_without_identity_is_401(aws: AwsResources) -> None:
+def test_connect_without_identity_is_401(aws: MockedAws) -> None:
     assert connect.handler(connect_event(user=None), lambda_context("connect"))["statusCode"] == 401
     assert connect.STORE.count_for_user("user-123") == 0
 
 
-def test_connect_over_the_per_user_limit_is_429(aws: AwsResources) -> None:
+def test_connect_over_the_per_user_limit_is_429(aws: MockedAws) -> None:
     limit = connect.STORE.config.max_connections_per_user
     for n in range(limit):
         assert (
@@ -93,7 +93,7 @@ def test_connect_over_the_per_user_limit_is_429(aws: AwsResources) -> None:
 
 @pytest.mark.usefixtures("serializable_transactions")
 def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(
         connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=3)
@@ -116,7 +116,7 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     assert unexpected_failures(capsys) == 0  # a refused connect is not a failure
 
 
-def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) -> None:
+def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: MockedAws) -> None:
     calls: list[str] = []
     client = boto3.client("dynamodb")
     client.meta.events.register(
@@ -131,7 +131,7 @@ def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) 
 
 
 def test_connect_store_failure_is_500_logged_and_counted(
-    aws: AwsResources,
+    aws: MockedAws,
     monkeypatch: pytest.MonkeyPatch,
     logs: io.StringIO,
     capsys: pytest.CaptureFixture[str],
@@ -148,7 +148,7 @@ def test_connect_store_failure_is_500_logged_and_counted(
 
 
 def test_disconnect_deletes_the_row_and_frees_the_slot(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         connect.STORE, "config", StoreConfig(connected.table_name, max_connections_per_user=1)
@@ -171,7 +171,7 @@ def test_disconnect_deletes_the_row_and_frees_the_slot(
 
 
 def test_disconnect_is_200_even_when_the_delete_fails(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
@@ -185,7 +185,7 @@ def test_disconnect_is_200_even_when_the_delete_fails(
 # --- chat_message / ping / $default -------------------------------------------------------
 
 
-def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None:
+def test_ping_answers_pong_and_records_activity(connected: MockedAws) -> None:
     def last_seen() -> int:
         key = {"S": schema.connection_key(CONNECTION_ID)}
         item = boto3.client("dynamodb").get_item(
@@ -204,7 +204,7 @@ def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None
     assert row.ttl >= time.time() + message.STORE.config.idle_timeout_seconds - 1
 
 
-def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
+def test_chat_message_is_queued_and_accepted(connected: MockedAws) -> None:
     frame = frame_of(message.handler(chat(clientMessageId="c-42"), lambda_context("message")))
     assert frame["type"] == "system"
     assert frame["event"] == "accepted"
@@ -221,7 +221,7 @@ def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
     }
 
 
-def test_a_resent_client_message_id_is_queued_once(connected: AwsResources) -> None:
+def test_a_resent_client_message_id_is_queued_once(connected: MockedAws) -> None:
     for _ in range(3):
         assert (
             frame_of(message.handler(chat(clientMessageId="same"), lambda_context("message")))[
@@ -233,7 +233,7 @@ def test_a_resent_client_message_id_is_queued_once(connected: AwsResources) -> N
 
 
 def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
-    connected: AwsResources,
+    connected: MockedAws,
 ) -> None:
     frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["data"]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
@@ -243,7 +243,7 @@ def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
 
 
 def test_rate_limited_message_is_not_queued(
-    connected: AwsResources, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limit = message.STORE.config.messages_per_minute
     frames = [
@@ -264,14 +264,14 @@ def test_rate_limited_message_is_not_queued(
     assert unexpected_failures(capsys) == 0
 
 
-def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: AwsResources) -> None:
+def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: MockedAws) -> None:
     frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["code"] == "UNKNOWN_CONNECTION"
     assert queued(aws) == []
 
 
 def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("sqs")
     with Stubber(client) as stub:
@@ -297,7 +297,7 @@ def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
     ],
 )
 def test_an_error_a_retry_cannot_fix_is_not_retryable(
-    connected: AwsResources,
+    connected: MockedAws,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     operation: str,
@@ -323,7 +323,7 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
 
 
 def test_a_crash_is_an_error_frame_counted_as_unexpected(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def crash(*_: object) -> None:
         raise RuntimeError("bug")
@@ -334,7 +334,7 @@ def test_a_crash_is_an_error_frame_counted_as_unexpected(
     assert unexpected_failures(capsys) == 1
 
 
-def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) -> None:
+def test_two_users_with_the_same_ids_are_both_queued(connected: MockedAws) -> None:
     """Clients choose conversationId and clientMessageId; SQS FIFO drops a second message
     with a deduplication id it saw in the last 5 minutes, per message group
     (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/using-messagededuplicationid-property.html)."""
@@ -359,7 +359,7 @@ def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) ->
 
 
 def test_store_failure_is_a_retryable_error(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
@@ -406,7 +406,7 @@ def test_store_failure_is_a_retryable_error(
     ],
 )
 def test_bad_bodies_get_an_error_frame_naming_the_problem(
-    connected: AwsResources,
+    connected: MockedAws,
     body: str | None,
     code: str,
     names: str,
@@ -423,13 +423,13 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
     assert unexpected_failures(capsys) == 0
 
 
-def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: AwsResources) -> None:
+def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: MockedAws) -> None:
     body = '{"action":"ping","x":' + "[" * 5000 + "]" * 5000 + "}"
     frame = frame_of(message.handler(chat_event(body, routeKey="ping"), lambda_context("message")))
     assert frame["type"] in {"system", "error"}
 
 
-def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io.StringIO) -> None:
+def test_logs_carry_ids_but_no_content_at_info(connected: MockedAws, logs: io.StringIO) -> None:
     message.handler(chat("a secret question"), lambda_context("message"))
     out = logs.getvalue()
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
@@ -441,7 +441,7 @@ def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io
 
 
 def test_every_handler_logs_with_the_lambda_context(
-    connected: AwsResources, logs: io.StringIO
+    connected: MockedAws, logs: io.StringIO
 ) -> None:
     """Powertools' ``inject_lambda_context`` on connect, message and disconnect, as on the
     authorizer: cold start, function name and request id on every line."""
@@ -484,7 +484,7 @@ bodies = (
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=bodies)
-def test_any_body_gets_one_well_formed_frame(connected: AwsResources, body: str) -> None:
+def test_any_body_gets_one_well_formed_frame(connected: MockedAws, body: str) -> None:
     result = message.handler(
         chat_event(body, routeKey="$default", connectedAt=now_ms()), lambda_context("message")
     )

@@ -26,7 +26,7 @@ from runtime.messages import (
     system_frame,
     typing_indicator,
 )
-from tests.conftest import AwsResources
+from tests.conftest import MockedAws
 from tests.support import chat_event, lambda_context, load_event
 from tests.web.support import REPO, WEB, node, require_web_build
 from tools import protocol
@@ -106,7 +106,7 @@ def test_the_schema_refuses_what_the_handler_refuses() -> None:
     assert not inbound.is_valid({"action": "chat_message", "conversationId": "a b", "content": "x"})
 
 
-def test_the_queued_message_validates(aws: AwsResources) -> None:
+def test_the_queued_message_validates(aws: MockedAws) -> None:
     """What the ``chat_message`` handler really sends to SQS is the schema's ChatQueueMessage."""
     from runtime.handlers import connect
 
