@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -63,13 +62,8 @@ def lambda_context(
     function: str = "handler", remaining_ms: int = FUNCTION_TIMEOUT_MS
 ) -> LambdaContext:
     """A Lambda context (local mode's) with ``remaining_ms`` left before the function times out."""
-    return LambdaContext(
-        function_name=function,
-        aws_request_id=str(uuid.uuid4()),
-        invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}",
-        log_group_name=f"/aws/lambda/{function}",
-        log_stream_name="test",
-        deadline_ms=now_ms() + remaining_ms,
+    return LambdaContext.starting_now(
+        function, timeout_ms=remaining_ms, region=REGION, account_id=ACCOUNT, log_stream_name="test"
     )
 
 
