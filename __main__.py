@@ -8,6 +8,8 @@ stack reads; outputs may be added, never renamed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 
 from components.alarms import Alarms, AlarmsArgs
@@ -17,7 +19,7 @@ from components.connection_table import ConnectionTable, ConnectionTableArgs
 from components.consumer_policies import ConsumerPolicies, ConsumerPoliciesArgs
 from components.dependency_layer import DependencyLayer, DependencyLayerArgs
 from components.handler_function import HandlerFunction, HandlerFunctionArgs
-from components.iam import allow
+from components.iam import Statement, allow
 from components.settings import load_settings
 from components.websocket_api import WebSocketApi, WebSocketApiArgs
 from runtime import schema
@@ -43,90 +45,76 @@ packages = DependencyLayer(
     "packages", DependencyLayerArgs(lambda_settings=settings.lambda_settings)
 )
 
-authorizer = HandlerFunction(
-    "authorizer",
-    HandlerFunctionArgs(
-        handler="runtime.handlers.authorizer.handler",
-        description="$connect REQUEST authorizer: verifies the JWT of ?token=",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_AUTH_ISSUER: settings.auth_issuer,
-            schema.ENV_AUTH_AUDIENCE: settings.auth_audience,
-            schema.ENV_AUTH_JWKS_URL: settings.jwks_url,
-            schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
-        },
-        tags=tags,
-    ),
+# Every variable a function may read, by name; each function gets only its own.
+variables: dict[str, pulumi.Input[str]] = {
+    schema.ENV_CONNECTIONS_TABLE: table.name,
+    schema.ENV_CHAT_QUEUE_URL: queue.url,
+    schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
+    schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
+    schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
+    schema.ENV_AUTH_ISSUER: settings.auth_issuer,
+    schema.ENV_AUTH_AUDIENCE: settings.auth_audience,
+    schema.ENV_AUTH_JWKS_URL: settings.jwks_url,
+    schema.ENV_AUTH_TOKEN_USE: settings.auth_token_use,
+}
+
+
+def handler_function(
+    name: str, description: str, statements: Sequence[Statement] = ()
+) -> HandlerFunction:
+    """Function ``name`` of ``runtime.schema``: its handler and environment, the shared packages,
+    the stack's Lambda settings and tags, and only the permissions ``statements`` grant."""
+    return HandlerFunction(
+        name,
+        HandlerFunctionArgs(
+            handler=schema.lambda_handler(name),
+            description=description,
+            code=packages.code,
+            layers=[packages.layer_arn],
+            lambda_settings=settings.lambda_settings,
+            environment=schema.function_environment(name, variables),
+            statements=statements,
+            tags=tags,
+        ),
+    )
+
+
+authorizer = handler_function(
+    "authorizer", "$connect REQUEST authorizer: verifies the JWT of ?token="
 )
-connect = HandlerFunction(
+connect = handler_function(
     "connect",
-    HandlerFunctionArgs(
-        handler="runtime.handlers.connect.handler",
-        description="$connect: stores the connection row",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_CONNECTIONS_TABLE: table.name,
-            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
-            schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
-            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
-        },
-        statements=[
-            # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
-            # at the limit, the set's rows are read and the gone ones dropped from it (an
-            # emptied set's item is deleted).
-            allow(
-                "AddConnection",
-                [
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:DeleteItem",
-                ],
-                [table.arn],
-            ),
-        ],
-        tags=tags,
-    ),
+    "$connect: stores the connection row",
+    statements=[
+        # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
+        # at the limit, the set's rows are read and the gone ones dropped from it (an
+        # emptied set's item is deleted).
+        allow(
+            "AddConnection",
+            [
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:DeleteItem",
+            ],
+            [table.arn],
+        ),
+    ],
 )
-disconnect = HandlerFunction(
+disconnect = handler_function(
     "disconnect",
-    HandlerFunctionArgs(
-        handler="runtime.handlers.disconnect.handler",
-        description="$disconnect: deletes the connection row",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment={schema.ENV_CONNECTIONS_TABLE: table.name},
-        statements=[
-            allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
-        ],
-        tags=tags,
-    ),
+    "$disconnect: deletes the connection row",
+    statements=[
+        allow("RemoveConnection", ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], [table.arn])
+    ],
 )
-message = HandlerFunction(
+message = handler_function(
     "message",
-    HandlerFunctionArgs(
-        handler="runtime.handlers.message.handler",
-        description="chat_message, ping and $default: rate limit, queue, answer",
-        code=packages.code,
-        layers=[packages.layer_arn],
-        lambda_settings=settings.lambda_settings,
-        environment={
-            schema.ENV_CONNECTIONS_TABLE: table.name,
-            schema.ENV_CHAT_QUEUE_URL: queue.url,
-            schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
-            schema.ENV_MESSAGES_PER_MINUTE: str(settings.messages_per_minute),
-        },
-        statements=[
-            allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
-            allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),
-        ],
-        tags=tags,
-    ),
+    "chat_message, ping and $default: rate limit, queue, answer",
+    statements=[
+        allow("TouchConnection", ["dynamodb:UpdateItem"], [table.arn]),
+        allow("QueueChatMessage", ["sqs:SendMessage"], [queue.arn]),
+    ],
 )
 
 api = WebSocketApi(

@@ -87,7 +87,7 @@ class ConnectionEvents:
                 "action": schema.ROUTE_CHAT_MESSAGE,
                 "conversationId": f"conversation-{self.user_id}",
                 "content": content,
-                "clientMessageId": events.new_message_id().strip("="),
+                "clientMessageId": events.new_event_message_id().strip("="),
             }
         )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from local.__main__ import import_object
 from local.gateway.access_log import AccessRecord
-from local.stack import LocalStack, StackSettings
+from local.stack import LocalStack, LocalStackSettings
 
 READY_MARKER = "STACK-READY "
 
@@ -42,8 +42,8 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_reader(sys.stdin.fileno(), stop.set)  # stdin closed: the benchmark is done
-    defaults = StackSettings()
-    settings = StackSettings(
+    defaults = LocalStackSettings()
+    settings = LocalStackSettings(
         handler_processes=(
             defaults.handler_processes if handler_processes is None else handler_processes
         ),

@@ -87,20 +87,7 @@ class Alarms(pulumi.ComponentResource):
         # Fixed names: a replacement deletes the old resource before creating its successor.
         self._fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self._tags = dict(args.tags)
-        self.topic = aws.sns.Topic(
-            f"{name}-topic",
-            name=physical_name("alarms", max_length=MAX_TOPIC_NAME_LENGTH),
-            tags=self._tags,
-            opts=self._fixed_name,
-        )
-        if args.alarm_email:
-            aws.sns.TopicSubscription(
-                f"{name}-email",
-                topic=self.topic.arn,
-                protocol="email",
-                endpoint=args.alarm_email,
-                opts=self._child,
-            )
+        self._add_topic(args)
         self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
 
         self._alarm(
@@ -113,6 +100,39 @@ class Alarms(pulumi.ComponentResource):
             statistic="Sum",
             threshold=1,
         )
+        self._add_function_alarms(args)
+        if args.access_log_group_name is not None:
+            self._integration_5xx(args.access_log_group_name, args.api_id, args.stage_name)
+        for metric in TABLE_METRICS:
+            self._table_alarm(metric, args.table_name)
+        self._add_queue_alarms(args)
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            dashboard_body=_dashboard_body(args),
+            opts=self._fixed_name,
+        )
+        self.topic_arn = self.topic.arn
+        self.dashboard_name = self.dashboard.dashboard_name
+        self.register_outputs({"topicArn": self.topic_arn, "dashboardName": self.dashboard_name})
+
+    def _add_topic(self, args: AlarmsArgs) -> None:
+        self.topic = aws.sns.Topic(
+            f"{self._name}-topic",
+            name=physical_name("alarms", max_length=MAX_TOPIC_NAME_LENGTH),
+            tags=self._tags,
+            opts=self._fixed_name,
+        )
+        if args.alarm_email:
+            aws.sns.TopicSubscription(
+                f"{self._name}-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=args.alarm_email,
+                opts=self._child,
+            )
+
+    def _add_function_alarms(self, args: AlarmsArgs) -> None:
         for key, function_name in args.function_names.items():
             if key not in args.denying_functions:
                 self._alarm(
@@ -134,10 +154,8 @@ class Alarms(pulumi.ComponentResource):
                 statistic="Sum",
                 threshold=1,
             )
-        if args.access_log_group_name is not None:
-            self._integration_5xx(args.access_log_group_name, args.api_id, args.stage_name)
-        for metric in TABLE_METRICS:
-            self._table_alarm(metric, args.table_name)
+
+    def _add_queue_alarms(self, args: AlarmsArgs) -> None:
         self._alarm(
             "dlq-depth",
             "chat messages in the dead-letter queue: the RAG consumer failed them 5 times",
@@ -156,15 +174,6 @@ class Alarms(pulumi.ComponentResource):
             statistic="Maximum",
             threshold=args.oldest_message_alarm_seconds,
         )
-        self.dashboard = aws.cloudwatch.Dashboard(
-            f"{name}-dashboard",
-            dashboard_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
-            dashboard_body=_dashboard_body(args),
-            opts=self._fixed_name,
-        )
-        self.topic_arn = self.topic.arn
-        self.dashboard_name = self.dashboard.dashboard_name
-        self.register_outputs({"topicArn": self.topic_arn, "dashboardName": self.dashboard_name})
 
     def _integration_5xx(
         self,

@@ -21,8 +21,6 @@ from runtime import schema
 
 COMPONENT_TYPE = "rag-websocket:components:HandlerFunction"
 MAX_FUNCTION_NAME_LENGTH = 64
-POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
-POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 API_GATEWAY_PRINCIPAL = "apigateway.amazonaws.com"
 
 
@@ -86,9 +84,7 @@ class HandlerFunction(pulumi.ComponentResource):
             opts=child,
         )
         environment: dict[str, pulumi.Input[str]] = {
-            schema.ENV_LOG_LEVEL: settings.log_level,
-            POWERTOOLS_SERVICE_NAME: schema.SERVICE_NAME,
-            POWERTOOLS_METRICS_NAMESPACE: schema.METRICS_NAMESPACE,
+            **schema.common_environment(settings.log_level),
             **args.environment,
         }
         self.function = aws.lambda_.Function(

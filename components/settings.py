@@ -4,6 +4,9 @@ Pulumi.yaml declares each key with its type, default and description; ``StackSet
 the same keys (camelCase aliases of its fields) with the same defaults, so a test can hold the
 two together. A bad stack fails ``pulumi preview`` with ONE error that lists every bad key and
 the ``pulumi config set`` command that fixes it.
+
+About 440 lines on purpose: one field and its validator per config key, beside the error that
+names the key; splitting them would put a key's type and its check in two files.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ MAX_CHAT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 
 LambdaArchitecture = Literal["arm64", "x86_64"]
 LambdaRuntime = Literal["python3.12", "python3.13"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-TokenUse = Literal["", "id", "access"]
+LogLevel = schema.LogLevel
+TokenUse = Literal["", schema.TokenUse]  # "": any issuer that is not Cognito
 
 _HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -74,10 +74,15 @@ class RouteSpec:
     two_way: bool = False  # has a route response: the handler's body reaches the client
 
 
-ROUTES = (
-    RouteSpec(schema.ROUTE_CONNECT, "connect", authorized=True),
-    RouteSpec(schema.ROUTE_DISCONNECT, "disconnect"),
-    *(RouteSpec(key, "message", two_way=True) for key in schema.MESSAGE_ROUTES),
+# The authorizer guards $connect only (DESIGN §4); only the message routes answer the client.
+ROUTES = tuple(
+    RouteSpec(
+        key,
+        function,
+        authorized=key == schema.ROUTE_CONNECT,
+        two_way=key in schema.MESSAGE_ROUTES,
+    )
+    for key, function in schema.ROUTE_FUNCTIONS.items()
 )
 
 
@@ -110,14 +115,9 @@ class WebSocketApi(pulumi.ComponentResource):
         self, name: str, args: WebSocketApiArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        handlers = {
-            "connect": args.connect,
-            "disconnect": args.disconnect,
-            "message": args.message,
-        }
-
         self.api = aws.apigatewayv2.Api(
             name,
             name=physical_name("websocket", max_length=MAX_API_NAME_LENGTH),
@@ -125,36 +125,45 @@ class WebSocketApi(pulumi.ComponentResource):
             protocol_type=PROTOCOL,
             route_selection_expression=schema.ROUTE_SELECTION_EXPRESSION,
             tags=tags,
-            opts=child,
+            opts=self._child,
         )
-        execution_arn = self.api.execution_arn
         # The inputs of everything a deployment snapshots (authorizer, integrations, routes,
         # route responses): the deployment is replaced whenever one of them changes, so the
         # stage never keeps serving an old identity source, timeout or route.
-        snapshot: dict[str, object] = {}
+        self._snapshot: dict[str, object] = {}
+        self._add_authorizer(args.authorizer)
+        self._add_integrations(
+            {"connect": args.connect, "disconnect": args.disconnect, "message": args.message}
+        )
+        self._add_routes()
+        self._add_deployment()
+        self._add_stage(args, tags)
+        self._set_outputs(args, tags)
 
+    def _add_authorizer(self, function: HandlerFunction) -> None:
         # WebSocket APIs take only Lambda REQUEST authorizers; the HTTP-only
         # fields (payload format, simple responses, JWT) stay unset.
         authorizer_inputs = aws.apigatewayv2.AuthorizerArgs(
             api_id=self.api.id,
             name=physical_name("authorizer", max_length=MAX_API_NAME_LENGTH),
             authorizer_type="REQUEST",
-            authorizer_uri=args.authorizer.invoke_arn,
+            authorizer_uri=function.invoke_arn,
             identity_sources=[schema.AUTHORIZER_IDENTITY_SOURCE],
         )
-        snapshot["authorizer"] = authorizer_inputs
+        self._snapshot["authorizer"] = authorizer_inputs
         self.authorizer = aws.apigatewayv2.Authorizer(
-            f"{name}-authorizer", authorizer_inputs, opts=child
+            f"{self._name}-authorizer", authorizer_inputs, opts=self._child
         )
-        args.authorizer.allow_api_gateway(
+        function.allow_api_gateway(
             "authorizer",
-            pulumi.Output.all(execution_arn, self.authorizer.id).apply(
+            pulumi.Output.all(self.api.execution_arn, self.authorizer.id).apply(
                 lambda parts: f"{parts[0]}/authorizers/{parts[1]}"
             ),
         )
 
+    def _add_integrations(self, functions: Mapping[str, HandlerFunction]) -> None:
         self.integrations: dict[str, aws.apigatewayv2.Integration] = {}
-        for key, function in handlers.items():
+        for key, function in functions.items():
             integration_inputs = aws.apigatewayv2.IntegrationArgs(
                 api_id=self.api.id,
                 integration_type="AWS_PROXY",
@@ -162,13 +171,17 @@ class WebSocketApi(pulumi.ComponentResource):
                 integration_uri=function.invoke_arn,
                 timeout_milliseconds=INTEGRATION_TIMEOUT_MS,
             )
-            snapshot[f"integration {key}"] = integration_inputs
+            self._snapshot[f"integration {key}"] = integration_inputs
             self.integrations[key] = aws.apigatewayv2.Integration(
-                f"{name}-{key}-integration", integration_inputs, opts=child
+                f"{self._name}-{key}-integration", integration_inputs, opts=self._child
             )
-        for function in handlers.values():
-            function.allow_api_gateway("routes", execution_arn.apply(lambda arn: f"{arn}/*/*"))
+        for function in functions.values():
+            function.allow_api_gateway(
+                "routes", self.api.execution_arn.apply(lambda arn: f"{arn}/*/*")
+            )
 
+    def _add_routes(self) -> None:
+        name, child = self._name, self._child
         self.routes: dict[str, aws.apigatewayv2.Route] = {}
         self.route_responses: dict[str, aws.apigatewayv2.RouteResponse] = {}
         for spec in ROUTES:
@@ -185,7 +198,7 @@ class WebSocketApi(pulumi.ComponentResource):
                     ROUTE_RESPONSE_SELECTION_EXPRESSION if spec.two_way else None
                 ),
             )
-            snapshot[f"route {spec.key}"] = route_inputs
+            self._snapshot[f"route {spec.key}"] = route_inputs
             route = aws.apigatewayv2.Route(
                 f"{name}-route-{_slug(spec.key)}", route_inputs, opts=child
             )
@@ -196,16 +209,17 @@ class WebSocketApi(pulumi.ComponentResource):
                     route_id=route.id,
                     route_response_key=ROUTE_RESPONSE_KEY,
                 )
-                snapshot[f"route response {spec.key}"] = response_inputs
+                self._snapshot[f"route response {spec.key}"] = response_inputs
                 self.route_responses[spec.key] = aws.apigatewayv2.RouteResponse(
                     f"{name}-route-{_slug(spec.key)}-response", response_inputs, opts=child
                 )
 
+    def _add_deployment(self) -> None:
         self.deployment = aws.apigatewayv2.Deployment(
-            f"{name}-deployment",
+            f"{self._name}-deployment",
             api_id=self.api.id,
             description="routes, integrations and authorizer of rag-websocket",
-            triggers={"redeployment": pulumi.Output.from_input(snapshot).apply(_digest)},
+            triggers={"redeployment": pulumi.Output.from_input(self._snapshot).apply(_digest)},
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -217,28 +231,32 @@ class WebSocketApi(pulumi.ComponentResource):
             ),
         )
 
-        access_log_settings = None
-        if args.account_role_arn is not None:
-            self.access_logs = aws.cloudwatch.LogGroup(
-                f"{name}-access-logs",
-                name=f"/aws/apigateway/{physical_name('websocket', max_length=MAX_API_NAME_LENGTH)}"
-                f"/{args.stage_name}/access",
-                retention_in_days=args.log_retention_days,
-                tags=tags,
-                # A fixed name: the old group must go before its replacement can exist.
-                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-            )
-            self.access_log_group_name = self.access_logs.name
-            access_log_settings = aws.apigatewayv2.StageAccessLogSettingsArgs(
-                # Waits for the account's role: without it the stage would fail to create.
-                destination_arn=pulumi.Output.all(
-                    self.access_logs.arn, args.account_role_arn
-                ).apply(lambda parts: parts[0]),
-                format=json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")),
-            )
+    def _access_log_settings(
+        self, args: WebSocketApiArgs, tags: dict[str, str]
+    ) -> aws.apigatewayv2.StageAccessLogSettingsArgs | None:
+        if args.account_role_arn is None:
+            return None
+        self.access_logs = aws.cloudwatch.LogGroup(
+            f"{self._name}-access-logs",
+            name=f"/aws/apigateway/{physical_name('websocket', max_length=MAX_API_NAME_LENGTH)}"
+            f"/{args.stage_name}/access",
+            retention_in_days=args.log_retention_days,
+            tags=tags,
+            # A fixed name: the old group must go before its replacement can exist.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.access_log_group_name = self.access_logs.name
+        return aws.apigatewayv2.StageAccessLogSettingsArgs(
+            # Waits for the account's role: without it the stage would fail to create.
+            destination_arn=pulumi.Output.all(self.access_logs.arn, args.account_role_arn).apply(
+                lambda parts: parts[0]
+            ),
+            format=json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")),
+        )
 
+    def _add_stage(self, args: WebSocketApiArgs, tags: dict[str, str]) -> None:
         self.stage = aws.apigatewayv2.Stage(
-            f"{name}-stage",
+            f"{self._name}-stage",
             api_id=self.api.id,
             name=args.stage_name,
             deployment_id=self.deployment.id,
@@ -248,14 +266,17 @@ class WebSocketApi(pulumi.ComponentResource):
                 throttling_rate_limit=float(args.throttle_rate_limit),
                 detailed_metrics_enabled=True,
                 # Execution logs would go to a group API Gateway creates with no retention;
-                # the access log below carries the errors.
+                # the access log carries the errors.
                 logging_level="OFF",
                 data_trace_enabled=False,
             ),
-            access_log_settings=access_log_settings,
+            access_log_settings=self._access_log_settings(args, tags),
             tags=tags,
-            opts=child,
+            opts=self._child,
         )
+
+    def _set_outputs(self, args: WebSocketApiArgs, tags: dict[str, str]) -> None:
+        execution_arn = self.api.execution_arn
         self.api_id = self.api.id
         self.execution_arn = execution_arn
         self.region = execution_arn.apply(lambda arn: arn.split(":")[3])
@@ -266,7 +287,7 @@ class WebSocketApi(pulumi.ComponentResource):
             lambda parts: f"{parts[0].replace('wss://', 'https://', 1)}/{parts[1]}"
         )
         if args.custom_domain_name:
-            self.websocket_url = self._custom_domain(name, args, tags)
+            self.websocket_url = self._custom_domain(self._name, args, tags)
         else:
             self.websocket_url = pulumi.Output.all(self.api.api_endpoint, self.stage.name).apply(
                 lambda parts: f"{parts[0]}/{parts[1]}"

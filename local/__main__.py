@@ -22,9 +22,10 @@ from typing import Any
 
 from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
+from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
-from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, StackSettings
+from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, LocalStackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
 from runtime import schema
 
@@ -33,9 +34,10 @@ EXAMPLE_MESSAGE = '{"action":"chat_message","conversationId":"demo","content":"W
 
 def import_object(reference: str, what: str) -> Any:
     """``package.module:NAME`` → the object; a clear error naming the flag otherwise."""
-    module_name, separator, attribute = reference.partition(":")
-    if not separator or not module_name or not attribute:
-        raise SystemExit(f"{what} {reference!r} must be written 'package.module:NAME'")
+    try:
+        module_name, attribute = split_reference(reference, what)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> StackSettings:
+def settings_from(args: argparse.Namespace) -> LocalStackSettings:
     routes = None
     if args.handlers:
         try:
@@ -147,8 +149,8 @@ def settings_from(args: argparse.Namespace) -> StackSettings:
             raise SystemExit(f"--responder {args.responder!r} is not a function")
     else:
         # The demo responder answers this project's chat queue; another table opts in.
-        responder = StackSettings.responder if routes is None else None
-    return StackSettings(
+        responder = LocalStackSettings.responder if routes is None else None
+    return LocalStackSettings(
         host=args.host,
         port=args.port,
         stage=args.stage,
@@ -188,7 +190,7 @@ def banner(stack: LocalStack, ready_seconds: float) -> str:
     )
 
 
-async def serve(settings: StackSettings) -> None:
+async def serve(settings: LocalStackSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

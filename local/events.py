@@ -42,7 +42,8 @@ def new_request_id() -> str:
     return _aws_id(11)
 
 
-def new_message_id() -> str:
+def new_event_message_id() -> str:
+    """``requestContext.messageId``, API Gateway's id of an inbound frame (not a ChatResponse's)."""
     return _aws_id(11)
 
 
@@ -178,7 +179,7 @@ def message_event(
     context = _request_context(
         facts, route_key, EVENT_MESSAGE, request_id, request_time_ms, authorizer
     )
-    context["messageId"] = new_message_id()
+    context["messageId"] = new_event_message_id()
     return {"requestContext": context, "body": body, "isBase64Encoded": False}
 
 

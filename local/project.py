@@ -8,6 +8,8 @@ import, as in a Lambda cold start).
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,6 @@ from local.gateway.models import RouteTable
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
 from runtime import schema
 
-MESSAGE_HANDLER = "runtime.handlers.message:handler"
 PROJECT_FILE = PROJECT_ROOT / "Pulumi.yaml"
 
 
@@ -34,12 +35,18 @@ FUNCTION_MEMORY_MB = int(config_default("lambdaMemoryMb"))
 
 PROJECT_ROUTES = RouteTable(
     routes={
-        schema.ROUTE_CONNECT: "runtime.handlers.connect:handler",
-        schema.ROUTE_DISCONNECT: "runtime.handlers.disconnect:handler",
-        **dict.fromkeys(schema.MESSAGE_ROUTES, MESSAGE_HANDLER),
+        route: schema.FUNCTION_HANDLERS[function]
+        for route, function in schema.ROUTE_FUNCTIONS.items()
     },
-    authorizer="runtime.handlers.authorizer:handler",
+    authorizer=schema.FUNCTION_HANDLERS[schema.AUTHORIZER_FUNCTION],
 )
+# The handlers' tunables: what the process's environment sets, else what a deployed stack runs with.
+TUNABLES = {
+    schema.ENV_MESSAGES_PER_MINUTE: "messagesPerMinute",
+    schema.ENV_MAX_CONNECTIONS_PER_USER: "maxConnectionsPerUser",
+    schema.ENV_AUTH_TOKEN_USE: "authTokenUse",
+    schema.ENV_LOG_LEVEL: "logLevel",
+}
 
 
 def handler_environment(
@@ -48,15 +55,26 @@ def handler_environment(
     management_endpoint: str,
     jwks_url: str,
     idle_timeout_seconds: float,
+    env: Mapping[str, str] = os.environ,
 ) -> dict[str, str]:
-    """The Lambda functions' environment variables, as the Pulumi program sets them in AWS."""
-    return {
+    """The Lambda functions' environment variables, as the Pulumi program sets them in AWS.
+
+    All four functions' at once, since local mode runs them in one process, plus the management
+    endpoint that ``MessageSender.from_environment`` reads (in AWS, the RAG stack's functions).
+    """
+    tunables = {name: env.get(name) or str(config_default(key)) for name, key in TUNABLES.items()}
+    variables = {
         schema.ENV_CONNECTIONS_TABLE: aws.table_name,
         schema.ENV_CHAT_QUEUE_URL: aws.queue_url,
-        schema.ENV_MANAGEMENT_ENDPOINT: management_endpoint,
         schema.ENV_AUTH_ISSUER: LOCAL_ISSUER,
         schema.ENV_AUTH_AUDIENCE: LOCAL_AUDIENCE,
         schema.ENV_AUTH_JWKS_URL: jwks_url,
         # The row's TTL slides with the same idle timeout the gateway applies (whole seconds).
         schema.ENV_IDLE_TIMEOUT: str(max(1, math.ceil(idle_timeout_seconds))),
+        **tunables,
     }
+    environment = schema.common_environment(tunables[schema.ENV_LOG_LEVEL])
+    for function in schema.FUNCTION_VARIABLES:
+        environment.update(schema.function_environment(function, variables))
+    environment[schema.ENV_MANAGEMENT_ENDPOINT] = management_endpoint
+    return environment

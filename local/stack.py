@@ -54,7 +54,7 @@ DEFAULT_HANDLER_PROCESSES = 0
 
 
 @dataclass(frozen=True)
-class StackSettings:
+class LocalStackSettings:
     """``python -m local``'s options; every default is API Gateway's or docs/local-mode.md's."""
 
     host: str = "127.0.0.1"
@@ -97,8 +97,8 @@ class EnvironmentPatch:
 class LocalStack:
     """Starts and stops everything local mode runs; see the module docstring."""
 
-    def __init__(self, settings: StackSettings | None = None, **overrides: Any) -> None:
-        self.settings = replace(settings or StackSettings(), **overrides)
+    def __init__(self, settings: LocalStackSettings | None = None, **overrides: Any) -> None:
+        self.settings = replace(settings or LocalStackSettings(), **overrides)
         self.startup_seconds = 0.0
         self._embedded_aws: EmbeddedAws | None = None
         self._aws: AwsResources | None = None
@@ -269,7 +269,7 @@ class LocalStack:
 
 
 def background_stack(
-    settings: StackSettings | None = None, **overrides: Any
+    settings: LocalStackSettings | None = None, **overrides: Any
 ) -> Background[LocalStack]:
     """A ``LocalStack`` on its own event-loop thread: ``with background_stack(port=0) as s:``."""
     return Background(LocalStack(settings, **overrides))

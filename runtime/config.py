@@ -10,12 +10,10 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 from urllib.parse import urlsplit
 
 from runtime import schema
-
-TokenUse = Literal["id", "access"]
 
 
 class ConfigError(RuntimeError):
@@ -99,7 +97,7 @@ class AuthConfig:
     issuer: str
     audience: str
     jwks_url: str
-    token_use: TokenUse | None = None
+    token_use: schema.TokenUse | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -120,7 +118,7 @@ class AuthConfig:
                 f"environment variable {schema.ENV_AUTH_TOKEN_USE}={raw_use!r} must be 'id' or "
                 "'access' (Cognito token types), or unset for a non-Cognito issuer"
             )
-        token_use = cast("TokenUse", raw_use) if raw_use else None
+        token_use = cast("schema.TokenUse", raw_use) if raw_use else None
         return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, token_use=token_use)
 
 

@@ -1,11 +1,13 @@
 """Every frame of the protocol (DESIGN §3), in both directions, as pydantic v2 models.
 
-Inbound actions are discriminated on ``action``, outbound frames on ``type``. Field names are
+Inbound actions are discriminated on ``action`` (``parse_body`` reads one from a frame's text,
+or says what is wrong with it), outbound frames on ``type``. Field names are
 snake_case in Python and camelCase on the wire.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -17,10 +19,24 @@ from uuid import uuid4
 # a model: tens of milliseconds of a handler's cold start. This runtime uses no pydantic plugin.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
-from runtime.schema import MAX_MESSAGE_BYTES, SQS_ID_PATTERN, SQS_UNQUEUEABLE_CHARACTERS
+from runtime.schema import (
+    MAX_MESSAGE_BYTES,
+    ROUTE_CHAT_MESSAGE,
+    ROUTE_PING,
+    SQS_ID_PATTERN,
+    SQS_UNQUEUEABLE_CHARACTERS,
+)
 
 
 class MessageTooLargeError(ValueError):
@@ -232,7 +248,7 @@ def typing_indicator(
     )
 
 
-def error(
+def error_frame(
     code: ErrorCode,
     message: str,
     *,
@@ -251,7 +267,7 @@ def error(
     )
 
 
-def system(
+def system_frame(
     event: SystemEvent, message: str | None = None, data: dict[str, Any] | None = None
 ) -> SystemFrame:
     return SystemFrame(event=event, message=message, data=data)
@@ -267,3 +283,58 @@ def describe_validation_error(exc: Exception) -> str:
         location = ".".join(str(part) for part in item.get("loc", ())) or "body"
         parts.append(f"{location}: {item.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+# --- Inbound frames -----------------------------------------------------------------------
+
+SUPPORTED_ACTIONS = (ROUTE_CHAT_MESSAGE, ROUTE_PING)
+
+
+class BadRequest(Exception):
+    """An inbound frame the handler refuses; ``code`` and the message go into the error frame."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_body(body: object) -> ChatMessageAction | PingAction:
+    """The inbound action, or BadRequest naming what is wrong and how to fix it."""
+    if not isinstance(body, str) or not body.strip():
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message body is empty; send a JSON object such as {"action":"ping"}',
+        )
+    if len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise BadRequest(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"the message is over {MAX_MESSAGE_BYTES} bytes; send less content",
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message is not valid JSON; send a JSON object such as {"action":"ping"}',
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            'the message must be a JSON object with an "action" field',
+        )
+    action = data.get("action")
+    if action not in SUPPORTED_ACTIONS:
+        shown = action if isinstance(action, str) and len(action) <= 64 else type(action).__name__
+        raise BadRequest(
+            ErrorCode.UNKNOWN_ACTION,
+            f"unknown action {shown!r}; the supported actions are " + ", ".join(SUPPORTED_ACTIONS),
+        )
+    try:
+        return INBOUND_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise BadRequest(
+            ErrorCode.BAD_REQUEST,
+            f"invalid {action}: {describe_validation_error(exc)} "
+            "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
+            "content: a string that is not only whitespace)",
+        ) from None

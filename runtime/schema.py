@@ -6,7 +6,8 @@ beyond the standard library so that every layer can read it cheaply.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, Literal, TypeVar, get_args
 
 # --- DynamoDB connections table (DESIGN §2) -------------------------------------------------
 
@@ -112,6 +113,28 @@ ROUTE_DEFAULT: Final = "$default"
 ROUTE_CHAT_MESSAGE: Final = "chat_message"
 ROUTE_PING: Final = "ping"
 MESSAGE_ROUTES: Final = (ROUTE_CHAT_MESSAGE, ROUTE_PING, ROUTE_DEFAULT)
+# The four functions, each as the handler it runs (``package.module:function``; Lambda's handler
+# setting writes the colon as a dot, ``lambda_handler``), and the function each route invokes.
+# The Pulumi program and local mode both read them here.
+FUNCTION_HANDLERS: Final = {
+    "authorizer": "runtime.handlers.authorizer:handler",
+    "connect": "runtime.handlers.connect:handler",
+    "disconnect": "runtime.handlers.disconnect:handler",
+    "message": "runtime.handlers.message:handler",
+}
+AUTHORIZER_FUNCTION: Final = "authorizer"
+ROUTE_FUNCTIONS: Final = {
+    ROUTE_CONNECT: "connect",
+    ROUTE_DISCONNECT: "disconnect",
+    **dict.fromkeys(MESSAGE_ROUTES, "message"),
+}
+
+
+def lambda_handler(function: str) -> str:
+    """Lambda's ``Handler`` setting of ``function``: ``runtime.handlers.connect.handler``."""
+    return FUNCTION_HANDLERS[function].replace(":", ".")
+
+
 TOKEN_QUERY_PARAMETER: Final = "token"
 AUTHORIZER_IDENTITY_SOURCE: Final = f"route.request.querystring.{TOKEN_QUERY_PARAMETER}"
 
@@ -187,9 +210,45 @@ ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
 ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"
 ENV_AUTH_TOKEN_USE: Final = "AUTH_TOKEN_USE"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
 # How long a DynamoDB or SQS answer may take; local mode raises it (moto on a shared laptop is
 # slower than AWS).
 ENV_AWS_READ_TIMEOUT: Final = "AWS_READ_TIMEOUT_SECONDS"
+
+# What each function reads besides the variables every function gets (``common_environment``).
+FUNCTION_VARIABLES: Final = {
+    "authorizer": (ENV_AUTH_ISSUER, ENV_AUTH_AUDIENCE, ENV_AUTH_JWKS_URL, ENV_AUTH_TOKEN_USE),
+    "connect": (
+        ENV_CONNECTIONS_TABLE,
+        ENV_IDLE_TIMEOUT,
+        ENV_MAX_CONNECTIONS_PER_USER,
+        ENV_MESSAGES_PER_MINUTE,
+    ),
+    "disconnect": (ENV_CONNECTIONS_TABLE,),
+    "message": (
+        ENV_CONNECTIONS_TABLE,
+        ENV_CHAT_QUEUE_URL,
+        ENV_IDLE_TIMEOUT,
+        ENV_MESSAGES_PER_MINUTE,
+    ),
+}
+Value = TypeVar("Value")
+
+
+def common_environment(log_level: str) -> dict[str, str]:
+    """The variables every function gets: its log level and Powertools' service and namespace."""
+    return {
+        ENV_LOG_LEVEL: log_level,
+        ENV_POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+        ENV_POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+    }
+
+
+def function_environment(function: str, values: Mapping[str, Value]) -> dict[str, Value]:
+    """``function``'s own variables (``FUNCTION_VARIABLES``) taken from ``values`` by name."""
+    return {name: values[name] for name in FUNCTION_VARIABLES[function]}
+
 
 DEFAULT_MESSAGES_PER_MINUTE: Final = 60
 DEFAULT_MAX_CONNECTIONS_PER_USER: Final = 10
@@ -211,8 +270,10 @@ UNEXPECTED_FAILURES_METRIC: Final = "UnexpectedFailures"
 
 # --- Values the configuration accepts (runtime.config and components.settings) ---------------
 
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-TOKEN_USES: Final = ("id", "access")  # Cognito token types; unset for any other issuer
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+TokenUse = Literal["id", "access"]  # Cognito token types; unset for any other issuer
+LOG_LEVELS: Final = get_args(LogLevel)
+TOKEN_USES: Final = get_args(TokenUse)
 
 # --- Client (client/) ---------------------------------------------------------------------
 

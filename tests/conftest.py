@@ -11,10 +11,11 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV
+from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV, connect_event, lambda_context
 
 for _name, _value in TEST_ENV.items():
     os.environ[_name] = _value
@@ -23,14 +24,17 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 @dataclass(frozen=True)
-class AwsResources:
+class MockedAws:
+    """What the `aws` fixture created in moto's in-process AWS (`mock_aws`); a served moto is
+    `local.aws.AwsResources` (tests/local, tests/reliability)."""
+
     table_name: str
     queue_url: str
     dead_letter_queue_url: str
 
 
 @pytest.fixture
-def aws() -> Iterator[AwsResources]:
+def aws() -> Iterator[MockedAws]:
     """moto's in-process AWS with the connections table and the chat FIFO queue + DLQ."""
     import boto3
     from moto import mock_aws
@@ -53,7 +57,7 @@ def aws() -> Iterator[AwsResources]:
             QueueName=QUEUE_NAME, Attributes=schema.fifo_queue_attributes(dlq_arn)
         )["QueueUrl"]
         assert queue_url == TEST_ENV["CHAT_QUEUE_URL"]
-        yield AwsResources(TABLE_NAME, queue_url, dlq_url)
+        yield MockedAws(TABLE_NAME, queue_url, dlq_url)
     runtime_aws.reset_clients()
 
 
@@ -70,3 +74,12 @@ def logs() -> Iterator[io.StringIO]:
         yield buffer
     finally:
         handler.setStream(previous)
+
+
+@pytest.fixture
+def connected(aws: Any) -> Any:
+    """``aws`` (whichever the folder gives) with ``CONNECTION_ID`` connected by the handler."""
+    from runtime.handlers import connect
+
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+    return aws

@@ -26,15 +26,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK, PyJWKSet
 
-from local.events import now_ms
 from local.gateway import LambdaContext
-from tests.support import TEST_ENV
+from tests.support import FUNCTION_TIMEOUT_MS, TEST_ENV, lambda_context
 
 ISSUER = TEST_ENV["AUTH_ISSUER"]
 AUDIENCE = TEST_ENV["AUTH_AUDIENCE"]
 SUBJECT = "user-7f3a"
 TOKEN_LIFETIME_SECONDS = 300
-AUTHORIZER_TIMEOUT_MS = 10_000  # the stack's default Lambda timeout
+AUTHORIZER_TIMEOUT_MS = FUNCTION_TIMEOUT_MS
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -165,14 +164,7 @@ def hs256_token(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -
 
 def authorizer_context(remaining_ms: int = AUTHORIZER_TIMEOUT_MS) -> LambdaContext:
     """A Lambda context (local mode's) with ``remaining_ms`` left before the function times out."""
-    return LambdaContext(
-        function_name="authorizer",
-        aws_request_id=str(uuid.uuid4()),
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:authorizer",
-        log_group_name="/aws/lambda/authorizer",
-        log_stream_name="test",
-        deadline_ms=now_ms() + remaining_ms,
-    )
+    return lambda_context("authorizer", remaining_ms)
 
 
 class StaticJwks:

@@ -8,7 +8,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from local.events import now_ms
+from local.gateway import LambdaContext
+
 EVENTS = Path(__file__).parent / "events"
+# The deployed functions' default timeout (Pulumi.yaml's lambdaTimeoutSeconds).
+FUNCTION_TIMEOUT_MS = 10_000
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 TABLE_NAME = "rag-websocket-test-connections"
@@ -51,3 +56,48 @@ def chat_event(body: object, **request_context: Any) -> dict[str, Any]:
     event = load_event("chat_message", **request_context)
     event["body"] = body if isinstance(body, str) or body is None else json.dumps(body)
     return event
+
+
+def lambda_context(
+    function: str = "handler", remaining_ms: int = FUNCTION_TIMEOUT_MS
+) -> LambdaContext:
+    """A Lambda context (local mode's) with ``remaining_ms`` left before the function times out."""
+    return LambdaContext.starting_now(
+        function, timeout_ms=remaining_ms, region=REGION, account_id=ACCOUNT, log_stream_name="test"
+    )
+
+
+CONNECTION_ID = "BFHPhfCWIAMCKlQ="  # a real capture's (Powertools' tests/events)
+
+
+def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION_ID) -> Any:
+    """A ``$connect`` event of ``user`` (no authorizer context for ``None``), connected now."""
+    authorizer = {"principalId": user, "userId": user} if user else {}
+    return load_event(
+        "connect", connectionId=connection_id, connectedAt=now_ms(), authorizer=authorizer
+    )
+
+
+def frame_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The frame a message route answered with (status 200, a ``timestamp`` as every frame)."""
+    assert result["statusCode"] == 200
+    frame: dict[str, Any] = json.loads(result["body"])
+    assert "timestamp" in frame
+    return frame
+
+
+def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message in the queue with its FIFO attributes, removed from the queue."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+        ).get("Messages", [])
+        if not batch:
+            return messages
+        for item in batch:
+            messages.append(dict(item))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])

@@ -56,6 +56,28 @@ class LambdaContext:
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.deadline_ms - now_ms())
 
+    @classmethod
+    def starting_now(
+        cls,
+        function_name: str,
+        *,
+        timeout_ms: int,
+        region: str,
+        account_id: str,
+        memory_limit_in_mb: int = 128,
+        log_stream_name: str = "local",
+    ) -> LambdaContext:
+        """The context of an invocation of ``function_name`` that starts now, with a new id."""
+        return cls(
+            function_name=function_name,
+            aws_request_id=new_request_id(),
+            invoked_function_arn=f"arn:aws:lambda:{region}:{account_id}:function:{function_name}",
+            log_group_name=f"/aws/lambda/{function_name}",
+            log_stream_name=log_stream_name,
+            deadline_ms=now_ms() + timeout_ms,
+            memory_limit_in_mb=memory_limit_in_mb,
+        )
+
 
 @dataclass(frozen=True)
 class Function:
@@ -64,11 +86,17 @@ class Function:
     ref: str | None = None  # "package.module:function": what a worker process loads
 
 
-def load_handler(ref: str) -> Handler:
-    """``"package.module:function"`` from a fresh copy of the module (a Lambda cold start)."""
+def split_reference(ref: str, what: str = "handler") -> tuple[str, str]:
+    """``"package.module:NAME"`` → ``("package.module", "NAME")``; a ValueError naming ``what``."""
     module_name, separator, attribute = ref.partition(":")
     if not separator or not module_name or not attribute:
-        raise ValueError(f"handler {ref!r} must be written 'package.module:function'")
+        raise ValueError(f"{what} {ref!r} must be written 'package.module:NAME'")
+    return module_name, attribute
+
+
+def load_handler(ref: str) -> Handler:
+    """``"package.module:function"`` from a fresh copy of the module (a Lambda cold start)."""
+    module_name, attribute = split_reference(ref)
     spec = importlib.util.find_spec(module_name)
     if spec is None or spec.loader is None:
         raise ImportError(f"handler {ref!r}: no module named {module_name!r}")
@@ -178,16 +206,11 @@ class Invoker:
                 self._processes.submit(_load_in_process, refs)
 
     def _context(self, function: Function) -> LambdaContext:
-        name = function.name.replace(".", "-")[:64]
-        return LambdaContext(
-            function_name=name,
-            aws_request_id=new_request_id(),
-            invoked_function_arn=(
-                f"arn:aws:lambda:{self._region}:{self._account_id}:function:{name}"
-            ),
-            log_group_name=f"/aws/lambda/{name}",
-            log_stream_name="local",
-            deadline_ms=now_ms() + int(self.function_timeout_seconds * 1000),
+        return LambdaContext.starting_now(
+            function.name.replace(".", "-")[:64],
+            timeout_ms=int(self.function_timeout_seconds * 1000),
+            region=self._region,
+            account_id=self._account_id,
             memory_limit_in_mb=self.function_memory_mb,
         )
 

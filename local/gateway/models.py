@@ -131,7 +131,12 @@ class CloseCause:
 
 
 @dataclass
-class Connection:
+class ClientSocket:
+    """One client's WebSocket as the gateway holds it.
+
+    The connections table's row of it is another thing: ``runtime.connections.Connection``.
+    """
+
     facts: ConnectionFacts
     state: ConnectionState = ConnectionState.CONNECTING
     authorizer: dict[str, Any] | None = None  # requestContext.authorizer of every event
@@ -205,7 +210,7 @@ class GatewayBackend:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, ClientSocket] = {}
         self.stopping = False
         self._limiter = ConnectRateLimiter(settings.new_connections_per_second)
 
@@ -218,32 +223,32 @@ class GatewayBackend:
             if connection_id not in self.connections:
                 return connection_id
 
-    def register(self, facts: ConnectionFacts) -> Connection:
-        connection = Connection(facts=facts)
+    def register(self, facts: ConnectionFacts) -> ClientSocket:
+        connection = ClientSocket(facts=facts)
         self.connections[facts.connection_id] = connection
         return connection
 
-    def open(self, connection: Connection, websocket: web.WebSocketResponse) -> None:
+    def open(self, connection: ClientSocket, websocket: web.WebSocketResponse) -> None:
         connection.websocket = websocket
         connection.state = ConnectionState.OPEN
         connection.touch()
 
-    def mark_closed(self, connection: Connection) -> None:
+    def mark_closed(self, connection: ClientSocket) -> None:
         """From now on the management API answers 410 for this connection."""
         connection.state = ConnectionState.CLOSED
 
-    def release(self, connection: Connection) -> None:
+    def release(self, connection: ClientSocket) -> None:
         """The connection's life is over (its ``$disconnect``, if any, has run)."""
         connection.state = ConnectionState.CLOSED
         self.connections.pop(connection.connection_id, None)
         connection.finished.set()
 
-    def get_open(self, connection_id: str) -> Connection:
+    def get_open(self, connection_id: str) -> ClientSocket:
         """The OPEN connection with this id, else ``GoneException`` (410)."""
         connection = self.connections.get(connection_id)
         if connection is None or connection.state is not ConnectionState.OPEN:
             raise GoneException()
         return connection
 
-    def open_connections(self) -> list[Connection]:
+    def open_connections(self) -> list[ClientSocket]:
         return [c for c in self.connections.values() if c.state is ConnectionState.OPEN]

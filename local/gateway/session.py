@@ -32,7 +32,7 @@ from local.gateway.exceptions import (
     UnauthorizedException,
 )
 from local.gateway.invoker import UNAUTHORIZED, Function, Invoker
-from local.gateway.models import CloseCause, Connection, GatewayBackend
+from local.gateway.models import ClientSocket, CloseCause, GatewayBackend
 from local.gateway.policy import evaluate
 from runtime import schema
 
@@ -143,7 +143,7 @@ class ConnectionRunner:
             query=tuple(request.query.items()),
         )
 
-    async def _authorize(self, connection: Connection, started_ms: int) -> None:
+    async def _authorize(self, connection: ClientSocket, started_ms: int) -> None:
         """Run the authorizer; sets ``connection.authorizer`` or raises the 401/403/500."""
         if self.authorizer is None:
             return
@@ -180,7 +180,7 @@ class ConnectionRunner:
             "integrationLatency": events.now_ms() - invoked_ms,
         }
 
-    async def _connect(self, connection: Connection, started_ms: int) -> tuple[str, ...]:
+    async def _connect(self, connection: ClientSocket, started_ms: int) -> tuple[str, ...]:
         """Run ``$connect``; the subprotocols it selected, or the handshake's error."""
         function = self.routes.get(schema.ROUTE_CONNECT)
         if function is None:
@@ -218,7 +218,7 @@ class ConnectionRunner:
             self.backend.release(connection)
 
     async def _run(
-        self, request: web.Request, connection: Connection, started_ms: int
+        self, request: web.Request, connection: ClientSocket, started_ms: int
     ) -> web.StreamResponse:
         connection_id = connection.connection_id
         try:
@@ -251,7 +251,7 @@ class ConnectionRunner:
 
     # --- messages ------------------------------------------------------------------------
 
-    async def _receive(self, connection: Connection, websocket: web.WebSocketResponse) -> None:
+    async def _receive(self, connection: ClientSocket, websocket: web.WebSocketResponse) -> None:
         loop = asyncio.get_running_loop()
         while True:
             remaining = connection.deadline(self.settings) - time.monotonic()
@@ -282,12 +282,12 @@ class ConnectionRunner:
             connection.close_cause = connection.close_cause or ABNORMAL
             return
 
-    async def _close(self, connection: Connection, cause: CloseCause) -> None:
+    async def _close(self, connection: ClientSocket, cause: CloseCause) -> None:
         connection.close_cause = connection.close_cause or cause
         with contextlib.suppress(Exception):
             await connection.close(cause.code, cause.reason)
 
-    async def _route(self, connection: Connection, body: str, started_ms: int) -> None:
+    async def _route(self, connection: ClientSocket, body: str, started_ms: int) -> None:
         facts = connection.facts
         request_id = events.new_request_id()
         route_key = select_route(body, self.routes)
@@ -319,14 +319,14 @@ class ConnectionRunner:
         if isinstance(body_out, str) and body_out:
             await self._reply(connection, body_out)
 
-    async def _reply(self, connection: Connection, text: str) -> None:
+    async def _reply(self, connection: ClientSocket, text: str) -> None:
         """A route response; dropped when the socket has closed meanwhile, as in AWS."""
         with contextlib.suppress(GatewayError):
             await connection.send(text.encode("utf-8"))
 
     # --- $disconnect ---------------------------------------------------------------------
 
-    async def _disconnect(self, connection: Connection) -> None:
+    async def _disconnect(self, connection: ClientSocket) -> None:
         started_ms = events.now_ms()
         cause = connection.close_cause or ABNORMAL
         function = self.routes.get(schema.ROUTE_DISCONNECT)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.aws import Deadline
 from runtime.config import StoreConfig
@@ -21,7 +22,8 @@ STORE = ConnectionStore(StoreConfig.from_env())
 
 
 @emits_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bind_request(event)
     ws_event = APIGatewayWebSocketEvent(event)
     user_id = user_id_of(event)

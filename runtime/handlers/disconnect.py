@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.aws import Deadline
 from runtime.config import StoreConfig
@@ -17,7 +18,8 @@ STORE = ConnectionStore(StoreConfig.from_env())
 
 
 @emits_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bind_request(event)
     ws_event = APIGatewayWebSocketEvent(event)
     context_ = ws_event.request_context

@@ -14,15 +14,15 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
-from pydantic import ValidationError
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from runtime import aws, schema
+from runtime import aws
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
 from runtime.handlers._common import connected_at_ms, response, user_id_of
 from runtime.messages import (
-    INBOUND_ADAPTER,
+    BadRequest,
     ChatMessageAction,
     ChatQueueMessage,
     ErrorCode,
@@ -30,63 +30,14 @@ from runtime.messages import (
     Frame,
     PingAction,
     SystemEvent,
-    describe_validation_error,
-    error,
-    system,
+    error_frame,
+    parse_body,
+    system_frame,
 )
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
-SUPPORTED_ACTIONS = (schema.ROUTE_CHAT_MESSAGE, schema.ROUTE_PING)
-
-
-class BadRequest(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_body(body: object) -> ChatMessageAction | PingAction:
-    """The inbound action, or BadRequest naming what is wrong and how to fix it."""
-    if not isinstance(body, str) or not body.strip():
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message body is empty; send a JSON object such as {"action":"ping"}',
-        )
-    if len(body.encode("utf-8", "surrogatepass")) > schema.MAX_MESSAGE_BYTES:
-        raise BadRequest(
-            ErrorCode.MESSAGE_TOO_LARGE,
-            f"the message is over {schema.MAX_MESSAGE_BYTES} bytes; send less content",
-        )
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message is not valid JSON; send a JSON object such as {"action":"ping"}',
-        ) from None
-    if not isinstance(data, dict):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message must be a JSON object with an "action" field',
-        )
-    action = data.get("action")
-    if action not in SUPPORTED_ACTIONS:
-        shown = action if isinstance(action, str) and len(action) <= 64 else type(action).__name__
-        raise BadRequest(
-            ErrorCode.UNKNOWN_ACTION,
-            f"unknown action {shown!r}; the supported actions are " + ", ".join(SUPPORTED_ACTIONS),
-        )
-    try:
-        return INBOUND_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            f"invalid {action}: {describe_validation_error(exc)} "
-            "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
-            "content: a string that is not only whitespace)",
-        ) from None
 
 
 def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
@@ -95,13 +46,13 @@ def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
     logger.exception(f"could not {action}")
     count(Metric.UNEXPECTED_FAILURES)
     if aws.is_transient(exc):
-        return error(
+        return error_frame(
             ErrorCode.SERVICE_UNAVAILABLE,
             f"could not {action}; send it again (a chat message with the same clientMessageId)",
             retryable=True,
             request_id=request_id,
         )
-    return error(
+    return error_frame(
         ErrorCode.INTERNAL_ERROR,
         f"could not {action}; sending it again would fail the same way",
         request_id=request_id,
@@ -119,14 +70,14 @@ def _touch(ws_event: APIGatewayWebSocketEvent, deadline: Deadline) -> ErrorFrame
     except Exception as exc:
         return _failed(exc, "record activity on the connection", context.request_id)
     if result.status is TouchStatus.UNKNOWN:
-        return error(
+        return error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "this connection is not registered or has expired; reconnect",
             request_id=context.request_id,
         )
     if result.status is TouchStatus.RATE_LIMITED:
         count(Metric.MESSAGES_RATE_LIMITED)
-        return error(
+        return error_frame(
             ErrorCode.RATE_LIMITED,
             f"over {STORE.config.messages_per_minute} messages per minute on this connection; "
             f"retry after {result.retry_after_ms} ms",
@@ -188,7 +139,7 @@ def _queue(
     count(Metric.MESSAGES_RECEIVED)
     logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
     logger.debug("chat message content", extra={"content": chat.content})
-    return system(
+    return system_frame(
         SystemEvent.ACCEPTED,
         data={
             "clientMessageId": client_message_id,
@@ -204,10 +155,10 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
     try:
         action = parse_body(event.get("body"))
     except BadRequest as exc:
-        return error(exc.code, str(exc), request_id=request_id)
+        return error_frame(exc.code, str(exc), request_id=request_id)
     user_id = user_id_of(event)
     if user_id is None:
-        return error(
+        return error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
@@ -218,7 +169,7 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
     if isinstance(action, PingAction):
-        return system(SystemEvent.PONG)
+        return system_frame(SystemEvent.PONG)
     return _queue(ws_event, action, user_id, deadline)
 
 
@@ -228,11 +179,14 @@ def _serialize(frame: Frame, request_id: str | None) -> str:
     except Exception:
         logger.exception("could not serialize the answer frame")
         count(Metric.UNEXPECTED_FAILURES)
-        return error(ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id).to_json()
+        return error_frame(
+            ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id
+        ).to_json()
 
 
 @emits_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = Deadline.of(context)
     request_id: str | None = None
     try:
@@ -242,7 +196,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except Exception:
         logger.exception("unexpected error in the message handler")
         count(Metric.UNEXPECTED_FAILURES)
-        frame = error(
+        frame = error_frame(
             ErrorCode.INTERNAL_ERROR,
             "internal error",
             request_id=request_id if isinstance(request_id, str) else None,

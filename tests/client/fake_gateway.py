@@ -30,8 +30,8 @@ from runtime.messages import (
     ErrorFrame,
     SystemEvent,
     chat_response,
-    error,
-    system,
+    error_frame,
+    system_frame,
     typing_indicator,
 )
 
@@ -184,7 +184,7 @@ class FakeGateway:
         if body.get("action") == "ping":
             self.pings += 1
             if self.answer_pings:
-                await connection.send(system(SystemEvent.PONG).to_json())
+                await connection.send(system_frame(SystemEvent.PONG).to_json())
             return
         self.received.append(body)
         self.message_received.set()
@@ -204,7 +204,7 @@ class FakeGateway:
             self.queue_then_abort -= 1
             connection.transport.abort()
             return
-        accepted = system(
+        accepted = system_frame(
             SystemEvent.ACCEPTED,
             data={
                 "clientMessageId": client_message_id,
@@ -280,7 +280,7 @@ def big_message(n: int) -> str:
 
 
 def retryable_error(code: ErrorCode, retry_after_ms: int | None) -> ErrorFrame:
-    return error(code, "try again", retryable=True, retry_after_ms=retry_after_ms)
+    return error_frame(code, "try again", retryable=True, retry_after_ms=retry_after_ms)
 
 
 TEST_DEADLINE_SECONDS = 30.0

@@ -2,7 +2,7 @@
 
 The program's DependencyLayer would run pip on a cold cache; here the cache lives in a temporary
 build directory (``RAG_WEBSOCKET_BUILD_DIR``) that is filled with a stand-in layer first, so no
-infra test but ``test_infra_layer_build.py`` ever runs pip.
+infra test but ``test_layer_build.py`` ever runs pip.
 """
 
 from __future__ import annotations

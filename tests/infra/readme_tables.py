@@ -2,7 +2,7 @@
 
 ``python -m tests.infra.readme_tables`` prints the config table to paste between the
 ``<!-- config-table -->`` and ``<!-- /config-table -->`` markers of docs/deploy.md; the test
-``test_infra_readme.py`` fails when the two drift apart. The alarm table is written by hand
+``test_readme.py`` fails when the two drift apart. The alarm table is written by hand
 (which events move each alarm is prose); ``alarm_rows`` reads its columns back so the tests can
 hold every alarm definition to it.
 """

@@ -32,7 +32,7 @@ from websockets.sync.client import connect
 
 from local.background import Background
 from local.gateway import AccessRecord, Gateway, GatewaySettings, RouteTable
-from local.stack import LocalStack, background_stack
+from local.stack import LocalStack
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER, DevTokens
 from runtime import schema
 from runtime.config import StoreConfig
@@ -61,24 +61,9 @@ def figures() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def access_log() -> list[AccessRecord]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, access_log: list[AccessRecord]
-) -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as env:
-        # Read by the authorizer when the gateway loads it: Cognito ID tokens only.
-        env.setenv(schema.ENV_AUTH_TOKEN_USE, "id")
-        with background_stack(
-            port=0,
-            responder=None,
-            state_dir=tmp_path_factory.mktemp("attacks-state"),
-            access_log=access_log.append,
-        ) as running:
-            yield running
+def stack_environment() -> dict[str, str]:
+    """Read by the authorizer when the gateway loads it: Cognito ID tokens only."""
+    return {schema.ENV_AUTH_TOKEN_USE: "id"}
 
 
 def valid_token(stack: LocalStack, **claims: Any) -> str:

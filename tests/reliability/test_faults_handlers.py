@@ -31,15 +31,24 @@ from typing import Any
 import pytest
 
 from local.aws import AwsResources, EmbeddedAws
+from local.events import now_ms
 from runtime import aws as runtime_aws
 from runtime import schema
 from runtime.handlers import connect, disconnect, message
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
-from tests.support import QUEUE_NAME, TABLE_NAME, chat_event, load_event
+from tests.support import (
+    CONNECTION_ID,
+    QUEUE_NAME,
+    TABLE_NAME,
+    chat_event,
+    connect_event,
+    drain_queue,
+    frame_of,
+    lambda_context,
+    load_event,
+)
 
-CONNECTION_ID = "BFHPhfCWIAMCKlQ="
-USER = "fault-user"
 SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
 DYNAMODB_FAULTS = [
     pytest.param("ThrottlingException", 400, id="throttled"),
@@ -88,19 +97,6 @@ def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def connect_event() -> dict[str, Any]:
-    return load_event(
-        "connect",
-        connectionId=CONNECTION_ID,
-        connectedAt=now_ms(),
-        authorizer={"principalId": USER, "userId": USER},
-    )
-
-
 def chat(client_message_id: str) -> dict[str, Any]:
     body = {
         "action": "chat_message",
@@ -119,29 +115,10 @@ def rows(resources: AwsResources) -> list[dict[str, Any]]:
 
 def queued(resources: AwsResources) -> list[str]:
     """The clientMessageIds in the chat queue, read past the injected faults."""
-    sqs = resources.sqs()
-    ids: list[str] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=resources.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not batch:
-            return ids
-        for item in batch:
-            ids.append(json.loads(item["Body"])["clientMessageId"])
-            sqs.delete_message(QueueUrl=resources.queue_url, ReceiptHandle=item["ReceiptHandle"])
-
-
-def frame_of(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["statusCode"] == 200
-    frame: dict[str, Any] = json.loads(result["body"])
-    return frame
-
-
-@pytest.fixture
-def connected(aws: AwsResources) -> AwsResources:
-    assert connect.handler(connect_event(), None)["statusCode"] == 200
-    return aws
+    return [
+        json.loads(item["Body"])["clientMessageId"]
+        for item in drain_queue(resources.sqs(), resources.queue_url)
+    ]
 
 
 # --- $connect --------------------------------------------------------------------------------
@@ -152,7 +129,7 @@ def test_connect_answers_500_and_stores_no_row(
     aws: AwsResources, code: str, status: int, logs: io.StringIO
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "TransactWriteItems", code, status) as fault:
-        result = connect.handler(connect_event(), None)
+        result = connect.handler(connect_event(), lambda_context("connect"))
     injected[f"$connect: DynamoDB TransactWriteItems {code}"] += fault.calls
     assert result["statusCode"] == 500
     assert fault.calls == SDK_ATTEMPTS
@@ -169,7 +146,7 @@ def test_disconnect_answers_200_and_leaves_the_row_to_its_ttl(
 ) -> None:
     event = load_event("disconnect", connectionId=CONNECTION_ID)
     with AwsFault(runtime_aws.dynamodb(), "DeleteItem", code, status) as fault:
-        result = disconnect.handler(event, None)
+        result = disconnect.handler(event, lambda_context("disconnect"))
     injected[f"$disconnect: DynamoDB DeleteItem {code}"] += fault.calls
     assert result["statusCode"] == 200
     assert fault.calls == SDK_ATTEMPTS
@@ -186,7 +163,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_dynamodb_f
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "UpdateItem", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-store-fault"), None))
+        frame = frame_of(message.handler(chat("m-store-fault"), lambda_context("message")))
     injected[f"chat_message: DynamoDB UpdateItem {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -203,7 +180,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.sqs(), "SendMessage", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-queue-fault"), None))
+        frame = frame_of(message.handler(chat("m-queue-fault"), lambda_context("message")))
     injected[f"chat_message: SQS SendMessage {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -223,7 +200,7 @@ def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
         AwsFault(runtime_aws.dynamodb(), "UpdateItem", "ThrottlingException", 400, times=1) as db,
         AwsFault(runtime_aws.sqs(), "SendMessage", "ThrottlingException", 400, times=1) as sqs,
     ):
-        frame = frame_of(message.handler(chat("m-transient"), None))
+        frame = frame_of(message.handler(chat("m-transient"), lambda_context("message")))
     injected["chat_message: transient throttling (DynamoDB + SQS)"] += db.calls + sqs.calls
     assert (frame["type"], frame["event"]) == ("system", "accepted")
     assert (db.calls, sqs.calls) == (1, 1)
@@ -235,9 +212,9 @@ def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
     connected: AwsResources,
 ) -> None:
     with LostResponse(runtime_aws.sqs(), "SendMessage") as lost:
-        first = frame_of(message.handler(chat("m-lost-answer"), None))
+        first = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
         # What the client does with a retryable error: the same message, the same id.
-        second = frame_of(message.handler(chat("m-lost-answer"), None))
+        second = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
     injected["chat_message: SQS answer lost after queueing"] += lost.calls
     assert lost.calls == 1
     assert (first["code"], first["retryable"]) == ("SERVICE_UNAVAILABLE", True)
@@ -283,19 +260,6 @@ class BlackHole:
             connection.close()
 
 
-class LambdaContext:
-    """What the handlers read of Lambda's context: the time left, on the real clock."""
-
-    def __init__(self, timeout_seconds: float) -> None:
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)
-
-
-STACK_LAMBDA_TIMEOUT_SECONDS = 10  # components/settings.py: lambda_timeout_seconds default
-
-
 @pytest.fixture
 def black_hole(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlackHole]:
     with BlackHole() as hole:
@@ -323,7 +287,7 @@ def test_chat_message_answers_service_unavailable_before_its_lambda_times_out(
     """Before: 4 attempts x 5 s reads = 20.5 s against a stack timeout of 10 s, and the client
     got API Gateway's bare "Internal server error" instead of a frame."""
     silence(monkeypatch, black_hole, service)
-    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    context = lambda_context("message")
     frame = frame_of(message.handler(chat("m-silent"), context))
     assert context.get_remaining_time_in_millis() > 0
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -342,7 +306,9 @@ def test_chat_message_skips_a_call_the_time_left_cannot_cover(
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
     too_little = runtime_aws.call_worst_case_seconds() + runtime_aws.ANSWER_MARGIN_SECONDS - 0.5
-    frame = frame_of(message.handler(chat("m-late"), LambdaContext(too_little)))
+    frame = frame_of(
+        message.handler(chat("m-late"), lambda_context("message", int(too_little * 1000)))
+    )
     assert (frame["code"], frame["retryable"], frame["clientMessageId"]) == (
         "SERVICE_UNAVAILABLE",
         True,
@@ -355,10 +321,10 @@ def test_connect_and_disconnect_answer_before_their_lambda_times_out(
     aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
-    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    context = lambda_context("connect")
     assert connect.handler(connect_event(), context)["statusCode"] == 500
     assert context.get_remaining_time_in_millis() > 0
-    context = LambdaContext(STACK_LAMBDA_TIMEOUT_SECONDS)
+    context = lambda_context("disconnect")
     event = load_event("disconnect", connectionId=CONNECTION_ID)
     assert disconnect.handler(event, context)["statusCode"] == 200
     assert context.get_remaining_time_in_millis() > 0

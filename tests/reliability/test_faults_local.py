@@ -31,12 +31,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from client import ChatClient, ClientConfig
 from local.gateway import AccessRecord
-from local.stack import LocalStack, background_stack
+from local.stack import LocalStack
 from runtime import aws as runtime_aws
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
-from runtime.messages import ErrorFrame, SystemEvent, system
+from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
@@ -52,25 +52,12 @@ def figures() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def access_log() -> list[AccessRecord]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, access_log: list[AccessRecord]
-) -> Iterator[LocalStack]:
-    with background_stack(
-        port=0,
-        responder=None,
-        state_dir=tmp_path_factory.mktemp("faults-state"),
-        access_log=access_log.append,
-    ) as running:
-        # Warm the handlers' cached clients, so that the faults below go into those very ones.
-        with connect(running.connect_url("warm-up"), open_timeout=30) as ws:
-            ws.send('{"action":"ping"}')
-            assert json.loads(ws.recv(timeout=30))["event"] == "pong"
-        yield running
+def stack(stack: LocalStack) -> LocalStack:
+    """Warm the handlers' cached clients, so that the faults below go into those very ones."""
+    with connect(stack.connect_url("warm-up"), open_timeout=30) as ws:
+        ws.send('{"action":"ping"}')
+        assert json.loads(ws.recv(timeout=30))["event"] == "pong"
+    return stack
 
 
 @pytest.fixture(autouse=True)
@@ -209,7 +196,7 @@ def test_broadcast_serves_the_others_when_one_post_fails_and_a_cleanup_is_thrott
     stack: LocalStack, store: ConnectionStore
 ) -> None:
     user = "fault-broadcast"
-    notice = system(SystemEvent.NOTICE, "maintenance at noon")
+    notice = system_frame(SystemEvent.NOTICE, "maintenance at noon")
     with ExitStack() as exits:
         sockets = _open(stack, store, exits, user, 3)
         # Connected a minute ago, its $disconnect never ran: the gateway says 410.
@@ -246,7 +233,7 @@ def test_broadcast_with_the_connection_list_throttled_for_a_moment_serves_everyo
         sockets = _open(stack, store, exits, user, 2)
         sender = exits.enter_context(_sender(stack))
         with AwsFault(sender.store.client, "Query", "ThrottlingException", 400, times=2) as fault:
-            result = sender.broadcast_to_user(user, system(SystemEvent.NOTICE, "hello"))
+            result = sender.broadcast_to_user(user, system_frame(SystemEvent.NOTICE, "hello"))
         injected["broadcast: connection list throttled twice"] += fault.calls
         assert result == BroadcastResult(sent=2, gone=0, failed=0)
         assert len(sdk_sleeps.delays) == 2  # the SDK backed off, then read the list
@@ -255,7 +242,7 @@ def test_broadcast_with_the_connection_list_throttled_for_a_moment_serves_everyo
             AwsFault(sender.store.client, "Query", "ThrottlingException", 400) as fault,
             pytest.raises(ClientError),
         ):
-            sender.broadcast_to_user(user, system(SystemEvent.NOTICE, "not sent"))
+            sender.broadcast_to_user(user, system_frame(SystemEvent.NOTICE, "not sent"))
         injected["broadcast: connection list throttled throughout"] += fault.calls
         for ws in sockets.values():
             assert json.loads(ws.recv(timeout=10))["message"] == "hello"
@@ -291,7 +278,7 @@ def test_management_api_429_is_retried_with_backoff_and_delivered_once(
         [(connection_id, ws)] = _open(stack, store, exits, "fault-429", 1).items()
         sender = exits.enter_context(MessageSender(store, client=management, sleep=sleep))
         with AwsFault(management, "PostToConnection", "LimitExceededException", 429, times=2) as f:
-            assert sender.send_message(connection_id, system(SystemEvent.NOTICE, "once"))
+            assert sender.send_message(connection_id, system_frame(SystemEvent.NOTICE, "once"))
         injected["management API 429 twice, then delivered"] += f.calls
         assert f.calls == 2
         assert sleep.delays  # the sender backed off
@@ -312,7 +299,7 @@ def test_management_api_429_throughout_gives_up_after_the_retries_without_raisin
             MessageSender(store, client=management, sleep=sleep, max_retries=3)
         )
         with AwsFault(management, "PostToConnection", "LimitExceededException", 429) as fault:
-            assert not sender.send_message(connection_id, system(SystemEvent.NOTICE, "never"))
+            assert not sender.send_message(connection_id, system_frame(SystemEvent.NOTICE, "never"))
         injected["management API 429 throughout"] += fault.calls
         assert len(sleep.delays) == 3
         assert_backoff(sleep.delays)
@@ -329,7 +316,7 @@ def test_the_management_client_leaves_429_retries_to_the_sender(
             MessageSender(store, client=management, sleep=RecordingSleep())
         )
         with AwsFault(management, "PostToConnection", "LimitExceededException", 429) as fault:
-            sender.send_message(connection_id, system(SystemEvent.NOTICE, "never"))
+            sender.send_message(connection_id, system_frame(SystemEvent.NOTICE, "never"))
         assert fault.calls == sender.max_retries + 1
 
 
@@ -352,5 +339,5 @@ def test_410_after_a_failed_disconnect_removes_the_row(
     )
     management = stack.aws.management_api(stack.management_endpoint)
     with MessageSender(later, client=management) as sender:
-        assert not sender.send_message(connection_id, system(SystemEvent.NOTICE, "anyone?"))
+        assert not sender.send_message(connection_id, system_frame(SystemEvent.NOTICE, "anyone?"))
     assert store.get(connection_id) is None  # the 410 removed it

@@ -30,8 +30,9 @@ from jwt.algorithms import get_default_algorithms
 
 from runtime import schema
 from runtime.auth import InvalidTokenError, TokenVerifier
-from runtime.config import AuthConfig, TokenUse
+from runtime.config import AuthConfig
 from runtime.handlers import authorizer
+from runtime.schema import TokenUse
 from tests.jwt_keys import (
     AUDIENCE,
     ISSUER,

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from local.gateway import AccessRecord
-from local.stack import LocalStack, background_stack
+from local.stack import LocalStack
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
@@ -57,24 +57,6 @@ tried: Counter[str] = Counter()
 def figures() -> Iterator[None]:
     yield
     record("fuzz: local gateway", **dict(tried))
-
-
-@pytest.fixture(scope="module")
-def access_log() -> list[AccessRecord]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, access_log: list[AccessRecord]
-) -> Iterator[LocalStack]:
-    with background_stack(
-        port=0,
-        responder=None,  # the queue keeps what was accepted, for the final count
-        state_dir=tmp_path_factory.mktemp("fuzz-state"),
-        access_log=access_log.append,
-    ) as running:
-        yield running
 
 
 class Connections:

@@ -23,7 +23,8 @@ from runtime.auth import (
     VerificationUnavailableError,
     shared_jwk_client,
 )
-from runtime.config import AuthConfig, ConfigError, TokenUse
+from runtime.config import AuthConfig, ConfigError
+from runtime.schema import TokenUse
 from tests.jwt_keys import (
     AUDIENCE,
     ISSUER,

@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 
 from runtime import schema
 from runtime.auth import TokenVerifier, VerificationUnavailableError
-from runtime.config import AuthConfig, TokenUse
+from runtime.config import AuthConfig
 from runtime.handlers import authorizer
 from runtime.observability import Metric, logger
+from runtime.schema import TokenUse
 from tests.jwt_keys import (
     AUDIENCE,
     ISSUER,

@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSResponse
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionLimitReached, ConnectionStore, TouchStatus, expiry
-from tests.conftest import AwsResources
+from tests.conftest import MockedAws
 
 T0 = 1_800_000_000.0  # epoch seconds, on a window boundary (divisible by 60)
 
@@ -25,15 +25,15 @@ class Clock:
         return self.now
 
 
-def make_store(aws: AwsResources, clock: Clock, **overrides: int) -> ConnectionStore:
+def make_store(aws: MockedAws, clock: Clock, **overrides: int) -> ConnectionStore:
     return ConnectionStore(StoreConfig(aws.table_name, **overrides), clock=clock)
 
 
-def raw_item(aws: AwsResources, connection_id: str) -> dict[str, Any] | None:
+def raw_item(aws: MockedAws, connection_id: str) -> dict[str, Any] | None:
     return raw(aws, schema.connection_key(connection_id))
 
 
-def raw(aws: AwsResources, key: str) -> dict[str, Any] | None:
+def raw(aws: MockedAws, key: str) -> dict[str, Any] | None:
     item = (
         boto3.client("dynamodb")
         .get_item(TableName=aws.table_name, Key={"PK": {"S": key}, "SK": {"S": key}})
@@ -42,12 +42,12 @@ def raw(aws: AwsResources, key: str) -> dict[str, Any] | None:
     return dict(item) if item else None
 
 
-def user_slots(aws: AwsResources, user_id: str) -> set[str]:
+def user_slots(aws: MockedAws, user_id: str) -> set[str]:
     item = raw(aws, schema.user_key(user_id)) or {}
     return set(item.get(schema.ATTR_CONNECTION_IDS, {}).get("SS", []))
 
 
-def index_items(aws: AwsResources, user_id: str) -> list[dict[str, Any]]:
+def index_items(aws: MockedAws, user_id: str) -> list[dict[str, Any]]:
     """The userId-index items of a user as DynamoDB holds them (no filter)."""
     return list(
         boto3.client("dynamodb").query(
@@ -59,7 +59,7 @@ def index_items(aws: AwsResources, user_id: str) -> list[dict[str, Any]]:
     )
 
 
-def test_add_writes_the_design_schema(aws: AwsResources) -> None:
+def test_add_writes_the_design_schema(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock)
     store.add("abc=+/", "alice", connected_at_ms=int(T0 * 1000))
@@ -89,7 +89,7 @@ def test_ttl_slides_but_never_past_two_hours() -> None:
     assert expiry(T0 + 7000, connected_ms, 600) == int(T0) + schema.MAX_CONNECTION_SECONDS
 
 
-def test_touch_slides_the_ttl(aws: AwsResources) -> None:
+def test_touch_slides_the_ttl(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock)
     store.add("c1", "alice", int(T0 * 1000))
@@ -101,7 +101,7 @@ def test_touch_slides_the_ttl(aws: AwsResources) -> None:
     assert item["lastSeenAt"] == {"N": str(int((T0 + 300) * 1000))}
 
 
-def test_touch_unknown_and_expired_connections(aws: AwsResources) -> None:
+def test_touch_unknown_and_expired_connections(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock)
     assert store.touch("missing", int(T0 * 1000)).status is TouchStatus.UNKNOWN
@@ -112,7 +112,7 @@ def test_touch_unknown_and_expired_connections(aws: AwsResources) -> None:
     assert raw_item(aws, "c1")["ttl"] == {"N": str(int(T0) + 600)}  # type: ignore[index]
 
 
-def test_rate_limit_in_one_update_with_retry_after(aws: AwsResources) -> None:
+def test_rate_limit_in_one_update_with_retry_after(aws: MockedAws) -> None:
     clock = Clock(T0 + 15)
     store = make_store(aws, clock, messages_per_minute=3)
     store.add("c1", "alice", int(T0 * 1000))
@@ -128,13 +128,13 @@ def test_rate_limit_in_one_update_with_retry_after(aws: AwsResources) -> None:
     assert f"rate_{int(T0)}" not in item
 
 
-def test_rate_limit_zero_means_unlimited(aws: AwsResources) -> None:
+def test_rate_limit_zero_means_unlimited(aws: MockedAws) -> None:
     store = make_store(aws, Clock(), messages_per_minute=0)
     store.add("c1", "alice", int(T0 * 1000))
     assert all(store.touch("c1", int(T0 * 1000)).status is TouchStatus.OK for _ in range(100))
 
 
-def test_list_and_count_filter_expired_rows_and_paginate(aws: AwsResources) -> None:
+def test_list_and_count_filter_expired_rows_and_paginate(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock, max_connections_per_user=0)
     for n in range(30):
@@ -151,7 +151,7 @@ def test_list_and_count_filter_expired_rows_and_paginate(aws: AwsResources) -> N
     assert store.count_for_user("nobody") == 0
 
 
-def test_list_for_user_uses_query_never_scan(aws: AwsResources) -> None:
+def test_list_for_user_uses_query_never_scan(aws: MockedAws) -> None:
     store = make_store(aws, Clock())
     calls: list[str] = []
     store.client.meta.events.register(
@@ -161,7 +161,7 @@ def test_list_for_user_uses_query_never_scan(aws: AwsResources) -> None:
     assert calls == ["Query"]
 
 
-def test_remove_and_get(aws: AwsResources) -> None:
+def test_remove_and_get(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock)
     store.add("c1", "alice", int(T0 * 1000))
@@ -175,7 +175,7 @@ def test_remove_and_get(aws: AwsResources) -> None:
 
 
 @pytest.mark.parametrize("connection_id", ["BFHPhfCWIAMCKlQ=", "a+b/c==", "plain"])
-def test_aws_shaped_connection_ids(aws: AwsResources, connection_id: str) -> None:
+def test_aws_shaped_connection_ids(aws: MockedAws, connection_id: str) -> None:
     store = make_store(aws, Clock())
     store.add(connection_id, "alice", int(T0 * 1000))
     assert [c.connection_id for c in store.list_for_user("alice")] == [connection_id]
@@ -184,7 +184,7 @@ def test_aws_shaped_connection_ids(aws: AwsResources, connection_id: str) -> Non
 # --- rows stay small, and a touch rewrites the index at most once a TTL step -----------------
 
 
-def test_old_rate_counters_are_removed_after_any_idle_gap(aws: AwsResources) -> None:
+def test_old_rate_counters_are_removed_after_any_idle_gap(aws: MockedAws) -> None:
     clock = Clock(T0 + 15)
     store = make_store(aws, clock, messages_per_minute=5)
     store.add("c1", "alice", int(T0 * 1000))
@@ -211,7 +211,7 @@ def test_ttl_moves_in_steps_never_below_the_idle_deadline() -> None:
     assert expiry(T0 + 0.5, connected_ms, 1) == int(T0) + 2  # a short idle timeout: its own step
 
 
-def test_a_touch_within_a_ttl_step_leaves_the_index_item_unchanged(aws: AwsResources) -> None:
+def test_a_touch_within_a_ttl_step_leaves_the_index_item_unchanged(aws: MockedAws) -> None:
     """AWS bills a GSI write for a table update only when it changes an indexed key or the
     value of a projected attribute (DynamoDB Developer Guide, "Provisioned throughput
     considerations for global secondary indexes", Write capacity units:
@@ -239,7 +239,7 @@ def test_a_touch_within_a_ttl_step_leaves_the_index_item_unchanged(aws: AwsResou
 
 
 @pytest.mark.usefixtures("serializable_transactions")
-def test_eight_simultaneous_connects_against_a_limit_of_three(aws: AwsResources) -> None:
+def test_eight_simultaneous_connects_against_a_limit_of_three(aws: MockedAws) -> None:
     store = make_store(aws, Clock(), max_connections_per_user=3)
     barrier = threading.Barrier(8)
     outcomes: dict[str, str] = {}
@@ -264,7 +264,7 @@ def test_eight_simultaneous_connects_against_a_limit_of_three(aws: AwsResources)
     assert user_slots(aws, "alice") == connected
 
 
-def test_remove_releases_the_slot_and_an_unknown_row_is_not_an_error(aws: AwsResources) -> None:
+def test_remove_releases_the_slot_and_an_unknown_row_is_not_an_error(aws: MockedAws) -> None:
     store = make_store(aws, Clock(), max_connections_per_user=2)
     store.add("a", "alice", int(T0 * 1000))
     store.add("b", "alice", int(T0 * 1000))
@@ -280,7 +280,7 @@ def test_remove_releases_the_slot_and_an_unknown_row_is_not_an_error(aws: AwsRes
     assert raw(aws, "USER#nobody") is None
 
 
-def test_the_limit_heals_when_rows_vanish_without_a_disconnect(aws: AwsResources) -> None:
+def test_the_limit_heals_when_rows_vanish_without_a_disconnect(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock, max_connections_per_user=2)
     store.add("a", "alice", int(T0 * 1000))
@@ -298,14 +298,14 @@ def test_the_limit_heals_when_rows_vanish_without_a_disconnect(aws: AwsResources
     assert user_slots(aws, "alice") == {"e"}
 
 
-def test_a_retried_connect_takes_no_second_slot(aws: AwsResources) -> None:
+def test_a_retried_connect_takes_no_second_slot(aws: MockedAws) -> None:
     store = make_store(aws, Clock(), max_connections_per_user=1)
     store.add("a", "alice", int(T0 * 1000))
     store.add("a", "alice", int(T0 * 1000))
     assert user_slots(aws, "alice") == {"a"}
 
 
-def test_a_conflicting_transaction_is_tried_again(aws: AwsResources) -> None:
+def test_a_conflicting_transaction_is_tried_again(aws: MockedAws) -> None:
     """DynamoDB cancels a TransactWriteItems that conflicts with another one on the same item,
     with the reason ``TransactionConflict`` at that item's position
     (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html)."""
@@ -346,7 +346,7 @@ def test_a_conflicting_transaction_is_tried_again(aws: AwsResources) -> None:
 
 
 def test_remove_gone_keeps_a_connection_younger_than_the_integration_timeout(
-    aws: AwsResources,
+    aws: MockedAws,
 ) -> None:
     """API Gateway answers 410 to a post while the target's $connect is still running."""
     clock = Clock()
@@ -363,7 +363,7 @@ def test_remove_gone_keeps_a_connection_younger_than_the_integration_timeout(
     assert store.remove_gone("young") is False  # nothing left to remove
 
 
-def test_remove_gone_never_removes_a_row_written_since(aws: AwsResources) -> None:
+def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
     clock = Clock(T0 + 100)
     store = make_store(aws, clock)
     store.add("c1", "alice", int(T0 * 1000))

@@ -13,52 +13,28 @@ from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from local.events import now_ms
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
-from tests.conftest import AwsResources
-from tests.support import chat_event, load_event
-
-CONNECTION_ID = "BFHPhfCWIAMCKlQ="
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION_ID) -> Any:
-    authorizer = {"principalId": user, "userId": user} if user else {}
-    return load_event(
-        "connect", connectionId=connection_id, connectedAt=now_ms(), authorizer=authorizer
-    )
+from tests.conftest import MockedAws
+from tests.support import (
+    CONNECTION_ID,
+    chat_event,
+    connect_event,
+    drain_queue,
+    frame_of,
+    lambda_context,
+    load_event,
+)
 
 
-def frame_of(result: dict[str, Any]) -> dict[str, Any]:
-    assert result["statusCode"] == 200
-    frame: dict[str, Any] = json.loads(result["body"])
-    assert "timestamp" in frame
-    return frame
-
-
-def queued(aws: AwsResources) -> list[dict[str, Any]]:
+def queued(aws: MockedAws) -> list[dict[str, Any]]:
     return [json.loads(item["Body"]) for item in queued_messages(aws)]
 
 
-def queued_messages(aws: AwsResources) -> list[dict[str, Any]]:
-    """Every message in the chat queue with its FIFO attributes, removed from the queue."""
-    sqs = boto3.client("sqs")
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=aws.queue_url,
-            MaxNumberOfMessages=10,
-            MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        for item in batch:
-            messages.append(dict(item))
-            sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=item["ReceiptHandle"])
+def queued_messages(aws: MockedAws) -> list[dict[str, Any]]:
+    return drain_queue(boto3.client("sqs"), aws.queue_url)
 
 
 def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
@@ -66,12 +42,6 @@ def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
     return sum(sum(v) if isinstance(v, list) else v for v in values)
-
-
-@pytest.fixture
-def connected(aws: AwsResources) -> AwsResources:
-    assert connect.handler(connect_event(), None)["statusCode"] == 200
-    return aws
 
 
 def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
@@ -82,35 +52,48 @@ def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
 # --- $connect / $disconnect ---------------------------------------------------------------
 
 
-def test_connect_stores_the_row(aws: AwsResources) -> None:
-    assert connect.handler(connect_event(), None) == {"statusCode": 200, "body": ""}
+def test_connect_stores_the_row(aws: MockedAws) -> None:
+    assert connect.handler(connect_event(), lambda_context("connect")) == {
+        "statusCode": 200,
+        "body": "",
+    }
     rows = connect.STORE.list_for_user("user-123")
     assert [(r.connection_id, r.user_id) for r in rows] == [(CONNECTION_ID, "user-123")]
 
 
-def test_connect_uses_principal_id_when_context_has_no_user_id(aws: AwsResources) -> None:
+def test_connect_uses_principal_id_when_context_has_no_user_id(aws: MockedAws) -> None:
     event = connect_event()
     event["requestContext"]["authorizer"] = {"principalId": "p-1"}
-    assert connect.handler(event, None)["statusCode"] == 200
+    assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     assert connect.STORE.count_for_user("p-1") == 1
 
 
-def test_connect_without_identity_is_401(aws: AwsResources) -> None:
-    assert connect.handler(connect_event(user=None), None)["statusCode"] == 401
+def test_connect_without_identity_is_401(aws: MockedAws) -> None:
+    assert connect.handler(connect_event(user=None), lambda_context("connect"))["statusCode"] == 401
     assert connect.STORE.count_for_user("user-123") == 0
 
 
-def test_connect_over_the_per_user_limit_is_429(aws: AwsResources) -> None:
+def test_connect_over_the_per_user_limit_is_429(aws: MockedAws) -> None:
     limit = connect.STORE.config.max_connections_per_user
     for n in range(limit):
-        assert connect.handler(connect_event(connection_id=f"c{n}="), None)["statusCode"] == 200
-    assert connect.handler(connect_event(connection_id="one-too-many"), None)["statusCode"] == 429
+        assert (
+            connect.handler(connect_event(connection_id=f"c{n}="), lambda_context("connect"))[
+                "statusCode"
+            ]
+            == 200
+        )
+    assert (
+        connect.handler(connect_event(connection_id="one-too-many"), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 429
+    )
     assert connect.STORE.count_for_user("user-123") == limit
 
 
 @pytest.mark.usefixtures("serializable_transactions")
 def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(
         connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=3)
@@ -121,7 +104,7 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     def connect_one(n: int) -> None:
         event = connect_event(connection_id=f"conn-{n}=")
         barrier.wait()
-        statuses.append(connect.handler(event, None)["statusCode"])
+        statuses.append(connect.handler(event, lambda_context("connect"))["statusCode"])
 
     threads = [threading.Thread(target=connect_one, args=(n,)) for n in range(8)]
     for thread in threads:
@@ -133,7 +116,7 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     assert unexpected_failures(capsys) == 0  # a refused connect is not a failure
 
 
-def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) -> None:
+def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: MockedAws) -> None:
     calls: list[str] = []
     client = boto3.client("dynamodb")
     client.meta.events.register(
@@ -141,14 +124,14 @@ def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: AwsResources) 
     )
     connect.STORE._client = client
     try:
-        assert connect.handler(connect_event(), None)["statusCode"] == 200
+        assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
     finally:
         connect.STORE._client = None
     assert calls == ["TransactWriteItems"]
 
 
 def test_connect_store_failure_is_500_logged_and_counted(
-    aws: AwsResources,
+    aws: MockedAws,
     monkeypatch: pytest.MonkeyPatch,
     logs: io.StringIO,
     capsys: pytest.CaptureFixture[str],
@@ -159,32 +142,42 @@ def test_connect_store_failure_is_500_logged_and_counted(
             "transact_write_items", "ProvisionedThroughputExceededException", http_status_code=400
         )
         monkeypatch.setattr(connect.STORE, "_client", client)
-        assert connect.handler(connect_event(), None)["statusCode"] == 500
+        assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 500
     assert "connect failed" in logs.getvalue()
     assert unexpected_failures(capsys) == 1
 
 
 def test_disconnect_deletes_the_row_and_frees_the_slot(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         connect.STORE, "config", StoreConfig(connected.table_name, max_connections_per_user=1)
     )
-    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 429
+    assert (
+        connect.handler(connect_event(connection_id="second="), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 429
+    )
     event = load_event("disconnect", connectionId=CONNECTION_ID)
-    assert disconnect.handler(event, None)["statusCode"] == 200
+    assert disconnect.handler(event, lambda_context("disconnect"))["statusCode"] == 200
     assert disconnect.STORE.get(CONNECTION_ID) is None
-    assert connect.handler(connect_event(connection_id="second="), None)["statusCode"] == 200
+    assert (
+        connect.handler(connect_event(connection_id="second="), lambda_context("connect"))[
+            "statusCode"
+        ]
+        == 200
+    )
 
 
 def test_disconnect_is_200_even_when_the_delete_fails(
-    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
         stub.add_client_error("delete_item", "InternalServerError", http_status_code=500)
         monkeypatch.setattr(disconnect.STORE, "_client", client)
-        result = disconnect.handler(load_event("disconnect"), None)
+        result = disconnect.handler(load_event("disconnect"), lambda_context("disconnect"))
     assert result["statusCode"] == 200
     assert unexpected_failures(capsys) == 1
 
@@ -192,7 +185,7 @@ def test_disconnect_is_200_even_when_the_delete_fails(
 # --- chat_message / ping / $default -------------------------------------------------------
 
 
-def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None:
+def test_ping_answers_pong_and_records_activity(connected: MockedAws) -> None:
     def last_seen() -> int:
         key = {"S": schema.connection_key(CONNECTION_ID)}
         item = boto3.client("dynamodb").get_item(
@@ -203,7 +196,7 @@ def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None
     before = last_seen()
     time.sleep(0.01)
     event = chat_event('{"action":"ping"}', routeKey="ping", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, None))
+    frame = frame_of(message.handler(event, lambda_context("message")))
     assert (frame["type"], frame["event"]) == ("system", "pong")
     assert last_seen() > before
     row = message.STORE.get(CONNECTION_ID)
@@ -211,8 +204,8 @@ def test_ping_answers_pong_and_records_activity(connected: AwsResources) -> None
     assert row.ttl >= time.time() + message.STORE.config.idle_timeout_seconds - 1
 
 
-def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
-    frame = frame_of(message.handler(chat(clientMessageId="c-42"), None))
+def test_chat_message_is_queued_and_accepted(connected: MockedAws) -> None:
+    frame = frame_of(message.handler(chat(clientMessageId="c-42"), lambda_context("message")))
     assert frame["type"] == "system"
     assert frame["event"] == "accepted"
     assert frame["data"]["clientMessageId"] == "c-42"
@@ -228,16 +221,21 @@ def test_chat_message_is_queued_and_accepted(connected: AwsResources) -> None:
     }
 
 
-def test_a_resent_client_message_id_is_queued_once(connected: AwsResources) -> None:
+def test_a_resent_client_message_id_is_queued_once(connected: MockedAws) -> None:
     for _ in range(3):
-        assert frame_of(message.handler(chat(clientMessageId="same"), None))["event"] == "accepted"
+        assert (
+            frame_of(message.handler(chat(clientMessageId="same"), lambda_context("message")))[
+                "event"
+            ]
+            == "accepted"
+        )
     assert len(queued(connected)) == 1
 
 
 def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
-    connected: AwsResources,
+    connected: MockedAws,
 ) -> None:
-    frame = frame_of(message.handler(chat(), None))
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["data"]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
     [queued_message] = queued_messages(connected)
     assert json.loads(queued_message["Body"])["clientMessageId"] == "BFHQLcaQIAMCKlQ="
@@ -245,16 +243,19 @@ def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
 
 
 def test_rate_limited_message_is_not_queued(
-    connected: AwsResources, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limit = message.STORE.config.messages_per_minute
     frames = [
-        frame_of(message.handler(chat(clientMessageId=f"m{n}"), None)) for n in range(limit + 1)
+        frame_of(message.handler(chat(clientMessageId=f"m{n}"), lambda_context("message")))
+        for n in range(limit + 1)
     ]
     # a window boundary inside the burst would reset the counter: allow one extra accept
     limited = [f for f in frames if f["type"] == "error"]
     if not limited:
-        limited = [frame_of(message.handler(chat(clientMessageId="extra"), None))]
+        limited = [
+            frame_of(message.handler(chat(clientMessageId="extra"), lambda_context("message")))
+        ]
     [last] = limited[-1:]
     assert last["code"] == "RATE_LIMITED"
     assert last["retryable"] is True
@@ -263,20 +264,22 @@ def test_rate_limited_message_is_not_queued(
     assert unexpected_failures(capsys) == 0
 
 
-def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: AwsResources) -> None:
-    frame = frame_of(message.handler(chat(), None))
+def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: MockedAws) -> None:
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert frame["code"] == "UNKNOWN_CONNECTION"
     assert queued(aws) == []
 
 
 def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = boto3.client("sqs")
     with Stubber(client) as stub:
         stub.add_client_error("send_message", "ServiceUnavailable", http_status_code=503)
         monkeypatch.setattr(message.aws, "sqs", lambda: client)
-        frame = frame_of(message.handler(chat(clientMessageId="keep-me"), None))
+        frame = frame_of(
+            message.handler(chat(clientMessageId="keep-me"), lambda_context("message"))
+        )
     assert frame["type"] == "error"
     assert frame["code"] == "SERVICE_UNAVAILABLE"
     assert frame["retryable"] is True
@@ -294,7 +297,7 @@ def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
     ],
 )
 def test_an_error_a_retry_cannot_fix_is_not_retryable(
-    connected: AwsResources,
+    connected: MockedAws,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     operation: str,
@@ -312,7 +315,7 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
             monkeypatch.setattr(message.aws, "sqs", lambda: client)
         else:
             monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(clientMessageId="m-1"), None))
+        frame = frame_of(message.handler(chat(clientMessageId="m-1"), lambda_context("message")))
     assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "INTERNAL_ERROR", False)
     assert frame["clientMessageId"] == "m-1"
     assert "would fail the same way" in frame["message"]
@@ -320,29 +323,29 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
 
 
 def test_a_crash_is_an_error_frame_counted_as_unexpected(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def crash(*_: object) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(message, "_handle", crash)
-    frame = frame_of(message.handler(chat(), None))
+    frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert (frame["code"], frame["retryable"]) == ("INTERNAL_ERROR", False)
     assert unexpected_failures(capsys) == 1
 
 
-def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) -> None:
+def test_two_users_with_the_same_ids_are_both_queued(connected: MockedAws) -> None:
     """Clients choose conversationId and clientMessageId; SQS FIFO drops a second message
     with a deduplication id it saw in the last 5 minutes, per message group
     (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/using-messagededuplicationid-property.html)."""
     other = connect_event(user="user-456", connection_id="JC1dgf9yoAMCK-g=")
-    assert connect.handler(other, None)["statusCode"] == 200
+    assert connect.handler(other, lambda_context("connect"))["statusCode"] == 200
     for connection_id, user in ((CONNECTION_ID, "user-123"), ("JC1dgf9yoAMCK-g=", "user-456")):
         event = chat(clientMessageId="1")
         event["requestContext"].update(
             connectionId=connection_id, authorizer={"principalId": user, "userId": user}
         )
-        assert frame_of(message.handler(event, None))["event"] == "accepted"
+        assert frame_of(message.handler(event, lambda_context("message")))["event"] == "accepted"
     messages = queued_messages(connected)
     bodies = [json.loads(m["Body"]) for m in messages]
     assert sorted(b["userId"] for b in bodies) == ["user-123", "user-456"]
@@ -356,13 +359,13 @@ def test_two_users_with_the_same_ids_are_both_queued(connected: AwsResources) ->
 
 
 def test_store_failure_is_a_retryable_error(
-    connected: AwsResources, monkeypatch: pytest.MonkeyPatch
+    connected: MockedAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = boto3.client("dynamodb")
     with Stubber(client) as stub:
         stub.add_client_error("update_item", "ThrottlingException", http_status_code=400)
         monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(), None))
+        frame = frame_of(message.handler(chat(), lambda_context("message")))
     assert (frame["code"], frame["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert queued(connected) == []
 
@@ -403,14 +406,14 @@ def test_store_failure_is_a_retryable_error(
     ],
 )
 def test_bad_bodies_get_an_error_frame_naming_the_problem(
-    connected: AwsResources,
+    connected: MockedAws,
     body: str | None,
     code: str,
     names: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     event = chat_event(body, routeKey="$default", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, None))
+    frame = frame_of(message.handler(event, lambda_context("message")))
     assert frame["type"] == "error"
     assert frame["code"] == code
     assert names in frame["message"]
@@ -420,14 +423,14 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
     assert unexpected_failures(capsys) == 0
 
 
-def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: AwsResources) -> None:
+def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: MockedAws) -> None:
     body = '{"action":"ping","x":' + "[" * 5000 + "]" * 5000 + "}"
-    frame = frame_of(message.handler(chat_event(body, routeKey="ping"), None))
+    frame = frame_of(message.handler(chat_event(body, routeKey="ping"), lambda_context("message")))
     assert frame["type"] in {"system", "error"}
 
 
-def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io.StringIO) -> None:
-    message.handler(chat("a secret question"), None)
+def test_logs_carry_ids_but_no_content_at_info(connected: MockedAws, logs: io.StringIO) -> None:
+    message.handler(chat("a secret question"), lambda_context("message"))
     out = logs.getvalue()
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
     queued_record = next(r for r in records if r["message"] == "chat message queued")
@@ -435,6 +438,23 @@ def test_logs_carry_ids_but_no_content_at_info(connected: AwsResources, logs: io
     assert queued_record["routeKey"] == "chat_message"
     assert queued_record["requestId"] == "BFHQLHnbIAMFbSg="
     assert "a secret question" not in out
+
+
+def test_every_handler_logs_with_the_lambda_context(
+    connected: MockedAws, logs: io.StringIO
+) -> None:
+    """Powertools' ``inject_lambda_context`` on connect, message and disconnect, as on the
+    authorizer: cold start, function name and request id on every line."""
+    contexts = [lambda_context(name) for name in ("connect", "message", "disconnect")]
+    connect.handler(connect_event(connection_id="second="), contexts[0])
+    message.handler(chat(), contexts[1])
+    disconnect.handler(load_event("disconnect", connectionId="second="), contexts[2])
+    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    for context in contexts:
+        mine = [r for r in records if r.get("function_request_id") == context.aws_request_id]
+        assert mine, f"no log line of {context.function_name}"
+        assert all(r["function_name"] == context.function_name for r in mine)
+        assert all(isinstance(r["cold_start"], bool) for r in mine)
 
 
 json_values = st.recursive(
@@ -464,8 +484,10 @@ bodies = (
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=bodies)
-def test_any_body_gets_one_well_formed_frame(connected: AwsResources, body: str) -> None:
-    result = message.handler(chat_event(body, routeKey="$default", connectedAt=now_ms()), None)
+def test_any_body_gets_one_well_formed_frame(connected: MockedAws, body: str) -> None:
+    result = message.handler(
+        chat_event(body, routeKey="$default", connectedAt=now_ms()), lambda_context("message")
+    )
     assert result["statusCode"] == 200
     frame = json.loads(result["body"])
     assert frame["type"] in {"system", "error"}

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from runtime import schema
 from runtime.messages import (
     INBOUND_ADAPTER,
+    BadRequest,
     ChatMessageAction,
     ChatResponse,
     ErrorCode,
@@ -21,9 +22,10 @@ from runtime.messages import (
     SystemFrame,
     TypingIndicator,
     chat_response,
-    error,
+    error_frame,
+    parse_body,
     parse_frame,
-    system,
+    system_frame,
     typing_indicator,
 )
 
@@ -87,14 +89,18 @@ def test_helpers_build_camel_case_frames_with_timestamps() -> None:
     }
 
     err = json.loads(
-        error(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500).to_json()
+        error_frame(
+            ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500
+        ).to_json()
     )
     assert err["code"] == "RATE_LIMITED"
     assert err["retryable"] is True
     assert err["retryAfterMs"] == 500
     assert "requestId" not in err
 
-    sys_frame = json.loads(system(SystemEvent.ACCEPTED, data={"clientMessageId": "x"}).to_json())
+    sys_frame = json.loads(
+        system_frame(SystemEvent.ACCEPTED, data={"clientMessageId": "x"}).to_json()
+    )
     assert sys_frame["event"] == "accepted"
     assert sys_frame["data"] == {"clientMessageId": "x"}
 
@@ -104,8 +110,8 @@ def test_helpers_build_camel_case_frames_with_timestamps() -> None:
     [
         (chat_response("c", "x"), ChatResponse),
         (typing_indicator("c", False), TypingIndicator),
-        (error(ErrorCode.BAD_REQUEST, "bad"), ErrorFrame),
-        (system(SystemEvent.PONG), SystemFrame),
+        (error_frame(ErrorCode.BAD_REQUEST, "bad"), ErrorFrame),
+        (system_frame(SystemEvent.PONG), SystemFrame),
     ],
 )
 def test_outbound_frames_round_trip(frame: object, kind: type) -> None:
@@ -157,3 +163,25 @@ def test_unqueueable_content_is_refused_naming_the_character_and_where() -> None
             {"action": "chat_message", "conversationId": "c", "content": "ok \ufffe"}
         )
     assert "U+FFFE at index 3" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "hint"),
+    [
+        ("", ErrorCode.BAD_REQUEST, "empty"),
+        ("{", ErrorCode.BAD_REQUEST, "not valid JSON"),
+        ("[]", ErrorCode.BAD_REQUEST, "JSON object"),
+        ('{"action":"dance"}', ErrorCode.UNKNOWN_ACTION, "chat_message, ping"),
+        ('{"action":"chat_message"}', ErrorCode.BAD_REQUEST, "conversationId"),
+    ],
+)
+def test_parse_body_names_what_is_wrong_with_an_inbound_frame(
+    body: str, code: ErrorCode, hint: str
+) -> None:
+    with pytest.raises(BadRequest, match=hint) as raised:
+        parse_body(body)
+    assert raised.value.code is code
+
+
+def test_parse_body_reads_the_action() -> None:
+    assert isinstance(parse_body('{"action":"ping"}'), PingAction)

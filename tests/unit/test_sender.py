@@ -27,7 +27,7 @@ from runtime.messages import (
     MessageTooLargeError,
     SystemEvent,
     chat_response,
-    system,
+    system_frame,
     typing_indicator,
 )
 from runtime.observability import Metric, metrics
@@ -278,7 +278,7 @@ def test_gone_removes_the_target_row_only(
     store.add("stranger", OTHER_USER)
     api.gone.add("target=")
     with make_sender() as sender:
-        assert sender.send_message("target=", system(SystemEvent.NOTICE, "hi")) is False
+        assert sender.send_message("target=", system_frame(SystemEvent.NOTICE, "hi")) is False
     assert store.get("target=") is None
     assert store.get("sibling") is not None
     assert store.get("stranger") is not None
@@ -292,7 +292,7 @@ def test_throttled_then_sent_backs_off_exponentially(
 ) -> None:
     api.fail("c1", 429, 429)
     with make_sender(base_backoff_seconds=0.1) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is True
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is True
     assert len(fake_time.sleeps) == 2
     for attempt, slept in enumerate(fake_time.sleeps):
         ceiling = 0.1 * 2**attempt
@@ -311,7 +311,7 @@ def test_one_transient_error_is_retried_like_a_throttle(
     """A single 5xx, reset connection or read timeout is retried with the 429 backoff."""
     api.fail("c1", transient)
     with make_sender(base_backoff_seconds=0.1) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is True
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is True
     assert len(fake_time.sleeps) == 1
     assert 0.05 <= fake_time.sleeps[0] <= 0.1
     assert api.attempts == ["c1", "c1"]
@@ -346,7 +346,7 @@ def test_an_error_that_persists_fails_after_the_retries(
     store.add("c1", USER)
     api.fail("c1", *[persistent] * 3)
     with make_sender(max_retries=2) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
     assert len(fake_time.sleeps) == 2
     assert api.attempts == ["c1"] * 3
     assert store.get("c1") is not None
@@ -387,7 +387,7 @@ def test_an_unreachable_endpoint_fails_without_raising(
         sleep=fake_time.sleep,
         max_retries=1,
     ) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
     assert len(fake_time.sleeps) == 1
 
 
@@ -403,7 +403,7 @@ def test_failing_removal_is_logged_not_raised(
 
     api.gone.add("c1")
     with make_sender(BrokenStore(store.config, clock=lambda: NOW)) as sender:
-        assert sender.send_message("c1", system(SystemEvent.PONG)) is False
+        assert sender.send_message("c1", system_frame(SystemEvent.PONG)) is False
 
 
 def test_oversized_message_is_refused_before_any_network_call(
@@ -413,13 +413,13 @@ def test_oversized_message_is_refused_before_any_network_call(
     huge = "x" * (schema.MAX_MESSAGE_BYTES + 1)
     with make_sender() as sender:
         with pytest.raises(MessageTooLargeError):
-            sender.send_message("c1", system(SystemEvent.NOTICE, huge))
+            sender.send_message("c1", system_frame(SystemEvent.NOTICE, huge))
         with pytest.raises(MessageTooLargeError):
             sender.send_message("c1", {"type": "system", "message": huge})
         with pytest.raises(MessageTooLargeError):
             sender.send_message("c1", json.dumps({"message": huge}))
         with pytest.raises(MessageTooLargeError):
-            sender.broadcast_to_user(USER, system(SystemEvent.NOTICE, huge))
+            sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE, huge))
         with pytest.raises(MessageTooLargeError):
             sender.stream("c1", "conv", ["hi"], metadata={"sources": huge})
     assert api.attempts == []
@@ -448,7 +448,7 @@ def test_broadcast_counts_sent_gone_and_failed(
     api.gone.add("b-gone")
     api.fail("c-broken", 413)
     with make_sender() as sender:
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE, "maintenance"))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE, "maintenance"))
     assert result == BroadcastResult(sent=1, gone=1, failed=1)
     assert result.total == 3
     assert store.get("b-gone") is None
@@ -467,7 +467,7 @@ def test_broadcast_sends_concurrently(
     # Each call waits until all three are in flight: a sequential sender breaks the barrier.
     api.barrier = threading.Barrier(3, timeout=10)
     with make_sender(max_workers=8) as sender:
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE))
     assert result == BroadcastResult(sent=3, gone=0, failed=0)
     assert api.max_in_flight == 3
     assert len({data for _, data in api.delivered}) == 1
@@ -481,7 +481,7 @@ def test_broadcast_is_bounded_by_max_workers(
     api.barrier = threading.Barrier(2, timeout=10)
     with make_sender(max_workers=2) as sender:
         for _ in range(3):
-            assert sender.broadcast_to_user(USER, system(SystemEvent.NOTICE)).sent == 6
+            assert sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE)).sent == 6
         workers = [t for t in threading.enumerate() if t.name.startswith("message-sender")]
         assert len(workers) <= 2  # one pool, reused across broadcasts
     assert api.max_in_flight == 2
@@ -505,7 +505,7 @@ def test_one_broken_connection_never_fails_the_others(
             return post(connection_id, data)
 
         monkeypatch.setattr(sender.poster, "post", buggy)
-        result = sender.broadcast_to_user(USER, system(SystemEvent.NOTICE))
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE))
     assert result == BroadcastResult(sent=2, gone=1, failed=1)
     assert sorted(target for target, _ in api.delivered) == ["c1", "c4"]
     assert store.get("c2") is None
@@ -516,7 +516,7 @@ def test_broadcast_to_a_user_without_connections(
     api: FakeManagementApi, make_sender: Callable[..., MessageSender]
 ) -> None:
     with make_sender() as sender:
-        assert sender.broadcast_to_user("nobody", system(SystemEvent.NOTICE)) == BroadcastResult(
+        assert sender.broadcast_to_user("nobody", system_frame(SystemEvent.NOTICE)) == BroadcastResult(
             0, 0, 0
         )
     assert api.attempts == []
@@ -807,7 +807,7 @@ def test_redirect_skips_connections_that_are_gone_too(
         store.add(connection_id, USER)
     api.gone.update({"old", "stale"})
     with make_sender(redirect_gone_to_user=True) as sender:
-        assert sender.send_message("old", system(SystemEvent.NOTICE), user_id=USER) is True
+        assert sender.send_message("old", system_frame(SystemEvent.NOTICE), user_id=USER) is True
     assert [target for target, _ in api.delivered] == ["live"]
     assert store.get("stale") is None
     assert store.get("live") is not None
@@ -825,7 +825,7 @@ def test_a_410_during_connect_keeps_the_row_and_the_redirect_tries_again(
     store.add("new", USER, int(NOW * 1000))  # connecting right now
     api.gone.update({"old", "new"})
     fake_time.on_sleep[1] = lambda: api.gone.discard("new")  # its $connect returns
-    frame = system(SystemEvent.NOTICE, "hi")
+    frame = system_frame(SystemEvent.NOTICE, "hi")
     with make_sender() as sender:
         delivered = sender.send_message(
             "old", frame, user_id=USER, redirect_gone_to_user=True, grace_seconds=1

@@ -22,12 +22,12 @@ from runtime.messages import (
     ErrorCode,
     SystemEvent,
     chat_response,
-    error,
-    system,
+    error_frame,
+    system_frame,
     typing_indicator,
 )
-from tests.conftest import AwsResources
-from tests.support import chat_event, load_event
+from tests.conftest import MockedAws
+from tests.support import chat_event, lambda_context, load_event
 from tests.web.support import REPO, WEB, node, require_web_build
 from tools import protocol
 
@@ -82,9 +82,9 @@ def test_schema_covers_every_frame_and_the_queue_message() -> None:
         chat_response("c1", "hello", sequence=2, done=True, metadata={"sources": []}),
         chat_response("c1", "hello").model_copy(update={"in_reply_to": "q-1"}),
         typing_indicator("c1", True),
-        error(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500),
-        system(SystemEvent.ACCEPTED, data={"clientMessageId": "q-1"}),
-        system(SystemEvent.PONG),
+        error_frame(ErrorCode.RATE_LIMITED, "slow down", retryable=True, retry_after_ms=500),
+        system_frame(SystemEvent.ACCEPTED, data={"clientMessageId": "q-1"}),
+        system_frame(SystemEvent.PONG),
     ],
     ids=lambda frame: frame.type,
 )
@@ -106,16 +106,16 @@ def test_the_schema_refuses_what_the_handler_refuses() -> None:
     assert not inbound.is_valid({"action": "chat_message", "conversationId": "a b", "content": "x"})
 
 
-def test_the_queued_message_validates(aws: AwsResources) -> None:
+def test_the_queued_message_validates(aws: MockedAws) -> None:
     """What the ``chat_message`` handler really sends to SQS is the schema's ChatQueueMessage."""
     from runtime.handlers import connect
 
     now_ms = int(time.time() * 1000)
     connected = load_event("connect", connectedAt=now_ms)
-    assert connect.handler(connected, None)["statusCode"] == 200
+    assert connect.handler(connected, lambda_context("connect"))["statusCode"] == 200
     body = {"action": "chat_message", "conversationId": "c1", "content": "héllo"}
     event = chat_event({**body, "clientMessageId": "q1"}, connectedAt=now_ms)
-    result = message.handler(event, None)
+    result = message.handler(event, lambda_context("message"))
     assert json.loads(result["body"])["event"] == "accepted"
     (item,) = boto3.client("sqs").receive_message(QueueUrl=aws.queue_url)["Messages"]
     queued = json.loads(item["Body"])

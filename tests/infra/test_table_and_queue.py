@@ -14,7 +14,7 @@ from components.settings import (
 from runtime import schema
 from tests.infra.conftest import run_stack
 from tests.infra.mocks import ProgramRun
-from tests.infra.test_infra_settings import VALID
+from tests.infra.test_settings import VALID
 
 TABLE = "aws:dynamodb/table:Table"
 QUEUE = "aws:sqs/queue:Queue"

@@ -30,8 +30,8 @@ from runtime.messages import (
     MessageTooLargeError,
     SystemEvent,
     SystemFrame,
-    error,
-    system,
+    error_frame,
+    system_frame,
 )
 from tests.client.fake_gateway import FakeGateway, next_event, retryable_error, run
 
@@ -141,7 +141,7 @@ def test_a_non_retryable_error_rejects_the_message_without_resending() -> None:
     async def scenario() -> None:
         async with FakeGateway() as gateway, new_client() as client:
             await client.connect(gateway.url, "good")
-            gateway.errors.append(error(ErrorCode.BAD_REQUEST, "content is not allowed"))
+            gateway.errors.append(error_frame(ErrorCode.BAD_REQUEST, "content is not allowed"))
             message_id = await client.send_chat("c1", "rejected")
             with pytest.raises(MessageRejectedError, match="BAD_REQUEST: content is not allowed"):
                 await client.wait_accepted(message_id)
@@ -195,7 +195,7 @@ def test_an_unknown_connection_error_replaces_the_connection_and_resends() -> No
             events = client.events()
             await client.connect(gateway.url, "good")
             gateway.errors.append(
-                error(ErrorCode.UNKNOWN_CONNECTION, "this connection is not registered")
+                error_frame(ErrorCode.UNKNOWN_CONNECTION, "this connection is not registered")
             )
             message_id = await client.send_chat("c1", "on a stale connection")
             dropped = await next_event(events, ConnectionEventKind.DISCONNECTED)
@@ -262,7 +262,9 @@ def test_a_message_over_128_kb_or_with_bad_ids_is_refused_before_sending() -> No
 
 def error_from_the_future(*, retryable: bool) -> dict[str, object]:
     """An error frame whose code this client version does not know."""
-    frame = json.loads(error(ErrorCode.INTERNAL_ERROR, "over quota", retryable=retryable).to_json())
+    frame = json.loads(
+        error_frame(ErrorCode.INTERNAL_ERROR, "over quota", retryable=retryable).to_json()
+    )
     return {**frame, "code": "QUOTA_EXCEEDED", "retryAfterMs": 100}
 
 
@@ -291,9 +293,12 @@ def test_a_system_frame_with_an_unknown_event_reaches_frames() -> None:
         async with FakeGateway() as gateway, new_client() as client:
             frames = client.frames()
             await client.connect(gateway.url, "good")
-            future = {**json.loads(system(SystemEvent.NOTICE, "x").to_json()), "event": "draining"}
+            future = {
+                **json.loads(system_frame(SystemEvent.NOTICE, "x").to_json()),
+                "event": "draining",
+            }
             await gateway.send_to_all(json.dumps(future), "not json", '{"type": "mystery"}')
-            await gateway.send_to_all(system(SystemEvent.NOTICE, "marker").to_json())
+            await gateway.send_to_all(system_frame(SystemEvent.NOTICE, "marker").to_json())
             seen = []
             async for frame in frames:
                 assert isinstance(frame, SystemFrame)
