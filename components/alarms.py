@@ -44,8 +44,6 @@ TABLE_OPERATIONS = (
 )
 API_ERROR_METRICS = ("IntegrationError", "ExecutionError")
 TABLE_METRICS = ("ThrottledRequests", "SystemErrors")
-# Powertools' EMF: the runtime's Metrics(namespace, service) publishes with one dimension.
-RUNTIME_DIMENSIONS = {"service": schema.SERVICE_NAME}
 # 5xx answers, counted from the access log: what the client got ($context.status) or what the
 # handler returned ($context.integration.status). IntegrationError cannot tell them from 4XX.
 INTEGRATION_5XX_METRIC = "Integration5xx"
@@ -96,7 +94,9 @@ class Alarms(pulumi.ComponentResource):
             "DynamoDB or SQS error, a crash (EMF UnexpectedFailures)",
             namespace=schema.METRICS_NAMESPACE,
             metric_name=schema.UNEXPECTED_FAILURES_METRIC,
-            dimensions=RUNTIME_DIMENSIONS,
+            # Powertools' EMF: the runtime's Metrics(namespace, service) publishes with one
+            # dimension, the stack's service name (the function's POWERTOOLS_SERVICE_NAME).
+            dimensions={"service": schema.service_name(pulumi.get_stack())},
             statistic="Sum",
             threshold=1,
         )
@@ -362,7 +362,8 @@ def _render_dashboard(values: list[str]) -> str:
                     {
                         "expression": (
                             f"SEARCH('{{{schema.METRICS_NAMESPACE},service}} "
-                            f"service=\"{schema.SERVICE_NAME}\"', 'Sum', {PERIOD_SECONDS})"
+                            f'service="{schema.service_name(pulumi.get_stack())}"\', '
+                            f"'Sum', {PERIOD_SECONDS})"
                         ),
                         "id": "channel",
                     }

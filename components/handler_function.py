@@ -84,7 +84,9 @@ class HandlerFunction(pulumi.ComponentResource):
             opts=child,
         )
         environment: dict[str, pulumi.Input[str]] = {
-            **schema.common_environment(settings.log_level),
+            **schema.common_environment(
+                settings.log_level, schema.service_name(pulumi.get_stack())
+            ),
             **args.environment,
         }
         self.function = aws.lambda_.Function(

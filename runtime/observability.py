@@ -7,6 +7,7 @@ content only at DEBUG.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -18,8 +19,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runtime import schema
 from runtime.config import log_level_from_env
 
-logger = Logger(service=schema.SERVICE_NAME, level=log_level_from_env())
-metrics = Metrics(namespace=schema.METRICS_NAMESPACE, service=schema.SERVICE_NAME)
+# The stack sets POWERTOOLS_SERVICE_NAME per stage (schema.service_name); its alarms watch it.
+_service = os.environ.get(schema.ENV_POWERTOOLS_SERVICE_NAME) or schema.SERVICE_NAME
+logger = Logger(service=_service, level=log_level_from_env())
+metrics = Metrics(namespace=schema.METRICS_NAMESPACE, service=_service)
 
 
 class Metric(StrEnum):

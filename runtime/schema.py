@@ -236,11 +236,17 @@ FUNCTION_VARIABLES: Final = {
 Value = TypeVar("Value")
 
 
-def common_environment(log_level: str) -> dict[str, str]:
+def service_name(stack: str | None = None) -> str:
+    """The ``service`` of a stack's logs and EMF metrics: the stack in it, so that two stages in
+    one account never move each other's alarms (the alarms watch this dimension)."""
+    return f"{SERVICE_NAME}-{stack}" if stack else SERVICE_NAME
+
+
+def common_environment(log_level: str, service: str | None = None) -> dict[str, str]:
     """The variables every function gets: its log level and Powertools' service and namespace."""
     return {
         ENV_LOG_LEVEL: log_level,
-        ENV_POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+        ENV_POWERTOOLS_SERVICE_NAME: service or SERVICE_NAME,
         ENV_POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
     }
 

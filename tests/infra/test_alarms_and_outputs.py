@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import re
-from contextlib import redirect_stdout
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from components.settings import StackSettings, config_key
 from runtime import schema
 from tests.infra.conftest import run_stack
 from tests.infra.contract import ADDED, CONTRACT, WITH_CUSTOM_DOMAIN
-from tests.infra.mocks import ACCOUNT, API_ID, REGION, ProgramRun
+from tests.infra.mocks import ACCOUNT, API_ID, PROJECT_ROOT, REGION, ProgramRun
 from tests.infra.readme_tables import (
     ALARMS_END_MARKER,
     ALARMS_MARKER,
@@ -26,6 +27,9 @@ from tests.infra.readme_tables import (
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 HANDLERS = ("authorizer", "connect", "disconnect", "message")
+
+
+FUNCTION = "aws:lambda/function:Function"
 
 
 def _alarms(run: ProgramRun) -> dict[str, dict[str, Any]]:
@@ -120,21 +124,43 @@ def test_normal_client_behaviour_moves_no_alarm(dev_run: ProgramRun) -> None:
 
 def test_unexpected_failures_alarm_watches_what_the_runtime_emits(dev_run: ProgramRun) -> None:
     """The alarm's namespace, metric and dimensions are those of the EMF line Powertools
-    writes for the runtime's count (its ``service`` dimension is the one it adds)."""
-    from runtime.observability import Metric, count, flush_metrics
-
-    output = io.StringIO()
-    with redirect_stdout(output):
-        count(Metric.UNEXPECTED_FAILURES)
-        flush_metrics()
-    emf = json.loads(output.getvalue().strip().splitlines()[-1])
+    writes for the runtime's count, in a process with the function's environment (its
+    ``service`` dimension is the stack's POWERTOOLS_SERVICE_NAME)."""
+    variables = dev_run.one(FUNCTION, "message").inputs["environment"]["variables"]
+    script = (
+        "from runtime.observability import Metric, count, flush_metrics\n"
+        "count(Metric.UNEXPECTED_FAILURES)\n"
+        "flush_metrics()\n"
+    )
+    environment = {
+        **os.environ,
+        schema.ENV_POWERTOOLS_SERVICE_NAME: variables[schema.ENV_POWERTOOLS_SERVICE_NAME],
+    }
+    emitted_by = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    emf = json.loads(emitted_by.stdout.strip().splitlines()[-1])
     [directive] = emf["_aws"]["CloudWatchMetrics"]
     [dimension_names] = directive["Dimensions"]
     emitted = {name: emf[name] for name in dimension_names}
     alarm = _alarms(dev_run)["unexpected-failures"]
     assert alarm["namespace"] == directive["Namespace"] == schema.METRICS_NAMESPACE
     assert [m["Name"] for m in directive["Metrics"]] == [alarm["metricName"]]
-    assert alarm["dimensions"] == emitted == {"service": schema.SERVICE_NAME}
+    assert alarm["dimensions"] == emitted == {"service": "rag-websocket-dev"}
+
+
+def test_two_stages_never_share_the_unexpected_failures_alarm(
+    dev_run: ProgramRun, prod_run: ProgramRun
+) -> None:
+    """Both stages may live in one account: each one's alarm watches its own service."""
+    dev = _alarms(dev_run)["unexpected-failures"]["dimensions"]
+    prod = _alarms(prod_run)["unexpected-failures"]["dimensions"]
+    assert dev != prod
 
 
 def test_integration_5xx_comes_from_the_access_log(dev_run: ProgramRun) -> None:

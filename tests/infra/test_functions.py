@@ -84,7 +84,7 @@ def test_prod_functions_follow_prod_settings(prod_run: ProgramRun) -> None:
 def test_each_function_gets_only_the_variables_it_reads(dev_run: ProgramRun, name: str) -> None:
     variables = dev_run.one(FUNCTION, name).inputs["environment"]["variables"]
     assert set(variables) == EXPECTED_ENV[name] | COMMON_ENV
-    assert variables["POWERTOOLS_SERVICE_NAME"] == schema.SERVICE_NAME
+    assert variables["POWERTOOLS_SERVICE_NAME"] == schema.service_name("dev")
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == schema.METRICS_NAMESPACE
     assert variables[schema.ENV_LOG_LEVEL] == "DEBUG"  # Pulumi.dev.yaml
 

@@ -516,9 +516,9 @@ def test_broadcast_to_a_user_without_connections(
     api: FakeManagementApi, make_sender: Callable[..., MessageSender]
 ) -> None:
     with make_sender() as sender:
-        assert sender.broadcast_to_user("nobody", system_frame(SystemEvent.NOTICE)) == BroadcastResult(
-            0, 0, 0
-        )
+        assert sender.broadcast_to_user(
+            "nobody", system_frame(SystemEvent.NOTICE)
+        ) == BroadcastResult(0, 0, 0)
     assert api.attempts == []
 
 
