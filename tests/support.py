@@ -101,3 +101,9 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         for item in batch:
             messages.append(dict(item))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
+
+
+def queued_client_message_ids(sqs: Any, queue_url: str) -> list[str]:
+    """The ``clientMessageId`` of every message in the chat queue, in order, taken off it
+    (``drain_queue``). Where nothing consumes the queue, everything queued is still there."""
+    return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(sqs, queue_url)]

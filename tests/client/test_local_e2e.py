@@ -9,7 +9,6 @@ and reconnect timestamps (the issue's 3-second requirement).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from local.stack import LocalStack
 from runtime.messages import TypingIndicator
 from runtime.sender import MessageSender
 from tests.client.fake_gateway import next_event, run
+from tests.support import queued_client_message_ids
 
 RECONNECT_WITHIN_SECONDS = 3.0
 STREAM_START_SECONDS = 15.0
@@ -45,23 +45,8 @@ CONVERSATION = "e2e-conversation"
 
 
 def drain_queue(stack: LocalStack) -> list[str]:
-    """Every message in the chat queue, received and deleted: their clientMessageIds in order.
-
-    Nothing consumes the queue in these tests, so everything queued is still there (moto drops
-    a duplicate only while the first copy is in the queue; SQS remembers the id 5 minutes).
-    """
-    sqs = stack.aws.sqs()
-    queued: list[str] = []
-    while True:
-        # Short polls: moto's FIFO long polling starves other threads (DESIGN §4).
-        received = sqs.receive_message(
-            QueueUrl=stack.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not received:
-            return queued
-        for message in received:
-            queued.append(json.loads(message["Body"])["clientMessageId"])
-            sqs.delete_message(QueueUrl=stack.aws.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    """The clientMessageIds in the chat queue (nothing else consumes it here), taken off it."""
+    return queued_client_message_ids(stack.aws.sqs(), stack.aws.queue_url)
 
 
 def assert_each_queued_once(queued: list[str], sent: list[str]) -> None:

@@ -40,6 +40,7 @@ from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
+from tests.support import queued_client_message_ids
 
 BASE_BACKOFF_SECONDS = 0.05
 injected: Counter[str] = Counter()
@@ -72,17 +73,7 @@ def store(stack: LocalStack) -> ConnectionStore:
 
 def drain_queue(stack: LocalStack) -> list[str]:
     """The clientMessageIds in the chat queue (nothing else consumes it here), taken off it."""
-    sqs = stack.aws.sqs()
-    ids: list[str] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=stack.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not batch:
-            return ids
-        for item in batch:
-            ids.append(json.loads(item["Body"])["clientMessageId"])
-            sqs.delete_message(QueueUrl=stack.aws.queue_url, ReceiptHandle=item["ReceiptHandle"])
+    return queued_client_message_ids(stack.aws.sqs(), stack.aws.queue_url)
 
 
 def sdk_attempts(client: Any) -> int:
