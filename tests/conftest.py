@@ -11,11 +11,11 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV, connect_event, lambda_context
+from local.aws import AwsResources, EmbeddedAws
+from tests.support import QUEUE_NAME, TABLE_NAME, TEST_ENV, connect_by_handler
 
 for _name, _value in TEST_ENV.items():
     os.environ[_name] = _value
@@ -25,8 +25,8 @@ os.environ.pop("AWS_PROFILE", None)
 
 @dataclass(frozen=True)
 class MockedAws:
-    """What the `aws` fixture created in moto's in-process AWS (`mock_aws`); a served moto is
-    `local.aws.AwsResources` (tests/local, tests/reliability)."""
+    """What the `aws` fixture created in moto's in-process AWS (`mock_aws`); moto served on a
+    port is the `served_aws` fixture's `local.aws.AwsResources`."""
 
     table_name: str
     queue_url: str
@@ -61,6 +61,17 @@ def aws() -> Iterator[MockedAws]:
     runtime_aws.reset_clients()
 
 
+@pytest.fixture(scope="module")
+def served_aws() -> Iterator[AwsResources]:
+    """moto served on a loopback port in a process of its own (``local.aws.EmbeddedAws``) with
+    the table and the queue the handlers were configured with (``TEST_ENV``), for one module.
+
+    For what ``mock_aws`` cannot do: a test hook that answers a request in its place (moto's
+    in-process mock still executes it), or a consumer polling the queue from another thread."""
+    with EmbeddedAws(table_name=TABLE_NAME, queue_name=QUEUE_NAME) as resources:
+        yield resources
+
+
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
     """Everything the Powertools logger writes during the test (it holds its own stream)."""
@@ -77,9 +88,7 @@ def logs() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def connected(aws: Any) -> Any:
-    """``aws`` (whichever the folder gives) with ``CONNECTION_ID`` connected by the handler."""
-    from runtime.handlers import connect
-
-    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+def connected(aws: MockedAws) -> MockedAws:
+    """``aws`` with ``CONNECTION_ID`` connected by the ``$connect`` handler."""
+    connect_by_handler()
     return aws

@@ -58,6 +58,13 @@ def chat_event(body: object, **request_context: Any) -> dict[str, Any]:
     return event
 
 
+def chat_message(content: str = "What is RAG?", **fields: Any) -> dict[str, Any]:
+    """A ``chat_message`` event of ``conv-1`` with ``content`` and ``fields``, sent now from
+    ``CONNECTION_ID``, connected now."""
+    body = {"action": "chat_message", "conversationId": "conv-1", "content": content, **fields}
+    return chat_event(body, connectedAt=now_ms())
+
+
 def lambda_context(
     function: str = "handler", remaining_ms: int = FUNCTION_TIMEOUT_MS
 ) -> LambdaContext:
@@ -78,12 +85,26 @@ def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION
     )
 
 
+def connect_by_handler() -> None:
+    """``CONNECTION_ID`` connected as ``user-123`` by the ``$connect`` handler (answering 200)."""
+    from runtime.handlers import connect
+
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+
+
 def frame_of(result: dict[str, Any]) -> dict[str, Any]:
     """The frame a message route answered with (status 200, a ``timestamp`` as every frame)."""
     assert result["statusCode"] == 200
     frame: dict[str, Any] = json.loads(result["body"])
     assert "timestamp" in frame
     return frame
+
+
+def message_frame(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+    """The frame the message handler answers ``event`` with (``frame_of``)."""
+    from runtime.handlers import message
+
+    return frame_of(message.handler(event, context or lambda_context("message")))
 
 
 def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:

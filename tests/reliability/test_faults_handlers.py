@@ -19,7 +19,6 @@ a "failed" write would still land in the table.
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 import time
@@ -30,23 +29,22 @@ from typing import Any
 
 import pytest
 
-from local.aws import AwsResources, EmbeddedAws
-from local.events import now_ms
+from local.aws import AwsResources
 from runtime import aws as runtime_aws
 from runtime import schema
-from runtime.handlers import connect, disconnect, message
+from runtime.handlers import connect, disconnect
 from tests.reliability.figures import record
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
 from tests.support import (
     CONNECTION_ID,
-    QUEUE_NAME,
     TABLE_NAME,
-    chat_event,
+    chat_message,
+    connect_by_handler,
     connect_event,
-    drain_queue,
-    frame_of,
     lambda_context,
     load_event,
+    message_frame,
+    queued_client_message_ids,
 )
 
 SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
@@ -68,43 +66,35 @@ def figures() -> Iterator[None]:
     record("faults: handlers (moto)", **dict(injected))
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[AwsResources]:
-    """The table and queue the handlers were configured with (tests/support.py), served."""
-    with EmbeddedAws(table_name=TABLE_NAME, queue_name=QUEUE_NAME) as resources:
-        yield resources
-
-
 @pytest.fixture
-def aws(moto_server: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsResources]:
-    """The handlers' clients pointed at the server; the table and the queue emptied first."""
-    for name, value in moto_server.environment().items():
+def handlers_aws(
+    served_aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AwsResources]:
+    """``served_aws`` with the handlers' clients pointed at it, the table and queue emptied."""
+    for name, value in served_aws.environment().items():
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
     runtime_aws.reset_clients()
-    dynamodb = moto_server.dynamodb()
+    dynamodb = served_aws.dynamodb()
     for item in dynamodb.scan(TableName=TABLE_NAME)["Items"]:
         dynamodb.delete_item(TableName=TABLE_NAME, Key={k: item[k] for k in ("PK", "SK")})
-    queued(moto_server)
-    yield moto_server
+    queued(served_aws)
+    yield served_aws
     runtime_aws.reset_clients()
+
+
+@pytest.fixture
+def connected(handlers_aws: AwsResources) -> AwsResources:
+    """``handlers_aws`` with ``CONNECTION_ID`` connected by the ``$connect`` handler."""
+    connect_by_handler()
+    return handlers_aws
 
 
 @pytest.fixture(autouse=True)
 def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
-
-
-def chat(client_message_id: str) -> dict[str, Any]:
-    body = {
-        "action": "chat_message",
-        "conversationId": "conv-faults",
-        "content": "a question",
-        "clientMessageId": client_message_id,
-    }
-    return chat_event(body, connectionId=CONNECTION_ID, connectedAt=now_ms())
 
 
 def rows(resources: AwsResources) -> list[dict[str, Any]]:
@@ -115,10 +105,7 @@ def rows(resources: AwsResources) -> list[dict[str, Any]]:
 
 def queued(resources: AwsResources) -> list[str]:
     """The clientMessageIds in the chat queue, read past the injected faults."""
-    return [
-        json.loads(item["Body"])["clientMessageId"]
-        for item in drain_queue(resources.sqs(), resources.queue_url)
-    ]
+    return queued_client_message_ids(resources.sqs(), resources.queue_url)
 
 
 # --- $connect --------------------------------------------------------------------------------
@@ -126,14 +113,14 @@ def queued(resources: AwsResources) -> list[str]:
 
 @pytest.mark.parametrize(("code", "status"), DYNAMODB_FAULTS)
 def test_connect_answers_500_and_stores_no_row(
-    aws: AwsResources, code: str, status: int, logs: io.StringIO
+    handlers_aws: AwsResources, code: str, status: int, logs: io.StringIO
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "TransactWriteItems", code, status) as fault:
         result = connect.handler(connect_event(), lambda_context("connect"))
     injected[f"$connect: DynamoDB TransactWriteItems {code}"] += fault.calls
     assert result["statusCode"] == 500
     assert fault.calls == SDK_ATTEMPTS
-    assert rows(aws) == []
+    assert rows(handlers_aws) == []
     assert "connect failed: could not store the connection" in logs.getvalue()
 
 
@@ -163,7 +150,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_dynamodb_f
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "UpdateItem", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-store-fault"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-store-fault"))
     injected[f"chat_message: DynamoDB UpdateItem {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -180,7 +167,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.sqs(), "SendMessage", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-queue-fault"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-queue-fault"))
     injected[f"chat_message: SQS SendMessage {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -200,7 +187,7 @@ def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
         AwsFault(runtime_aws.dynamodb(), "UpdateItem", "ThrottlingException", 400, times=1) as db,
         AwsFault(runtime_aws.sqs(), "SendMessage", "ThrottlingException", 400, times=1) as sqs,
     ):
-        frame = frame_of(message.handler(chat("m-transient"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-transient"))
     injected["chat_message: transient throttling (DynamoDB + SQS)"] += db.calls + sqs.calls
     assert (frame["type"], frame["event"]) == ("system", "accepted")
     assert (db.calls, sqs.calls) == (1, 1)
@@ -212,9 +199,9 @@ def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
     connected: AwsResources,
 ) -> None:
     with LostResponse(runtime_aws.sqs(), "SendMessage") as lost:
-        first = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
+        first = message_frame(chat_message(clientMessageId="m-lost-answer"))
         # What the client does with a retryable error: the same message, the same id.
-        second = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
+        second = message_frame(chat_message(clientMessageId="m-lost-answer"))
     injected["chat_message: SQS answer lost after queueing"] += lost.calls
     assert lost.calls == 1
     assert (first["code"], first["retryable"]) == ("SERVICE_UNAVAILABLE", True)
@@ -288,7 +275,7 @@ def test_chat_message_answers_service_unavailable_before_its_lambda_times_out(
     got API Gateway's bare "Internal server error" instead of a frame."""
     silence(monkeypatch, black_hole, service)
     context = lambda_context("message")
-    frame = frame_of(message.handler(chat("m-silent"), context))
+    frame = message_frame(chat_message(clientMessageId="m-silent"), context)
     assert context.get_remaining_time_in_millis() > 0
     assert (frame["type"], frame["code"], frame["retryable"]) == (
         "error",
@@ -306,8 +293,8 @@ def test_chat_message_skips_a_call_the_time_left_cannot_cover(
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
     too_little = runtime_aws.call_worst_case_seconds() + runtime_aws.ANSWER_MARGIN_SECONDS - 0.5
-    frame = frame_of(
-        message.handler(chat("m-late"), lambda_context("message", int(too_little * 1000)))
+    frame = message_frame(
+        chat_message(clientMessageId="m-late"), lambda_context("message", int(too_little * 1000))
     )
     assert (frame["code"], frame["retryable"], frame["clientMessageId"]) == (
         "SERVICE_UNAVAILABLE",
@@ -318,7 +305,7 @@ def test_chat_message_skips_a_call_the_time_left_cannot_cover(
 
 
 def test_connect_and_disconnect_answer_before_their_lambda_times_out(
-    aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+    handlers_aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
     context = lambda_context("connect")
