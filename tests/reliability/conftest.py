@@ -10,7 +10,7 @@ import pytest
 
 from local.gateway import AccessRecord
 from local.stack import LocalStack, background_stack
-from tests.reliability.figures import FIGURES_FILE, recorded
+from tests.reliability.figures import FIGURES_FILE, Figures, recorded
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -20,6 +20,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for section, figures in sorted(recorded.items()):
         terminalreporter.write_line(f"{section}: {json.dumps(figures, sort_keys=True)}")
     terminalreporter.write_line(f"(saved in {FIGURES_FILE})")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def figures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Records the module's ``Figures`` once its tests have run."""
+    yield
+    for value in vars(request.module).values():
+        if isinstance(value, Figures):
+            value.record()
 
 
 @pytest.fixture(scope="module")

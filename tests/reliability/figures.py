@@ -1,6 +1,7 @@
 """The figures the reliability tests measured, kept for docs/reliability.md.
 
-Each test module records its counts (inputs fuzzed, attacks, faults, messages under load) with
+A test module counts (inputs fuzzed, attacks, faults) in a module-level ``Figures(section)``,
+recorded when the module is done (``conftest.py``), or records a run's figures itself with
 ``record(section, **figures)``; they are merged into ``.build/reliability/figures.json`` (one
 section per test, last run wins) and listed at the end of the pytest run.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +31,14 @@ def record(section: str, **figures: Any) -> None:
                 saved = {}
         saved[section] = figures
         FIGURES_FILE.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+
+
+class Figures(Counter[str]):
+    """A module's counts, recorded under ``section`` once the module has run."""
+
+    def __init__(self, section: str) -> None:
+        super().__init__()
+        self.section = section
+
+    def record(self) -> None:
+        record(self.section, **self)

@@ -22,7 +22,6 @@ import io
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -33,7 +32,7 @@ from local.aws import AwsResources
 from runtime import aws as runtime_aws
 from runtime import schema
 from runtime.handlers import connect, disconnect
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
 from tests.support import (
     CONNECTION_ID,
@@ -57,13 +56,7 @@ SQS_FAULTS = [
     pytest.param("ThrottlingException", 400, id="throttled"),
     pytest.param("ServiceUnavailable", 503, id="5xx"),
 ]
-injected: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("faults: handlers (moto)", **dict(injected))
+injected = Figures("faults: handlers (moto)")
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import unquote
@@ -38,18 +37,12 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
 from tests.support import queued_client_message_ids
 
 BASE_BACKOFF_SECONDS = 0.05
-injected: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("faults: local stack", **dict(injected))
+injected = Figures("faults: local stack")
 
 
 @pytest.fixture(scope="module")
