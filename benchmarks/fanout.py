@@ -199,13 +199,13 @@ def run(mode: Mode, latency_ms: float = DEFAULT_LATENCY_MS) -> Section:
         with local_stack(work_dir, {schema.ENV_MAX_CONNECTIONS_PER_USER: "0"}) as stack:
             env = {
                 **FAKE_CREDENTIALS,
-                "AWS_ENDPOINT_URL": stack.aws_endpoint_url,
-                schema.ENV_CONNECTIONS_TABLE: stack.table_name,
+                "AWS_ENDPOINT_URL": stack.aws.endpoint_url,
+                schema.ENV_CONNECTIONS_TABLE: stack.aws.table_name,
             }
             with patched_environ(env):
                 aws.reset_clients()
                 try:
-                    store = ConnectionStore(StoreConfig(stack.table_name))
+                    store = ConnectionStore(StoreConfig(stack.aws.table_name))
                     # The original design's loop posts through the boto3 client, delayed by a
                     # before-send hook; the sender posts on its lean path, delayed alike.
                     client = aws.management_api(stack.management_endpoint)

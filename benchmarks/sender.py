@@ -62,8 +62,8 @@ def held_stack(work_dir: Path, user_id: str, connections: int = 1) -> Iterator[H
         env = base_environment({"PYTHONPATH": str(PROJECT_ROOT)})
         aws_env = {
             **FAKE_CREDENTIALS,
-            "AWS_ENDPOINT_URL": stack.aws_endpoint_url,
-            schema.ENV_CONNECTIONS_TABLE: stack.table_name,
+            "AWS_ENDPOINT_URL": stack.aws.endpoint_url,
+            schema.ENV_CONNECTIONS_TABLE: stack.aws.table_name,
         }
         with (
             (work_dir / f"hold-{user_id}.log").open("wb") as log,
@@ -74,7 +74,7 @@ def held_stack(work_dir: Path, user_id: str, connections: int = 1) -> Iterator[H
                 raise RuntimeError(f"{held.connected} of {connections} connections opened")
             aws.reset_clients()
             try:
-                store = ConnectionStore(StoreConfig(stack.table_name))
+                store = ConnectionStore(StoreConfig(stack.aws.table_name))
                 ids = store.connection_ids_for_user(user_id)
                 # The sender's EMF metrics (printed every 100 values) would garble the table.
                 with contextlib.redirect_stdout(io.StringIO()):
