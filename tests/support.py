@@ -8,8 +8,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from local.aws import AwsResources
 from local.events import now_ms
 from local.gateway import LambdaContext
+from runtime import schema
 
 EVENTS = Path(__file__).parent / "events"
 # The deployed functions' default timeout (Pulumi.yaml's lambdaTimeoutSeconds).
@@ -124,7 +126,14 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
 
 
-def queued_client_message_ids(sqs: Any, queue_url: str) -> list[str]:
-    """The ``clientMessageId`` of every message in the chat queue, in order, taken off it
+def connection_rows(aws: AwsResources) -> list[dict[str, Any]]:
+    """Every connection row in ``aws``'s table, expired or not (a Scan with a client of its own,
+    so faults injected into the handlers' clients do not touch it)."""
+    items = aws.dynamodb().scan(TableName=aws.table_name)["Items"]
+    return [item for item in items if item["PK"]["S"].startswith(schema.CONNECTION_PREFIX)]
+
+
+def queued_ids(aws: AwsResources) -> list[str]:
+    """The ``clientMessageId`` of every message in ``aws``'s chat queue, in order, taken off it
     (``drain_queue``). Where nothing consumes the queue, everything queued is still there."""
-    return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(sqs, queue_url)]
+    return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(aws.sqs(), aws.queue_url)]

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
 
 import pytest
 
@@ -40,10 +39,11 @@ from tests.support import (
     chat_message,
     connect_by_handler,
     connect_event,
+    connection_rows,
     lambda_context,
     load_event,
     message_frame,
-    queued_client_message_ids,
+    queued_ids,
 )
 
 SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
@@ -73,7 +73,7 @@ def handlers_aws(
     dynamodb = served_aws.dynamodb()
     for item in dynamodb.scan(TableName=TABLE_NAME)["Items"]:
         dynamodb.delete_item(TableName=TABLE_NAME, Key={k: item[k] for k in ("PK", "SK")})
-    queued(served_aws)
+    queued_ids(served_aws)
     yield served_aws
     runtime_aws.reset_clients()
 
@@ -90,17 +90,6 @@ def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
 
 
-def rows(resources: AwsResources) -> list[dict[str, Any]]:
-    """Every connection row of the table, read past the injected faults (a client of its own)."""
-    items = resources.dynamodb().scan(TableName=resources.table_name)["Items"]
-    return [item for item in items if item["PK"]["S"].startswith("CONNECTION#")]
-
-
-def queued(resources: AwsResources) -> list[str]:
-    """The clientMessageIds in the chat queue, read past the injected faults."""
-    return queued_client_message_ids(resources.sqs(), resources.queue_url)
-
-
 # --- $connect --------------------------------------------------------------------------------
 
 
@@ -113,7 +102,7 @@ def test_connect_answers_500_and_stores_no_row(
     injected[f"$connect: DynamoDB TransactWriteItems {code}"] += fault.calls
     assert result["statusCode"] == 500
     assert fault.calls == SDK_ATTEMPTS
-    assert rows(handlers_aws) == []
+    assert connection_rows(handlers_aws) == []
     assert "connect failed: could not store the connection" in logs.getvalue()
 
 
@@ -130,7 +119,7 @@ def test_disconnect_answers_200_and_leaves_the_row_to_its_ttl(
     injected[f"$disconnect: DynamoDB DeleteItem {code}"] += fault.calls
     assert result["statusCode"] == 200
     assert fault.calls == SDK_ATTEMPTS
-    [row] = rows(connected)
+    [row] = connection_rows(connected)
     assert int(row["ttl"]["N"]) > time.time()  # the TTL (or a 410) removes it
     assert "could not delete the connection row; its TTL will" in logs.getvalue()
 
@@ -152,7 +141,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_dynamodb_f
         True,
     )
     assert frame["clientMessageId"] == "m-store-fault"
-    assert queued(connected) == []
+    assert queued_ids(connected) == []
 
 
 @pytest.mark.parametrize(("code", "status"), SQS_FAULTS)
@@ -170,7 +159,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
     )
     assert frame["clientMessageId"] == "m-queue-fault"
     assert "send it again (a chat message with the same clientMessageId)" in frame["message"]
-    assert queued(connected) == []
+    assert queued_ids(connected) == []
 
 
 def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
@@ -185,7 +174,7 @@ def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
     assert (frame["type"], frame["event"]) == ("system", "accepted")
     assert (db.calls, sqs.calls) == (1, 1)
     assert len(sdk_sleeps.delays) == 2  # the SDK backed off before each retry
-    assert queued(connected) == ["m-transient"]
+    assert queued_ids(connected) == ["m-transient"]
 
 
 def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
@@ -199,7 +188,7 @@ def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
     assert lost.calls == 1
     assert (first["code"], first["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert (second["event"], second["data"]["clientMessageId"]) == ("accepted", "m-lost-answer")
-    assert queued(connected) == ["m-lost-answer"]  # the FIFO deduplication id did it
+    assert queued_ids(connected) == ["m-lost-answer"]  # the FIFO deduplication id did it
 
 
 # --- an endpoint that accepts and never answers ----------------------------------------------

@@ -39,7 +39,7 @@ from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
 from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
-from tests.support import queued_client_message_ids
+from tests.support import connection_rows, queued_ids
 
 BASE_BACKOFF_SECONDS = 0.05
 injected = Figures("faults: local stack")
@@ -57,16 +57,6 @@ def stack(stack: LocalStack) -> LocalStack:
 @pytest.fixture(autouse=True)
 def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
-
-
-@pytest.fixture
-def store(stack: LocalStack) -> ConnectionStore:
-    return ConnectionStore(StoreConfig(stack.aws.table_name), client=stack.aws.dynamodb())
-
-
-def drain_queue(stack: LocalStack) -> list[str]:
-    """The clientMessageIds in the chat queue (nothing else consumes it here), taken off it."""
-    return queued_client_message_ids(stack.aws.sqs(), stack.aws.queue_url)
 
 
 def sdk_attempts(client: Any) -> int:
@@ -129,7 +119,7 @@ async def _chat_once(stack: LocalStack, user: str, client_message_id: str) -> li
 
 
 def test_sqs_failing_is_resent_by_the_client_and_queued_once(stack: LocalStack) -> None:
-    drain_queue(stack)
+    queued_ids(stack.aws)
     # One handler invocation's worth of attempts fails: the client's re-send succeeds.
     sqs = runtime_aws.sqs()
     with AwsFault(sqs, "SendMessage", "ServiceUnavailable", 503, times=sdk_attempts(sqs)) as fault:
@@ -139,17 +129,17 @@ def test_sqs_failing_is_resent_by_the_client_and_queued_once(stack: LocalStack) 
     assert [(e.code.value, e.retryable, e.client_message_id) for e in errors] == [
         ("SERVICE_UNAVAILABLE", True, "m-sqs-down")
     ]
-    assert drain_queue(stack) == ["m-sqs-down"]
+    assert queued_ids(stack.aws) == ["m-sqs-down"]
 
 
 def test_an_sqs_answer_lost_after_queueing_is_resent_and_queued_once(stack: LocalStack) -> None:
-    drain_queue(stack)
+    queued_ids(stack.aws)
     with LostResponse(runtime_aws.sqs(), "SendMessage") as lost:
         frames = asyncio.run(_chat_once(stack, "fault-lost", "m-answer-lost"))
     injected["chat_message over the gateway: SQS answer lost, client re-send"] += lost.calls
     assert lost.calls == 1
     assert sum(isinstance(f, ErrorFrame) for f in frames) == 1
-    assert drain_queue(stack) == ["m-answer-lost"]  # the second copy was deduplicated
+    assert queued_ids(stack.aws) == ["m-answer-lost"]  # the second copy was deduplicated
 
 
 # --- broadcast_to_user -----------------------------------------------------------------------
@@ -308,6 +298,9 @@ def test_410_after_a_failed_disconnect_removes_the_row(
     stack: LocalStack, store: ConnectionStore
 ) -> None:
     dynamodb = runtime_aws.dynamodb()
+    # The tests before closed their sockets; a $disconnect of theirs still running would meet
+    # the fault below too.
+    wait_for(lambda: not connection_rows(stack.aws))
     # $disconnect's delete is throttled past the SDK's retries: the row outlives the socket.
     with AwsFault(dynamodb, "DeleteItem", "ThrottlingException", 400) as fault:
         with ExitStack() as exits:
