@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.environment import base_environment
-from benchmarks.load_client import run_scenario
+from benchmarks.load_driver import run_scenario
 from benchmarks.local_stack import PROJECT_ROOT, RunningStack, local_stack
 from benchmarks.mode import Mode
 from benchmarks.report import Section

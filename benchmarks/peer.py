@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks import stats
 from benchmarks.environment import base_environment
-from benchmarks.load_client import run_scenario
+from benchmarks.load_driver import run_scenario
 from benchmarks.mode import Mode
 from benchmarks.peer_emulators import (
     EMULATORS,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks import stats
 from benchmarks.environment import FAKE_CREDENTIALS, base_environment, patched_environ
-from benchmarks.load_client import HeldConnections
+from benchmarks.load_driver import HeldConnections
 from benchmarks.local_stack import RunningStack, local_stack
 from benchmarks.mode import Mode
 from benchmarks.report import STATUS_FAILED, Section, progress
