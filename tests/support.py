@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,14 @@ def lambda_context(
     return LambdaContext.starting_now(
         function, timeout_ms=remaining_ms, region=REGION, account_id=ACCOUNT, log_stream_name="test"
     )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 CONNECTION_ID = "BFHPhfCWIAMCKlQ="  # a real capture's (Powertools' tests/events)

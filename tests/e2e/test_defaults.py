@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from local.aws import PROJECT_ROOT
 from local.stack import LocalStack
-from tests.local.gateway_support import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

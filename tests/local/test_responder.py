@@ -9,7 +9,7 @@ from typing import Any
 from local import responder as responder_module
 from local.aws import AwsResources
 from local.responder import ChatQueueConsumer, demo_answer, demo_responder
-from tests.local.gateway_support import wait_until
+from tests.support import wait_until
 
 
 def _queue(served_aws: AwsResources, conversation: str, content: str, message_id: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import unquote
@@ -39,7 +38,7 @@ from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
 from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
-from tests.support import connection_rows, queued_ids
+from tests.support import connection_rows, queued_ids, wait_until
 
 BASE_BACKOFF_SECONDS = 0.05
 injected = Figures("faults: local stack")
@@ -64,13 +63,6 @@ def sdk_attempts(client: Any) -> int:
     retries = client.meta.config.retries or {}
     total = retries.get("total_max_attempts")
     return int(total) if total is not None else int(retries.get("max_attempts", 4)) + 1
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def to(connection_id: str) -> Any:
@@ -300,12 +292,12 @@ def test_410_after_a_failed_disconnect_removes_the_row(
     dynamodb = runtime_aws.dynamodb()
     # The tests before closed their sockets; a $disconnect of theirs still running would meet
     # the fault below too.
-    wait_for(lambda: not connection_rows(stack.aws))
+    wait_until(lambda: not connection_rows(stack.aws), timeout=30)
     # $disconnect's delete is throttled past the SDK's retries: the row outlives the socket.
     with AwsFault(dynamodb, "DeleteItem", "ThrottlingException", 400) as fault:
         with ExitStack() as exits:
             [(connection_id, _)] = _open(stack, store, exits, "fault-410", 1).items()
-        wait_for(lambda: fault.calls == sdk_attempts(dynamodb))
+        wait_until(lambda: fault.calls == sdk_attempts(dynamodb), timeout=30)
     injected["$disconnect over the gateway: DynamoDB DeleteItem throttled"] += fault.calls
     assert store.get(connection_id) is not None
     # Seen once the connection is older than a $connect can take: only then is a 410 staleness.
