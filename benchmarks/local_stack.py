@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.environment import base_environment
+from benchmarks.environment import FAKE_CREDENTIALS, base_environment, patched_environ
 from benchmarks.processes import ServerProcess
 from benchmarks.report import progress
 from local.__main__ import import_object
@@ -33,6 +33,9 @@ from local.aws import AwsResources
 from local.gateway.access_log import AccessRecord
 from local.stack import LocalStack, LocalStackSettings
 from local.tokens import DevTokens
+from runtime import aws, schema
+from runtime.config import StoreConfig
+from runtime.connections import ConnectionStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "STACK-READY "
@@ -99,6 +102,23 @@ def local_stack(
             state_dir=state_dir,
             startup_seconds=ready["startup_seconds"],
         )
+
+
+@contextmanager
+def runtime_on(stack: RunningStack) -> Iterator[ConnectionStore]:
+    """This process's runtime clients (``runtime.aws``) pointed at the stack's moto while the
+    block runs; the connections store they read."""
+    env = {
+        **FAKE_CREDENTIALS,
+        "AWS_ENDPOINT_URL": stack.aws.endpoint_url,
+        schema.ENV_CONNECTIONS_TABLE: stack.aws.table_name,
+    }
+    with patched_environ(env):
+        aws.reset_clients()
+        try:
+            yield ConnectionStore(StoreConfig(stack.aws.table_name))
+        finally:
+            aws.reset_clients()
 
 
 # --- the stack's process ---------------------------------------------------------------------
