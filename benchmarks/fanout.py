@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
+from benchmarks import PROJECT_ROOT, stats
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import HeldConnections
 from benchmarks.local_stack import RunningStack, local_stack, runtime_on
@@ -35,7 +35,6 @@ DEFAULT_LATENCY_MS = 20.0
 TARGET_SPEEDUP = 20.0
 TARGET_SIZE = 1000
 QUICK_SEQUENTIAL_SAMPLE = 100
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _sizes(mode: Mode) -> tuple[int, ...]:

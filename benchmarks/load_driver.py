@@ -14,7 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import PROJECT_ROOT
+
 RESULT_MARKER = "LOAD-CLIENT-RESULT "
 READY_LINE = "READY"
 REPORT_TIMEOUT_SECONDS = 10.0

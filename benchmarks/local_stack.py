@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import PROJECT_ROOT
 from benchmarks.environment import FAKE_CREDENTIALS, base_environment, patched_environ
 from benchmarks.processes import ServerProcess
 from benchmarks.report import progress
@@ -37,7 +38,6 @@ from runtime import aws, schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "STACK-READY "
 READY_TIMEOUT_SECONDS = 90.0
 STAGE = "bench"

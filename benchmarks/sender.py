@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import stats
+from benchmarks import PROJECT_ROOT, stats
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import HeldConnections
 from benchmarks.local_stack import RunningStack, local_stack, runtime_on
@@ -40,7 +40,6 @@ TARGET_CPU_RATIO = 0.35
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MEMORY_MB = 256
 LAMBDA_CPU_SHARE = LAMBDA_MEMORY_MB / LAMBDA_MB_PER_VCPU
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

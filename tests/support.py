@@ -15,6 +15,7 @@ from local.events import now_ms
 from local.gateway import LambdaContext
 from runtime import schema
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).parent / "events"
 # The deployed functions' default timeout (Pulumi.yaml's lambdaTimeoutSeconds).
 FUNCTION_TIMEOUT_MS = 10_000

@@ -31,14 +31,13 @@ from local.stack import LocalStack
 from runtime.messages import TypingIndicator
 from runtime.sender import MessageSender
 from tests.client.fake_gateway import next_event, run
-from tests.support import queued_ids
+from tests.support import PROJECT_ROOT, queued_ids
 
 RECONNECT_WITHIN_SECONDS = 3.0
 STREAM_START_SECONDS = 15.0
 # Short, to keep the test short, but not below 3 s: the connections table's TTL has whole-second
 # resolution, and a ping must refresh it before a loaded machine lets it lapse.
 IDLE_TIMEOUT_SECONDS = 3.0
-ROOT = Path(__file__).resolve().parents[2]
 E2E_DEADLINE_SECONDS = 120.0  # the stack's start-up included, on a loaded machine
 USER = "alice"
 CONVERSATION = "e2e-conversation"
@@ -255,7 +254,7 @@ def test_the_cli_chats_with_the_local_stack_and_its_demo_responder(state_dir: Pa
                 "--local",
                 "--url",
                 stack.ws_url,
-                cwd=ROOT,
+                cwd=PROJECT_ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
