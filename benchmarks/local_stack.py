@@ -64,11 +64,13 @@ def local_stack(
     handler_settings: Mapping[str, str] | None = None,
     handlers: str | None = None,
     handler_processes: int | None = None,
+    function_timeout_seconds: float | None = None,
 ) -> Iterator[RunningStack]:
     """Start local mode with ``handler_settings`` in its environment; stop it afterwards.
 
     ``handlers`` names another route table (``package.module:ROUTES``) than the project's;
-    ``handler_processes`` overrides ``python -m local``'s number of handler worker processes.
+    ``handler_processes`` overrides ``python -m local``'s number of handler worker processes,
+    ``function_timeout_seconds`` its handlers' timeout (Pulumi.yaml's).
     The dev signing key is ``work_dir/state``'s, created before the stack starts.
     """
     state_dir = work_dir / "state"
@@ -85,6 +87,11 @@ def local_stack(
             str(state_dir),
             *([] if handlers is None else ["--handlers", handlers]),
             *([] if handler_processes is None else ["--handler-processes", str(handler_processes)]),
+            *(
+                []
+                if function_timeout_seconds is None
+                else ["--function-timeout", str(function_timeout_seconds)]
+            ),
         ],
         cwd=PROJECT_ROOT,
         env=env,
@@ -136,6 +143,11 @@ async def _serve(options: argparse.Namespace) -> None:
     loop.add_reader(sys.stdin.fileno(), stop.set)  # stdin closed: its user is done
     defaults = LocalStackSettings()
     settings = LocalStackSettings(
+        function_timeout_seconds=(
+            defaults.function_timeout_seconds
+            if options.function_timeout is None
+            else options.function_timeout
+        ),
         handler_processes=(
             defaults.handler_processes
             if options.handler_processes is None
@@ -175,6 +187,13 @@ def main() -> int:
         default=None,
         metavar="N",
         help="handler worker processes (default: python -m local's); 0 runs them on threads",
+    )
+    parser.add_argument(
+        "--function-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="each handler's timeout (default: python -m local's, Pulumi.yaml's)",
     )
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -258,7 +258,11 @@ def run_load(plan: LoadPlan, work_dir: Path) -> LoadReport:
     report = LoadReport()
     environment = {schema.ENV_MESSAGES_PER_MINUTE: str(plan.messages_per_minute)}
     started = time.perf_counter()
-    with local_stack(work_dir, environment) as stack:
+    # API Gateway's integration timeout rather than the functions' 10 s, as the gateway's
+    # default: on a loaded 2-core machine, 100 handshakes at once can outwait a Lambda's budget.
+    with local_stack(
+        work_dir, environment, function_timeout_seconds=schema.INTEGRATION_TIMEOUT_SECONDS
+    ) as stack:
         tokens = DevTokens.load_or_create(stack.state_dir)  # the key local_stack() created
         aws = stack.aws
         store = ConnectionStore(StoreConfig(aws.table_name), client=aws.dynamodb())
