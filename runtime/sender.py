@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -191,8 +191,7 @@ class MessageSender:
             return delivery.status is SendStatus.SENT
         if redirect and user_id is None:
             user_id = self._redirector.owner(connection_id)
-        self._dispatcher.forget(connection_id)
-        tally([delivery])
+        tally([replace(delivery, gone_row=self._dispatcher.forget(connection_id))])
         if not redirect:
             return False
         return bool(self._redirector.redirect(user_id, [data], {connection_id}, grace))
