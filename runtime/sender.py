@@ -37,7 +37,7 @@ from runtime.posting import (
     RetryPolicy,
     SendStatus,
     Transport,
-    signed_transport,
+    lean_transport,
 )
 from runtime.redirect import DEFAULT_GRACE_SECONDS, REDIRECT_POLL_SECONDS, Redirector
 from runtime.streaming import (
@@ -128,7 +128,7 @@ class MessageSender:
             client = client or aws.management_api(str(endpoint_url))
             transport = Boto3Transport(client)
         else:
-            transport = signed_transport(str(endpoint_url))
+            transport = lean_transport(str(endpoint_url))
         self.store = store
         self.endpoint_url = endpoint_url
         self.max_retries = max_retries
