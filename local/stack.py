@@ -230,9 +230,9 @@ class LocalStack:
             client=aws.dynamodb(),
         )
         # Redirect on, as docs/protocol.md tells the RAG stack: answers survive a reconnect.
-        self._sender = MessageSender(
-            store, endpoint, client=aws.management_api(endpoint), redirect_gone_to_user=True
-        )
+        # The default (lean) posting path, as in production, signed with the fake credentials
+        # of the handlers' environment (set above).
+        self._sender = MessageSender(store, endpoint, redirect_gone_to_user=True)
         self._consumer = ChatQueueConsumer(aws.sqs(), aws.queue_url, responder, self._sender)
         self._consumer.start()
 
