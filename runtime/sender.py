@@ -85,7 +85,9 @@ class MessageSender:
     ``endpoint_url`` is the management endpoint ``https://{apiId}.execute-api.{region}
     .amazonaws.com/{stage}``, else ``WEBSOCKET_MANAGEMENT_ENDPOINT``. ``posting`` chooses how a
     frame is posted: ``"lean"`` (the default) signs each request with botocore's SigV4 signer
-    and sends it on a kept-alive pool; ``"boto3"`` goes through the boto3 client, the
+    and sends it on a kept-alive pool, trusting botocore's CA bundle (through the boto3 client
+    where a proxy applies: ``runtime.posting.lean_transport``); ``"boto3"`` goes through the
+    boto3 client, the
     container-wide one from ``runtime.aws`` unless ``client`` is given (which implies
     ``"boto3"``). Both map the answers the same way. ``stream`` gathers later chunks into one
     frame for ``coalesce_seconds``, doubling per frame up to ``max_coalesce_seconds`` (0 sends
