@@ -5,7 +5,8 @@ A responder is any callable ``responder(message, sender) -> None``:
 - ``message`` is the queued chat message as a dict (what the ``chat_message`` handler sends to
   SQS): ``connectionId``, ``userId``, ``conversationId``, ``content``, ``clientMessageId``,
   ``messageId``, ``receivedAt``.
-- ``sender`` is a ``runtime.sender.MessageSender`` wired to the local gateway and table.
+- ``sender`` is a ``runtime.sender.MessageSender`` wired to the local gateway and table, on
+  its default (lean) posting path like production code.
 
 It answers through ``sender`` (``sender.stream(...)`` sends typing on, numbered
 ``chat_response`` chunks, ``done`` and typing off). Returning marks the message done (it is
