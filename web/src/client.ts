@@ -308,7 +308,8 @@ export class ChatClient extends EventTarget {
   /**
    * Open the first connection, then keep one open until `close()`. Rejects with
    * `AuthenticationError` when the token is refused and `ConnectError` when the server cannot be
-   * reached (or `getToken` fails); the client can then be connected again.
+   * reached (or `getToken` fails); the client can then be connected again. A `close()` before the
+   * handshake completed makes it reject with `ClientClosedError`, keeping no connection.
    */
   async connect(url: string, getToken: TokenSource): Promise<void> {
     if (this.#started || this.#closing) {
@@ -330,10 +331,16 @@ export class ChatClient extends EventTarget {
     for (;;) {
       try {
         const ws = await this.#open();
+        if (this.#closing) {
+          // close() ran while the handshake was on its way: keep no connection (nor its pings).
+          ws.close(1000, "client closed");
+          throw new ClientClosedError("the client was closed while connecting");
+        }
         this.#emit("connected", { attempt: 0 });
         this.#serve(ws);
         return;
       } catch (error) {
+        if (error instanceof ClientClosedError) throw error;
         const refused = error instanceof OpenFailure && (await this.#refusedWhileReachable(error));
         refusals = refused ? refusals + 1 : 0;
         if (refused && refusals < this.options.authFailureAttempts && !this.#closing) {

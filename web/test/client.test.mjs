@@ -394,6 +394,19 @@ describe("answers", () => {
     await client.close();
   });
 
+  it("close() while connect() waits for the handshake leaves no connection behind", async () => {
+    let socket;
+    const WebSocket = fakeServer((created) => (socket = created));
+    const client = new ChatClient({ ...fast, WebSocket });
+    const connecting = client.connect(URL_, "t");
+    await until(() => socket !== undefined, "the handshake");
+    await client.close();
+    socket.open(); // the handshake completes after close()
+    await assert.rejects(connecting, { name: "ClientClosedError" });
+    assert.equal(socket.readyState, 3, "the late connection is closed");
+    assert.equal(client.connected, false);
+  });
+
   it("close() fails what is pending with ClientClosedError and emits closed", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
