@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
+  AnswerAssembler,
   AuthenticationError,
   Backoff,
   ChatClient,
@@ -338,6 +339,23 @@ describe("delivery", () => {
 });
 
 describe("answers", () => {
+  it("holds unfinished answers within a byte limit, giving up the oldest", () => {
+    // As the Python client: a responder that never sends done, or answers too big to hold,
+    // cannot grow the client without end (UTF-8 bytes: "é" is 2).
+    const assembler = new AnswerAssembler(4096, { maxUnfinishedBytes: 10 });
+    assert.equal(assembler.add(chunk("c1", "old", 0, "éééé")).duplicate, false);
+    assert.equal(assembler.unfinishedBytes, 8);
+    assembler.add(chunk("c1", "new", 0, "abcd")); // 12 bytes: "old" is given up
+    assert.equal(assembler.unfinishedBytes, 4);
+    const late = assembler.add(chunk("c1", "old", 1, "!", { done: true }));
+    assert.deepEqual(late, { duplicate: false, text: "", answer: undefined }); // never completes
+    assert.equal(assembler.unfinishedBytes, 4);
+    const done = assembler.add(chunk("c1", "new", 1, "e", { done: true }));
+    assert.equal(done.answer?.content, "abcde");
+    assert.equal(assembler.unfinishedBytes, 0);
+    assert.throws(() => new AnswerAssembler(4096, { maxUnfinishedBytes: 0 }), RangeError);
+  });
+
   it("reassembles chunks by sequence and drops duplicates", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
