@@ -108,6 +108,8 @@ const RETRY_WITHOUT_HINT_MS = 1000;
 const REMEMBERED_OUTCOMES = 4096;
 /** Answers no `ask` or `receiveAnswer` claimed, kept per conversation (the newest). */
 const ANSWER_BACKLOG = 64;
+// Conversations whose unclaimed answers are kept: the most recently answered, as in Python.
+const BACKLOG_CONVERSATIONS = 1024;
 const OPEN = 1;
 const ID = new RegExp(ID_PATTERN);
 const PING_TEXT = JSON.stringify({ action: "ping" });
@@ -677,7 +679,12 @@ export class ChatClient extends EventTarget {
     const unread = this.#inbox.get(answer.conversationId) ?? [];
     unread.push(answer);
     if (unread.length > ANSWER_BACKLOG) unread.shift();
+    this.#inbox.delete(answer.conversationId); // re-inserted last: the most recently answered
     this.#inbox.set(answer.conversationId, unread);
+    if (this.#inbox.size > BACKLOG_CONVERSATIONS) {
+      const oldest = this.#inbox.keys().next();
+      if (!oldest.done) this.#inbox.delete(oldest.value);
+    }
   }
 
   #onAccepted(frame: SystemFrame): void {

@@ -381,6 +381,19 @@ describe("answers", () => {
     await client.close();
   });
 
+  it("keeps unclaimed answers for the 1024 conversations most recently answered", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    socket.receive(chunk("c0", "first", 0, "forgotten", { done: true }));
+    for (let n = 1; n <= 1024; n += 1) socket.receive(chunk(`c${n}`, "a", 0, "x", { done: true }));
+    socket.receive(chunk("c0", "second", 0, "kept", { done: true }));
+    assert.equal((await client.receiveAnswer("c0")).content, "kept");
+    assert.equal((await client.receiveAnswer("c1024")).content, "x");
+    await client.close();
+  });
+
   it("gives each ask the answer to its own question", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
