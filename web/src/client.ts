@@ -28,6 +28,7 @@ import {
   ChatClientError,
   ChatMessageTooLargeError,
   ClientClosedError,
+  ClientUsageError,
   ConnectError,
   InvalidMessageError,
   MessageNotAcceptedError,
@@ -315,16 +316,18 @@ export class ChatClient extends EventTarget {
    */
   async connect(url: string, getToken: TokenSource): Promise<void> {
     if (this.#started || this.#closing) {
-      throw new Error("connect() can be called once per ChatClient (while it is not connected)");
+      throw new ClientUsageError(
+        "connect() can be called once per ChatClient (while it is not connected)",
+      );
     }
     let parsed: URL;
     try {
       parsed = new URL(url);
     } catch {
-      throw new TypeError(`${url} is not a URL; expected wss://host/stage`);
+      throw new ClientUsageError(`${url} is not a URL; expected wss://host/stage`);
     }
     if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
-      throw new TypeError(`${url} must start with wss:// (or ws:// for local mode)`);
+      throw new ClientUsageError(`${url} must start with wss:// (or ws:// for local mode)`);
     }
     this.#started = true;
     this.#url = parsed;
@@ -774,7 +777,7 @@ export class ChatClient extends EventTarget {
   #checkUsable(): void {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#closing) throw new ClientClosedError("the client is closed");
-    if (!this.#started) throw new Error("call connect() before sending");
+    if (!this.#started) throw new ClientUsageError("call connect() before sending");
   }
 
   /** Fail what is pending and every waiting `ask` / `receiveAnswer` with `error`. */

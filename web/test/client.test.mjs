@@ -7,7 +7,9 @@ import {
   AuthenticationError,
   Backoff,
   ChatClient,
+  ChatClientError,
   ChatMessageTooLargeError,
+  ClientUsageError,
   ConnectError,
   InvalidMessageError,
   MAX_FRAME_BYTES,
@@ -181,6 +183,19 @@ describe("connect", () => {
       }),
       (error) => error instanceof ConnectError && /no session/.test(error.message),
     );
+  });
+
+  it("raises only ChatClientErrors for calls out of order and unusable URLs", async () => {
+    // As the Python client: one catch of ChatClientError covers everything the client throws.
+    const WebSocket = fakeServer((socket) => socket.open());
+    const usage = (error) => error instanceof ClientUsageError && error instanceof ChatClientError;
+    const client = new ChatClient({ ...fast, WebSocket });
+    assert.throws(() => client.sendChat("c1", "before connect()"), usage);
+    await assert.rejects(new ChatClient({ ...fast, WebSocket }).connect("not a url", "t"), usage);
+    await assert.rejects(new ChatClient({ ...fast, WebSocket }).connect("http://h/dev", "t"), usage);
+    await client.connect(URL_, "t");
+    await assert.rejects(client.connect(URL_, "t"), usage);
+    await client.close();
   });
 });
 
