@@ -72,7 +72,7 @@ def demo_responder(message: Mapping[str, Any], sender: MessageSender) -> None:
         user_id=str(message["userId"]) if message.get("userId") else None,
         # The client gets a new connection id when it reconnects: follow the user there.
         redirect_gone_to_user=True,
-        metadata={"responder": "local-demo", "inReplyTo": message.get("messageId")},
+        metadata={"responder": "local-demo"},
         # The client matches the answer to its question by this id (ChatClient.ask).
         in_reply_to=str(message["clientMessageId"]) if message.get("clientMessageId") else None,
     )
