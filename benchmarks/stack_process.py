@@ -20,6 +20,7 @@ from pathlib import Path
 
 from local.__main__ import import_object
 from local.gateway.access_log import AccessRecord
+from local.loop import run
 from local.stack import LocalStack, LocalStackSettings
 
 READY_MARKER = "STACK-READY "
@@ -86,7 +87,7 @@ def main() -> int:
     )
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(
+    run(
         _serve(
             options.port,
             options.stage,
