@@ -13,14 +13,13 @@ import json
 import time
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime import aws
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
-from runtime.handlers._common import connected_at_ms, response, user_id_of
+from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.messages import (
     BadRequest,
     ChatMessageAction,
@@ -59,13 +58,12 @@ def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
     )
 
 
-def _touch(ws_event: APIGatewayWebSocketEvent, deadline: Deadline) -> ErrorFrame | None:
+def _touch(context: RequestContext, deadline: Deadline) -> ErrorFrame | None:
     """Slide the TTL and apply the rate limit; an error frame when the message must stop here."""
-    context = ws_event.request_context
     try:
         deadline.check()
         result = STORE.touch(
-            context.connection_id, connected_at_ms(ws_event, int(time.time() * 1000))
+            context.connection_id, connected_at_ms(context, int(time.time() * 1000))
         )
     except Exception as exc:
         return _failed(exc, "record activity on the connection", context.request_id)
@@ -109,9 +107,8 @@ def deduplication_id(
 
 
 def _queue(
-    ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id: str, deadline: Deadline
+    context: RequestContext, chat: ChatMessageAction, user_id: str, deadline: Deadline
 ) -> Frame:
-    context = ws_event.request_context
     message_id = context.message_id or context.request_id
     client_message_id = chat.client_message_id or message_id
     body = ChatQueueMessage(
@@ -150,8 +147,8 @@ def _queue(
 
 
 def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
-    ws_event = APIGatewayWebSocketEvent(event)
-    request_id = ws_event.request_context.get("requestId")
+    context = RequestContext(event)
+    request_id = context.get("requestId")
     try:
         action = parse_body(event.get("body"))
     except BadRequest as exc:
@@ -163,14 +160,14 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
         )
-    rejected = _touch(ws_event, deadline)
+    rejected = _touch(context, deadline)
     if rejected is not None:
         if isinstance(action, ChatMessageAction):
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
     if isinstance(action, PingAction):
         return system_frame(SystemEvent.PONG)
-    return _queue(ws_event, action, user_id, deadline)
+    return _queue(context, action, user_id, deadline)
 
 
 def _serialize(frame: Frame, request_id: str | None) -> str:
