@@ -229,7 +229,8 @@ def signed_transport(endpoint_url: str) -> SignedTransport:
             "no AWS credentials to sign posts to the management API with; give the function a "
             "role (Lambda sets AWS_ACCESS_KEY_ID and friends) or configure a profile"
         )
-    if not session.region_name:
+    region = session.get_config_variable("region")
+    if not region:
         raise ConfigError("no AWS region to sign posts to the management API for; set AWS_REGION")
     config = aws.management_config()
     # botocore-stubs do not declare Config's options as attributes.
@@ -237,7 +238,7 @@ def signed_transport(endpoint_url: str) -> SignedTransport:
         getattr(config, "connect_timeout"),  # noqa: B009
         getattr(config, "read_timeout"),  # noqa: B009
     )
-    return SignedTransport(endpoint_url, credentials, session.region_name, timeouts)
+    return SignedTransport(endpoint_url, credentials, region, timeouts)
 
 
 def _wire_error_code(headers: http.client.HTTPMessage, body: bytes) -> str:
