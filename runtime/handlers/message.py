@@ -4,6 +4,9 @@ Every invocation answers with exactly one frame as the route response, whatever 
 before its Lambda times out: the handler never raises into API Gateway, and skips an AWS call
 the time left cannot cover. A chat message costs two AWS calls: the conditional ``UpdateItem``
 of ``ConnectionStore.touch`` and the SQS ``SendMessage``.
+
+A good frame is read and answered through ``runtime.frames``, without pydantic; the error
+frames are ``runtime.messages`` models, imported (pydantic and all) by the first one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,24 +22,42 @@ from runtime import aws
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
-from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
-from runtime.messages import (
+from runtime.frames import (
     BadRequest,
-    ChatMessageAction,
-    ChatQueueMessage,
+    ChatMessage,
+    ChatQueueBody,
     ErrorCode,
-    ErrorFrame,
-    Frame,
-    PingAction,
+    Ping,
+    SystemAnswer,
     SystemEvent,
-    error_frame,
     parse_body,
-    system_frame,
 )
+from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
+
+if TYPE_CHECKING:
+    from runtime.messages import ErrorFrame
+
+    Answer = ErrorFrame | SystemAnswer
 
 STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
+
+
+def error_frame(
+    code: ErrorCode,
+    message: str,
+    *,
+    retryable: bool = False,
+    retry_after_ms: int | None = None,
+    request_id: str | None = None,
+) -> ErrorFrame:
+    """``runtime.messages.error_frame``, imported when the first error is answered."""
+    from runtime.messages import error_frame as model
+
+    return model(
+        code, message, retryable=retryable, retry_after_ms=retry_after_ms, request_id=request_id
+    )
 
 
 def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
@@ -106,12 +127,10 @@ def deduplication_id(
     return _scoped_id(user_id, conversation_id, client_message_id)
 
 
-def _queue(
-    context: RequestContext, chat: ChatMessageAction, user_id: str, deadline: Deadline
-) -> Frame:
+def _queue(context: RequestContext, chat: ChatMessage, user_id: str, deadline: Deadline) -> Answer:
     message_id = context.message_id or context.request_id
     client_message_id = chat.client_message_id or message_id
-    body = ChatQueueMessage(
+    body = ChatQueueBody.of(
         connection_id=context.connection_id,
         user_id=user_id,
         conversation_id=chat.conversation_id,
@@ -124,7 +143,7 @@ def _queue(
         deadline.check()
         aws.sqs().send_message(
             QueueUrl=QUEUE_URL,
-            MessageBody=body.model_dump_json(by_alias=True),
+            MessageBody=body.to_json(),
             MessageGroupId=message_group_id(user_id, chat.conversation_id),
             MessageDeduplicationId=deduplication_id(
                 user_id, chat.conversation_id, chat.client_message_id, message_id
@@ -136,7 +155,7 @@ def _queue(
     count(Metric.MESSAGES_RECEIVED)
     logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
     logger.debug("chat message content", extra={"content": chat.content})
-    return system_frame(
+    return SystemAnswer(
         SystemEvent.ACCEPTED,
         data={
             "clientMessageId": client_message_id,
@@ -146,7 +165,7 @@ def _queue(
     )
 
 
-def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
+def _handle(event: dict[str, Any], deadline: Deadline) -> Answer:
     context = RequestContext(event)
     request_id = context.get("requestId")
     try:
@@ -162,15 +181,15 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
         )
     rejected = _touch(context, deadline)
     if rejected is not None:
-        if isinstance(action, ChatMessageAction):
+        if isinstance(action, ChatMessage):
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
-    if isinstance(action, PingAction):
-        return system_frame(SystemEvent.PONG)
+    if isinstance(action, Ping):
+        return SystemAnswer(SystemEvent.PONG)
     return _queue(context, action, user_id, deadline)
 
 
-def _serialize(frame: Frame, request_id: str | None) -> str:
+def _serialize(frame: Answer, request_id: str | None) -> str:
     try:
         return frame.to_json()
     except Exception:

@@ -29,6 +29,33 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
+# The message handler's first event, a chat message, served against moto's in-process AWS.
+FIRST_MESSAGE_SCRIPT = """
+import json, sys
+from runtime.handlers import message
+imported = set(sys.modules)
+import boto3
+from moto import mock_aws
+from runtime import schema
+from tests.support import TABLE_NAME, QUEUE_NAME, chat_event, connect_event, lambda_context
+with mock_aws():
+    boto3.client("dynamodb").create_table(**schema.table_definition(TABLE_NAME))
+    boto3.client("sqs").create_queue(
+        QueueName=QUEUE_NAME, Attributes=schema.fifo_queue_attributes()
+    )
+    from runtime.handlers import connect
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+    before = set(sys.modules)
+    body = {"action": "chat_message", "conversationId": "c", "content": "What is RAG?"}
+    answer = message.handler(chat_event(body), lambda_context("message"))
+    print(json.dumps({
+        "frame": json.loads(answer["body"]),
+        "at_import": sorted(imported),
+        "by_first_message": sorted(set(sys.modules) - before),
+    }))
+"""
+
+
 def _run(script: str, *args: str) -> Any:
     completed = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
         [sys.executable, "-c", script, *args],
@@ -63,3 +90,12 @@ def test_the_authorizer_makes_no_aws_client() -> None:
     hundred microseconds, to name itself in the user agent; the SDK's machinery stays out.)"""
     modules = _imported_by("authorizer")
     assert not {"botocore.session", "botocore.client"} & modules
+
+
+def test_the_first_chat_message_is_answered_without_pydantic() -> None:
+    """pydantic's import is about a third of the baseline's cold start; a good frame needs
+    none of its models (``runtime.frames``), an error frame imports them."""
+    result = _run(FIRST_MESSAGE_SCRIPT)
+    assert result["frame"]["event"] == "accepted", result["frame"]
+    for when in ("at_import", "by_first_message"):
+        assert not {"pydantic", "runtime.messages"} & set(result[when]), when
