@@ -221,8 +221,11 @@ class SystemAnswer:
 
     def to_json(self) -> str:
         """The wire form, checked against the 128 KB message limit."""
-        frame: dict[str, Any] = {"timestamp": self.timestamp, "type": "system"}
-        frame["event"] = self.event.value
+        frame: dict[str, Any] = {
+            "timestamp": self.timestamp,
+            "type": "system",
+            "event": self.event.value,
+        }
         if self.data is not None:
             frame["data"] = self.data
         text = _plain_json(frame)

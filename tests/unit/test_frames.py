@@ -223,3 +223,10 @@ def test_a_queue_body_is_written_as_the_model_writes_it(fields: dict[str, Any]) 
         return
     body = ChatQueueBody.of(**fields)
     assert _outcome(body.to_json) == _outcome(lambda: model.model_dump_json(by_alias=True))
+
+
+def test_the_queue_body_has_the_models_fields_in_the_models_order() -> None:
+    declared = [(name, wire) for name, wire, _ in frames._QUEUE_FIELDS]
+    assert declared == [
+        (name, field.alias) for name, field in ChatQueueMessage.model_fields.items()
+    ]
