@@ -44,7 +44,7 @@ STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
 
 
-def error_frame(
+def _error_frame(
     code: ErrorCode,
     message: str,
     *,
@@ -53,9 +53,9 @@ def error_frame(
     request_id: str | None = None,
 ) -> ErrorFrame:
     """``runtime.messages.error_frame``, imported when the first error is answered."""
-    from runtime.messages import error_frame as model
+    from runtime.messages import error_frame
 
-    return model(
+    return error_frame(
         code, message, retryable=retryable, retry_after_ms=retry_after_ms, request_id=request_id
     )
 
@@ -66,13 +66,13 @@ def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
     logger.exception(f"could not {action}")
     count(Metric.UNEXPECTED_FAILURES)
     if aws.is_transient(exc):
-        return error_frame(
+        return _error_frame(
             ErrorCode.SERVICE_UNAVAILABLE,
             f"could not {action}; send it again (a chat message with the same clientMessageId)",
             retryable=True,
             request_id=request_id,
         )
-    return error_frame(
+    return _error_frame(
         ErrorCode.INTERNAL_ERROR,
         f"could not {action}; sending it again would fail the same way",
         request_id=request_id,
@@ -89,14 +89,14 @@ def _touch(context: RequestContext, deadline: Deadline) -> ErrorFrame | None:
     except Exception as exc:
         return _failed(exc, "record activity on the connection", context.request_id)
     if result.status is TouchStatus.UNKNOWN:
-        return error_frame(
+        return _error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "this connection is not registered or has expired; reconnect",
             request_id=context.request_id,
         )
     if result.status is TouchStatus.RATE_LIMITED:
         count(Metric.MESSAGES_RATE_LIMITED)
-        return error_frame(
+        return _error_frame(
             ErrorCode.RATE_LIMITED,
             f"over {STORE.config.messages_per_minute} messages per minute on this connection; "
             f"retry after {result.retry_after_ms} ms",
@@ -171,10 +171,10 @@ def _handle(event: dict[str, Any], deadline: Deadline) -> Answer:
     try:
         action = parse_body(event.get("body"))
     except BadRequest as exc:
-        return error_frame(exc.code, str(exc), request_id=request_id)
+        return _error_frame(exc.code, str(exc), request_id=request_id)
     user_id = user_id_of(event)
     if user_id is None:
-        return error_frame(
+        return _error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
@@ -195,7 +195,7 @@ def _serialize(frame: Answer, request_id: str | None) -> str:
     except Exception:
         logger.exception("could not serialize the answer frame")
         count(Metric.UNEXPECTED_FAILURES)
-        return error_frame(
+        return _error_frame(
             ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id
         ).to_json()
 
@@ -212,7 +212,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except Exception:
         logger.exception("unexpected error in the message handler")
         count(Metric.UNEXPECTED_FAILURES)
-        frame = error_frame(
+        frame = _error_frame(
             ErrorCode.INTERNAL_ERROR,
             "internal error",
             request_id=request_id if isinstance(request_id, str) else None,
