@@ -44,7 +44,7 @@ from runtime.config import ConfigError
 from runtime.observability import logger
 
 if TYPE_CHECKING:
-    import boto3
+    import botocore.session
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
 DEFAULT_MAX_RETRIES = 3
@@ -258,7 +258,8 @@ def lean_transport(endpoint_url: str) -> Transport:
             "no AWS credentials to sign posts to the management API with; give the function a "
             "role (Lambda sets AWS_ACCESS_KEY_ID and friends) or configure a profile"
         )
-    if not session.region_name:
+    region = session.get_config_variable("region")
+    if not region:
         raise ConfigError("no AWS region to sign posts to the management API for; set AWS_REGION")
     # botocore-stubs do not declare Config's options as attributes.
     timeouts = Timeouts(
@@ -266,13 +267,13 @@ def lean_transport(endpoint_url: str) -> Transport:
         getattr(config, "read_timeout"),  # noqa: B009
     )
     tls = _tls_context(session) if scheme == "https" else None
-    return SignedTransport(endpoint_url, credentials, session.region_name, timeouts, tls)
+    return SignedTransport(endpoint_url, credentials, region, timeouts, tls)
 
 
-def _tls_context(session: boto3.session.Session) -> ssl.SSLContext:
+def _tls_context(session: botocore.session.Session) -> ssl.SSLContext:
     """Verifying against the bundle a botocore client of this session verifies with (its
     ``Session.create_client`` and ``EndpointCreator._get_verify_value``)."""
-    verify = session._session.get_config_variable("ca_bundle")
+    verify = session.get_config_variable("ca_bundle")
     if verify is None:
         verify = os.environ.get("REQUESTS_CA_BUNDLE", True)
     if isinstance(verify, str) and not verify.strip():
