@@ -32,6 +32,7 @@ from benchmarks.report import progress
 from local.__main__ import import_object
 from local.aws import AwsResources
 from local.gateway.access_log import AccessRecord
+from local.loop import run
 from local.stack import LocalStack, LocalStackSettings
 from local.tokens import DevTokens
 from runtime import aws, schema
@@ -197,7 +198,7 @@ def main() -> int:
     )
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(_serve(options))
+    run(_serve(options))
     return 0
 
 

@@ -6,8 +6,8 @@
 - ``serverless-offline@13.9`` on ``serverless@3``: three functions with ``websocket`` events,
   ``custom.serverless-offline.websocketPort``, started with ``sls offline start
   --noPrependStageInUrl``; the management endpoint is ``http://127.0.0.1:<websocketPort>``.
-- ours: ``python -m local --handlers benchmarks.echo:ROUTES --handler-processes 2
-  --no-responder``; the management
+- ours: ``python -m local --handlers benchmarks.echo:ROUTES --no-responder``, with
+  ``python -m local``'s default ``--handler-processes`` (what a user runs); the management
   endpoint is ``http://127.0.0.1:<port>/<stage>``.
 
 The npm packages are installed once into ``benchmarks/.peer/`` (gitignored) from the npm
@@ -41,7 +41,6 @@ PEER_PACKAGES = {
 NPM_INSTALL_TIMEOUT_SECONDS = 600
 START_TIMEOUT_SECONDS = 90.0
 OUR_STAGE = "bench"
-OUR_HANDLER_PROCESSES = 2  # the machine's two cores: handlers beside the gateway, not under its GIL
 # API Gateway's integration timeout, instead of the peers' defaults (5 s, 6 s): on a loaded
 # machine a cold Python handler can take longer, and a slow answer should count as slow, not
 # as an error. Ours applies the same 29 s.
@@ -151,9 +150,6 @@ def start_ours(work_dir: Path) -> RunningEmulator:
             OUR_STAGE,
             "--handlers",
             "benchmarks.echo:ROUTES",
-            # One process per handler invocation at a time, as serverless-offline runs them.
-            "--handler-processes",
-            str(OUR_HANDLER_PROCESSES),
             "--no-responder",
             "--state-dir",
             str(work_dir / "ours-state"),

@@ -24,6 +24,7 @@ from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
 from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
+from local.loop import run
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
 from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, LocalStackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     settings = settings_from(args)
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except OSError as exc:
         print(
             f"cannot start: {exc} (is another gateway on port {settings.port}? try --port)",

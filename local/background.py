@@ -16,6 +16,8 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from local.loop import new_event_loop
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -25,7 +27,7 @@ class Background(Generic[T]):
 
     def __init__(self, service: AbstractAsyncContextManager[T], name: str = "local-loop") -> None:
         self._service = service
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
 
     @property

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 EVENT_CONNECT = "CONNECT"
@@ -27,11 +29,17 @@ _DISCONNECT_HEADERS = ("x-api-key", "X-Forwarded-For", "x-restapi")
 _HOP_BY_HOP = frozenset({"connection", "upgrade"})
 
 
-def _aws_id(size: int) -> str:
+# Request and message ids only need to be unique; a connection id is what the management API
+# takes to reach a socket, so it comes from the OS's randomness. A ping needs three ids, and
+# ``os.urandom`` is a system call each.
+_ids = random.Random(os.urandom(16))  # noqa: S311 - unique ids, not secrets
+
+
+def _aws_id(size: int, random_bytes: Callable[[int], bytes] = os.urandom) -> str:
     """URL-safe base64 of random bytes, like AWS's ``BFaT_fALIAMCKug=`` or ``JC1dgf9yoAMCK-g=``
     (captured events: Powertools' ``tests/events/apiGatewayWebSocketApi*.json``): letters, digits,
     ``-`` and ``_``, ending in ``=``; never ``+`` or ``/``."""
-    return base64.urlsafe_b64encode(os.urandom(size)).decode("ascii")
+    return base64.urlsafe_b64encode(random_bytes(size)).decode("ascii")
 
 
 def new_connection_id() -> str:
@@ -39,12 +47,12 @@ def new_connection_id() -> str:
 
 
 def new_request_id() -> str:
-    return _aws_id(11)
+    return _aws_id(11, _ids.randbytes)
 
 
 def new_event_message_id() -> str:
     """``requestContext.messageId``, API Gateway's id of an inbound frame (not a ChatResponse's)."""
-    return _aws_id(11)
+    return _aws_id(11, _ids.randbytes)
 
 
 def now_ms() -> int:
@@ -53,7 +61,12 @@ def now_ms() -> int:
 
 def clf_time(epoch_ms: int) -> str:
     """``requestTime`` in Common Log Format, ``25/Nov/2026:18:00:00 +0000`` (locale-free)."""
-    t = time.gmtime(epoch_ms / 1000)
+    return _clf_second(epoch_ms // 1000)
+
+
+@lru_cache(maxsize=4)  # every event and access record of the same second: formatted once
+def _clf_second(epoch_seconds: int) -> str:
+    t = time.gmtime(epoch_seconds)
     return (
         f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"

@@ -5,7 +5,8 @@ A responder is any callable ``responder(message, sender) -> None``:
 - ``message`` is the queued chat message as a dict (what the ``chat_message`` handler sends to
   SQS): ``connectionId``, ``userId``, ``conversationId``, ``content``, ``clientMessageId``,
   ``messageId``, ``receivedAt``.
-- ``sender`` is a ``runtime.sender.MessageSender`` wired to the local gateway and table.
+- ``sender`` is a ``runtime.sender.MessageSender`` wired to the local gateway and table, on
+  its default (lean) posting path like production code.
 
 It answers through ``sender`` (``sender.stream(...)`` sends typing on, numbered
 ``chat_response`` chunks, ``done`` and typing off). Returning marks the message done (it is
@@ -71,7 +72,7 @@ def demo_responder(message: Mapping[str, Any], sender: MessageSender) -> None:
         user_id=str(message["userId"]) if message.get("userId") else None,
         # The client gets a new connection id when it reconnects: follow the user there.
         redirect_gone_to_user=True,
-        metadata={"responder": "local-demo", "inReplyTo": message.get("messageId")},
+        metadata={"responder": "local-demo"},
         # The client matches the answer to its question by this id (ChatClient.ask).
         in_reply_to=str(message["clientMessageId"]) if message.get("clientMessageId") else None,
     )

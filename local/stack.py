@@ -17,6 +17,7 @@ restores the previous values when it stops. One stack per process at a time: mot
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import os
 import socket
@@ -29,10 +30,11 @@ from typing import Any
 
 from local.aws import AwsResources, EmbeddedAws
 from local.background import Background
-from local.devpages import dev_pages
+from local.devpages import dev_pages, is_loopback
 from local.gateway.access_log import AccessLogSink, LogFormat, StreamAccessLog
 from local.gateway.models import GatewaySettings, RouteTable
 from local.gateway.server import Gateway
+from local.gateway.urls import JWKS_PATH
 from local.project import (
     FUNCTION_MEMORY_MB,
     FUNCTION_TIMEOUT_SECONDS,
@@ -47,9 +49,12 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
-# Handlers on threads of the gateway's process. Worker processes (--handler-processes) measured
-# no faster under load (benchmarks/gateway.py: moto's CPU is the bound) and add a cold start to
-# every gateway start, which a client reconnecting after a restart would wait for.
+# Handlers on threads of the gateway's process, on 2 cores and on more. Measured on 2 vCPUs
+# (docs/performance.md): worker processes cost more CPU per message (the echo handler 3.1 ms
+# against 2.25, a ping with moto 9.2 against 7.0: pickling and the executor's own threads), run
+# one invocation each at a time (2 workers queue a ping behind moto's answers: p50 2 s at 100
+# pings/s, against 17 ms on threads), and add a cold start to every gateway start. They pay off
+# only where one interpreter is the bound, past ~400 messages/s with cores to spare.
 DEFAULT_HANDLER_PROCESSES = 0
 
 
@@ -107,6 +112,7 @@ class LocalStack:
         self._environment: EnvironmentPatch | None = None
         self._sender: MessageSender | None = None
         self._consumer: ChatQueueConsumer | None = None
+        self._loopback_port: int | None = None
 
     # --- what callers use -------------------------------------------------------------------
 
@@ -123,7 +129,10 @@ class LocalStack:
         old = self.gateway
         await old.stop()
         self._gateway = Gateway(old.route_table, old.settings, pages=old.pages)
-        await self._gateway.start()
+        loopback = None
+        if self._loopback_port is not None:
+            loopback = socket.create_server((LOOPBACK_HOST, self._loopback_port))
+        await self._gateway.start(loopback=loopback)
         return self._gateway
 
     @property
@@ -181,6 +190,12 @@ class LocalStack:
         self._aws = await asyncio.to_thread(self._embedded_aws.start)
         # Bound first: the handlers' environment names the gateway's port before they load.
         sock = socket.create_server((settings.host, settings.port))
+        # The handlers fetch the dev JWKS over loopback, the only place the authorizer takes
+        # http:// (runtime.config): a gateway on another interface listens there too.
+        loopback = None
+        if not (is_loopback(settings.host) or _is_every_interface(settings.host)):
+            loopback = socket.create_server((LOOPBACK_HOST, 0))
+            self._loopback_port = int(loopback.getsockname()[1])
         self._gateway = Gateway(
             PROJECT_ROUTES if settings.routes is None else settings.routes,
             GatewaySettings(
@@ -205,16 +220,18 @@ class LocalStack:
                 **handler_environment(
                     self._aws,
                     management_endpoint=self._gateway.management_endpoint,
-                    jwks_url=self._gateway.jwks_url,
+                    jwks_url=_handlers_jwks_url(settings.host, loopback or sock),
                     idle_timeout_seconds=settings.idle_timeout_seconds,
                 ),
             }
         )
         runtime_aws.reset_clients()
         try:
-            await self._gateway.start(sock)
+            await self._gateway.start(sock, loopback)
         except BaseException:
             sock.close()
+            if loopback is not None:
+                loopback.close()
             raise
         if settings.responder is not None:
             self._start_responder(settings.responder)
@@ -230,9 +247,9 @@ class LocalStack:
             client=aws.dynamodb(),
         )
         # Redirect on, as docs/protocol.md tells the RAG stack: answers survive a reconnect.
-        self._sender = MessageSender(
-            store, endpoint, client=aws.management_api(endpoint), redirect_gone_to_user=True
-        )
+        # The default (lean) posting path, as in production, signed with the fake credentials
+        # of the handlers' environment (set above).
+        self._sender = MessageSender(store, endpoint, redirect_gone_to_user=True)
         self._consumer = ChatQueueConsumer(aws.sqs(), aws.queue_url, responder, self._sender)
         self._consumer.start()
 
@@ -266,6 +283,24 @@ class LocalStack:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+LOOPBACK_HOST = "127.0.0.1"
+
+
+def _is_every_interface(host: str) -> bool:
+    """0.0.0.0: the gateway is reachable on 127.0.0.1 as well."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _handlers_jwks_url(host: str, listener: socket.socket) -> str:
+    """The dev JWKS on loopback, through ``listener``: the gateway's own, or its second one on
+    127.0.0.1 when it is bound to another interface."""
+    loopback_host = host if is_loopback(host) else LOOPBACK_HOST
+    return f"http://{loopback_host}:{listener.getsockname()[1]}{JWKS_PATH}"
 
 
 def background_stack(

@@ -1,5 +1,7 @@
-"""boto3 clients, built once per container and reused by every invocation.
+"""botocore clients, built once per container from one session and reused by every invocation.
 
+botocore, not boto3: boto3's clients are botocore's, and importing boto3 imports s3transfer
+(about a third of a handler's cold start; ``tests/unit/test_cold_start.py`` keeps it out).
 ``AWS_ENDPOINT_URL`` (read by botocore itself) points them at local mode's embedded moto, and
 ``AWS_READ_TIMEOUT_SECONDS`` gives moto there more time than AWS needs.
 """
@@ -10,9 +12,9 @@ import math
 import time
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -132,28 +134,30 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @cache
-def _session() -> boto3.session.Session:
-    return boto3.session.Session()
+def _session() -> botocore.session.Session:
+    # One session for every client: credentials are resolved, and the endpoint data loaded, once.
+    return botocore.session.get_session()
 
 
 @cache
 def dynamodb() -> DynamoDBClient:
-    return _session().client("dynamodb", config=_config())
+    return cast("DynamoDBClient", _session().create_client("dynamodb", config=_config()))
 
 
 @cache
 def sqs() -> SQSClient:
-    return _session().client("sqs", config=_config())
+    return cast("SQSClient", _session().create_client("sqs", config=_config()))
 
 
 @cache
 def management_api(endpoint_url: str) -> ApiGatewayManagementApiClient:
-    return _session().client(
+    client = _session().create_client(
         "apigatewaymanagementapi", endpoint_url=endpoint_url, config=_MANAGEMENT_CONFIG
     )
+    return cast("ApiGatewayManagementApiClient", client)
 
 
-def session() -> boto3.session.Session:
+def session() -> botocore.session.Session:
     """The container's session: credentials and region for posting without a client."""
     return _session()
 

@@ -143,15 +143,15 @@ def _check_jwks_url(url: str, variable: str) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    """This machine: a loopback address, or the unspecified one (``python -m local --host
-    0.0.0.0`` serves its JWKS there, and connecting to it reaches this host)."""
+    """A loopback address: traffic to it never leaves this machine (local mode hands its
+    handlers a loopback JWKS URL whatever interface its gateway listens on)."""
     if host == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return address.is_loopback or address.is_unspecified
+    return address.is_loopback
 
 
 def aws_read_timeout_from_env(env: Mapping[str, str] | None = None) -> int:

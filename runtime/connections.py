@@ -46,6 +46,15 @@ class TouchStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
+class GoneRow(StrEnum):
+    """What ``remove_gone`` did with the row of a connection the management API answered 410
+    for."""
+
+    REMOVED = "removed"
+    CONNECTING = "connecting"  # younger than the integration timeout: kept
+    ABSENT = "absent"  # removed before ($disconnect, or an earlier 410)
+
+
 @dataclass(frozen=True)
 class TouchResult:
     status: TouchStatus
@@ -298,11 +307,11 @@ class ConnectionStore:
         if schema.ATTR_USER_ID in old and deadline.seconds_left() >= aws.call_worst_case_seconds():
             self._release(old[schema.ATTR_USER_ID]["S"], [connection_id])
 
-    def remove_gone(self, connection_id: str) -> bool:
+    def remove_gone(self, connection_id: str) -> GoneRow:
         """Delete the row of a connection the management API answered 410 for, and release its
         slot — unless the connection is younger than the integration timeout: API Gateway also
         answers 410 while ``$connect`` runs. The delete is conditional, so it never removes a row
-        written since. True when the row was removed."""
+        written since."""
         cutoff_ms = int(self._clock() * 1000) - schema.INTEGRATION_TIMEOUT_SECONDS * 1000
         try:
             response = self.client.delete_item(
@@ -312,15 +321,16 @@ class ConnectionStore:
                 ExpressionAttributeNames={"#connectedAt": schema.ATTR_CONNECTED_AT},
                 ExpressionAttributeValues={":cutoff": {"N": str(cutoff_ms)}},
                 ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if _error_code(exc) != _CONDITION_FAILED:
                 raise
-            return False
+            return GoneRow.CONNECTING if exc.response.get("Item") else GoneRow.ABSENT
         old = response.get("Attributes") or {}
         if schema.ATTR_USER_ID in old:
             self._release(old[schema.ATTR_USER_ID]["S"], [connection_id])
-        return True
+        return GoneRow.REMOVED
 
     def get(self, connection_id: str) -> Connection | None:
         """The live row of a connection, or None when it is absent or expired."""

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeAlias
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime import schema
-from runtime.connections import ConnectionStore
+from runtime.connections import ConnectionStore, GoneRow
 from runtime.messages import (
     ChatResponse,
     ErrorFrame,
@@ -57,6 +57,7 @@ class Delivery:
     connection_id: str
     status: SendStatus
     frames_sent: int
+    gone_row: GoneRow | None = None  # what a 410 did to the row; None when it was not touched
 
 
 class Dispatcher:
@@ -82,9 +83,10 @@ class Dispatcher:
         for index, data in enumerate(frames):
             status = self.poster.post(connection_id, data)
             if status is not SendStatus.SENT:
+                gone_row = None
                 if status is SendStatus.GONE and remove_gone:
-                    self.forget(connection_id)
-                return Delivery(connection_id, status, index)
+                    gone_row = self.forget(connection_id)
+                return Delivery(connection_id, status, index, gone_row)
         return Delivery(connection_id, SendStatus.SENT, len(frames))
 
     def _deliver_guarded(self, connection_id: str, frames: Sequence[bytes]) -> Delivery:
@@ -112,25 +114,29 @@ class Dispatcher:
         tally(deliveries)
         return deliveries
 
-    def forget(self, connection_id: str) -> None:
+    def forget(self, connection_id: str) -> GoneRow | None:
         """Remove a gone connection's row unless it is still connecting (``remove_gone``: API
-        Gateway answers 410 during ``$connect`` too); a failure is logged, the TTL will expire
-        it."""
+        Gateway answers 410 during ``$connect`` too); None when that failed (logged: the TTL
+        will expire it)."""
         logger.info("connection gone, removing it", extra={"connectionId": connection_id})
         try:
-            self.store.remove_gone(connection_id)
+            return self.store.remove_gone(connection_id)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "removing a gone connection failed",
                 extra={"connectionId": connection_id, "error": type(exc).__name__},
             )
+            return None
 
 
 def tally(deliveries: Iterable[Delivery]) -> None:
-    """Count what was sent and removed, in the caller's thread."""
-    sent = gone = 0
+    """Count what was sent, the rows removed and those kept because still connecting, in the
+    caller's thread."""
+    sent = removed = connecting = 0
     for delivery in deliveries:
         sent += delivery.frames_sent
-        gone += delivery.status is SendStatus.GONE
+        removed += delivery.gone_row is GoneRow.REMOVED
+        connecting += delivery.gone_row is GoneRow.CONNECTING
     count(Metric.MESSAGES_SENT, sent)
-    count(Metric.STALE_CONNECTIONS_REMOVED, gone)
+    count(Metric.STALE_CONNECTIONS_REMOVED, removed)
+    count(Metric.GONE_WHILE_CONNECTING, connecting)

@@ -1,17 +1,15 @@
 """Every frame of the protocol (DESIGN §3), in both directions, as pydantic v2 models.
 
-Inbound actions are discriminated on ``action`` (``parse_body`` reads one from a frame's text,
-or says what is wrong with it), outbound frames on ``type``. Field names are
-snake_case in Python and camelCase on the wire.
+Inbound actions are discriminated on ``action``, outbound frames on ``type``. Field names are
+snake_case in Python and camelCase on the wire. The protocol's names (``ErrorCode``,
+``SystemEvent``) and the message handler's common path, which needs no pydantic, are in
+``runtime.frames``; ``frames.parse_body`` reads an inbound frame.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 from uuid import uuid4
 
@@ -26,34 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
 )
 from pydantic.alias_generators import to_camel
 
-from runtime.schema import (
-    MAX_MESSAGE_BYTES,
-    ROUTE_CHAT_MESSAGE,
-    ROUTE_PING,
-    SQS_ID_PATTERN,
-    SQS_UNQUEUEABLE_CHARACTERS,
-)
-
-
-class MessageTooLargeError(ValueError):
-    """A frame whose JSON is over API Gateway's 128 KB message limit; nothing was sent."""
-
-    def __init__(self, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
-        super().__init__(
-            f"frame is {size} bytes, over API Gateway's {limit}-byte message limit; "
-            "split the content into chunks (MessageSender.stream does this)"
-        )
-        self.size = size
-        self.limit = limit
-
-
-def utc_timestamp() -> str:
-    """ISO 8601 UTC with milliseconds, the ``timestamp`` of every outbound frame."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from runtime.frames import ErrorCode as ErrorCode
+from runtime.frames import MessageTooLargeError as MessageTooLargeError
+from runtime.frames import SystemEvent as SystemEvent
+from runtime.frames import checked_size, utc_timestamp
+from runtime.schema import SQS_ID_PATTERN, SQS_UNQUEUEABLE_CHARACTERS
 
 
 class _Model(BaseModel):
@@ -133,33 +111,12 @@ class ChatQueueMessage(_Model):
 # --- Outbound -----------------------------------------------------------------------------
 
 
-class ErrorCode(StrEnum):
-    BAD_REQUEST = "BAD_REQUEST"
-    UNKNOWN_ACTION = "UNKNOWN_ACTION"
-    RATE_LIMITED = "RATE_LIMITED"
-    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
-    UNKNOWN_CONNECTION = "UNKNOWN_CONNECTION"
-    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-
-
-class SystemEvent(StrEnum):
-    ACCEPTED = "accepted"
-    PONG = "pong"
-    CONNECTED = "connected"
-    NOTICE = "notice"
-
-
 class _Frame(_Model):
     timestamp: str = Field(default_factory=utc_timestamp)
 
     def to_json(self) -> str:
         """The wire form, checked against the 128 KB message limit before anything is sent."""
-        text = self.model_dump_json(by_alias=True, exclude_none=True)
-        size = len(text.encode("utf-8"))
-        if size > MAX_MESSAGE_BYTES:
-            raise MessageTooLargeError(size)
-        return text
+        return checked_size(self.model_dump_json(by_alias=True, exclude_none=True))
 
 
 class ChatResponse(_Frame):
@@ -283,58 +240,3 @@ def describe_validation_error(exc: Exception) -> str:
         location = ".".join(str(part) for part in item.get("loc", ())) or "body"
         parts.append(f"{location}: {item.get('msg', 'invalid')}")
     return "; ".join(parts)
-
-
-# --- Inbound frames -----------------------------------------------------------------------
-
-SUPPORTED_ACTIONS = (ROUTE_CHAT_MESSAGE, ROUTE_PING)
-
-
-class BadRequest(Exception):
-    """An inbound frame the handler refuses; ``code`` and the message go into the error frame."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_body(body: object) -> ChatMessageAction | PingAction:
-    """The inbound action, or BadRequest naming what is wrong and how to fix it."""
-    if not isinstance(body, str) or not body.strip():
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message body is empty; send a JSON object such as {"action":"ping"}',
-        )
-    if len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-        raise BadRequest(
-            ErrorCode.MESSAGE_TOO_LARGE,
-            f"the message is over {MAX_MESSAGE_BYTES} bytes; send less content",
-        )
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message is not valid JSON; send a JSON object such as {"action":"ping"}',
-        ) from None
-    if not isinstance(data, dict):
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            'the message must be a JSON object with an "action" field',
-        )
-    action = data.get("action")
-    if action not in SUPPORTED_ACTIONS:
-        shown = action if isinstance(action, str) and len(action) <= 64 else type(action).__name__
-        raise BadRequest(
-            ErrorCode.UNKNOWN_ACTION,
-            f"unknown action {shown!r}; the supported actions are " + ", ".join(SUPPORTED_ACTIONS),
-        )
-    try:
-        return INBOUND_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        raise BadRequest(
-            ErrorCode.BAD_REQUEST,
-            f"invalid {action}: {describe_validation_error(exc)} "
-            "(conversationId and clientMessageId: 1-128 printable ASCII characters; "
-            "content: a string that is not only whitespace)",
-        ) from None

@@ -32,6 +32,7 @@ class Metric(StrEnum):
     MESSAGES_RATE_LIMITED = "MessagesRateLimited"
     MESSAGES_SENT = "MessagesSent"
     STALE_CONNECTIONS_REMOVED = "StaleConnectionsRemoved"
+    GONE_WHILE_CONNECTING = "GoneWhileConnecting"  # a 410 during $connect: the row is kept
     AUTHORIZATION_DENIED = "AuthorizationDenied"
     UNEXPECTED_FAILURES = schema.UNEXPECTED_FAILURES_METRIC
 

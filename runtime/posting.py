@@ -9,6 +9,9 @@ Two ways to post, mapped to the same answers:
   hooks, response parsing), about two thirds of the CPU of a post.
 - ``Boto3Transport``: the boto3 ``apigatewaymanagementapi`` client's ``post_to_connection``.
 
+``lean_transport`` configures the lean path as botocore configures a client (CA bundle,
+proxies), and falls back to the boto3 client where a proxy applies.
+
 The AWS facts of DESIGN §4 are handled here and nowhere else: 410 (``GoneException``, with or
 without the ``x-amzn-ErrorType`` header) is ``GONE``; 429 ``LimitExceededException`` (also "the
 client's buffer is full"), 5xx, timeouts and reset connections are transient and retried with
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,13 +36,15 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-from botocore.utils import percent_encode
+from botocore.httpsession import get_cert_path
+from botocore.utils import get_environ_proxies, percent_encode
 
 from runtime import aws
 from runtime.config import ConfigError
 from runtime.observability import logger
 
 if TYPE_CHECKING:
+    import botocore.session
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
 DEFAULT_MAX_RETRIES = 3
@@ -139,7 +146,12 @@ class SignedTransport:
     """
 
     def __init__(
-        self, endpoint_url: str, credentials: Credentials, region: str, timeouts: Timeouts
+        self,
+        endpoint_url: str,
+        credentials: Credentials,
+        region: str,
+        timeouts: Timeouts,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(endpoint_url.rstrip("/"))
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -147,9 +159,8 @@ class SignedTransport:
         self.endpoint_url = endpoint_url.rstrip("/")
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._stage_path = parts.path
-        self._connection_class = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
+        self._https = parts.scheme == "https"
+        self._tls = tls
         self._host = parts.hostname
         self._port = parts.port
         self._credentials = credentials
@@ -196,8 +207,11 @@ class SignedTransport:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
-        connection = self._connection_class(
-            self._host, self._port, timeout=self._timeouts.connect_seconds
+        timeout = self._timeouts.connect_seconds
+        connection = (
+            http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+            if self._https
+            else http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         )
         connection.connect()
         assert connection.sock is not None  # connect() sets it or raises
@@ -220,24 +234,57 @@ class SignedTransport:
             self._open.clear()
 
 
-def signed_transport(endpoint_url: str) -> SignedTransport:
-    """The lean path with the container's credentials, region and management API timeouts."""
+def lean_transport(endpoint_url: str) -> Transport:
+    """The lean path with the container's credentials, region, management API timeouts and TLS
+    trust, each read where botocore reads it for a client of ``endpoint_url``.
+
+    The CA bundle is botocore's: ``ca_bundle`` of the session's config (``AWS_CA_BUNDLE`` or
+    the profile's), else ``REQUESTS_CA_BUNDLE``, else botocore's default bundle. Where a proxy
+    applies to the endpoint (``Config(proxies=...)``, or ``HTTPS_PROXY``/``HTTP_PROXY`` not
+    bypassed by ``NO_PROXY``, read by botocore's own ``get_environ_proxies``), this returns
+    the boto3 client's path instead: botocore tunnels through https:// proxies, authenticates
+    and applies ``proxies_config`` there, which ``http.client`` cannot all do, and a proxied
+    post pays the proxy's hop anyway.
+    """
     session = aws.session()
+    config = aws.management_config()
+    scheme = urlsplit(endpoint_url).scheme
+    proxies = config.proxies or get_environ_proxies(endpoint_url)  # type: ignore[attr-defined]
+    if proxies.get(scheme):
+        return Boto3Transport(aws.management_api(endpoint_url))
     credentials = session.get_credentials()
     if credentials is None:
         raise ConfigError(
             "no AWS credentials to sign posts to the management API with; give the function a "
             "role (Lambda sets AWS_ACCESS_KEY_ID and friends) or configure a profile"
         )
-    if not session.region_name:
+    region = session.get_config_variable("region")
+    if not region:
         raise ConfigError("no AWS region to sign posts to the management API for; set AWS_REGION")
-    config = aws.management_config()
     # botocore-stubs do not declare Config's options as attributes.
     timeouts = Timeouts(
         getattr(config, "connect_timeout"),  # noqa: B009
         getattr(config, "read_timeout"),  # noqa: B009
     )
-    return SignedTransport(endpoint_url, credentials, session.region_name, timeouts)
+    tls = _tls_context(session) if scheme == "https" else None
+    return SignedTransport(endpoint_url, credentials, region, timeouts, tls)
+
+
+def _tls_context(session: botocore.session.Session) -> ssl.SSLContext:
+    """Verifying against the bundle a botocore client of this session verifies with (its
+    ``Session.create_client`` and ``EndpointCreator._get_verify_value``)."""
+    verify = session.get_config_variable("ca_bundle")
+    if verify is None:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE", True)
+    if isinstance(verify, str) and not verify.strip():
+        raise ConfigError(
+            "the CA bundle (ca_bundle, AWS_CA_BUNDLE or REQUESTS_CA_BUNDLE) is blank: "
+            "set it to the path of a PEM file, or unset it"
+        )
+    cert_path = str(get_cert_path(verify))
+    if os.path.isdir(cert_path):
+        return ssl.create_default_context(capath=cert_path)
+    return ssl.create_default_context(cafile=cert_path)
 
 
 def _wire_error_code(headers: http.client.HTTPMessage, body: bytes) -> str:

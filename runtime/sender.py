@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,7 +37,7 @@ from runtime.posting import (
     RetryPolicy,
     SendStatus,
     Transport,
-    signed_transport,
+    lean_transport,
 )
 from runtime.redirect import DEFAULT_GRACE_SECONDS, REDIRECT_POLL_SECONDS, Redirector
 from runtime.streaming import (
@@ -85,7 +85,9 @@ class MessageSender:
     ``endpoint_url`` is the management endpoint ``https://{apiId}.execute-api.{region}
     .amazonaws.com/{stage}``, else ``WEBSOCKET_MANAGEMENT_ENDPOINT``. ``posting`` chooses how a
     frame is posted: ``"lean"`` (the default) signs each request with botocore's SigV4 signer
-    and sends it on a kept-alive pool; ``"boto3"`` goes through the boto3 client, the
+    and sends it on a kept-alive pool, trusting botocore's CA bundle (through the boto3 client
+    where a proxy applies: ``runtime.posting.lean_transport``); ``"boto3"`` goes through the
+    boto3 client, the
     container-wide one from ``runtime.aws`` unless ``client`` is given (which implies
     ``"boto3"``). Both map the answers the same way. ``stream`` gathers later chunks into one
     frame for ``coalesce_seconds``, doubling per frame up to ``max_coalesce_seconds`` (0 sends
@@ -128,7 +130,7 @@ class MessageSender:
             client = client or aws.management_api(str(endpoint_url))
             transport = Boto3Transport(client)
         else:
-            transport = signed_transport(str(endpoint_url))
+            transport = lean_transport(str(endpoint_url))
         self.store = store
         self.endpoint_url = endpoint_url
         self.max_retries = max_retries
@@ -191,8 +193,7 @@ class MessageSender:
             return delivery.status is SendStatus.SENT
         if redirect and user_id is None:
             user_id = self._redirector.owner(connection_id)
-        self._dispatcher.forget(connection_id)
-        tally([delivery])
+        tally([replace(delivery, gone_row=self._dispatcher.forget(connection_id))])
         if not redirect:
             return False
         return bool(self._redirector.redirect(user_id, [data], {connection_id}, grace))

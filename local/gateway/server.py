@@ -92,7 +92,12 @@ class Gateway:
         authorizer = self.route_table.authorizer
         return routes, None if authorizer is None else load(authorizer)
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def start(
+        self, sock: socket.socket | None = None, loopback: socket.socket | None = None
+    ) -> None:
+        """Serve on ``sock`` (else the settings' host and port), and on ``loopback`` too: a
+        listener on 127.0.0.1 for a gateway bound elsewhere, where local mode's handlers
+        fetch the dev JWKS (the authorizer takes http:// on loopback only)."""
         routes, authorizer = self._functions()
         settings = self.settings
         self._invoker = Invoker(
@@ -124,6 +129,8 @@ class Gateway:
             site = web.SockSite(self._app_runner, sock)
         await site.start()
         self._port = int(self._app_runner.addresses[0][1])
+        if loopback is not None:
+            await web.SockSite(self._app_runner, loopback).start()
 
     async def stop(self) -> None:
         """Close every connection (1001), run their ``$disconnect``, release the port."""

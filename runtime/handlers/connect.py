@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.aws import Deadline
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionLimitReached, ConnectionStore
-from runtime.handlers._common import connected_at_ms, response, user_id_of
+from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
@@ -25,17 +24,17 @@ STORE = ConnectionStore(StoreConfig.from_env())
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bind_request(event)
-    ws_event = APIGatewayWebSocketEvent(event)
+    request_context = RequestContext(event)
     user_id = user_id_of(event)
     if user_id is None:
         logger.warning("connect refused: no userId or principalId from the authorizer")
         return response(401, "Unauthorized")
-    connection_id = ws_event.request_context.connection_id
+    connection_id = request_context.connection_id
     try:
         STORE.add(
             connection_id,
             user_id,
-            connected_at_ms(ws_event, int(time.time() * 1000)),
+            connected_at_ms(request_context, int(time.time() * 1000)),
             deadline=Deadline.of(context),
         )
     except ConnectionLimitReached as exc:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.aws import Deadline
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
-from runtime.handlers._common import response
+from runtime.handlers._common import RequestContext, response
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
@@ -21,10 +20,9 @@ STORE = ConnectionStore(StoreConfig.from_env())
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bind_request(event)
-    ws_event = APIGatewayWebSocketEvent(event)
-    context_ = ws_event.request_context
+    request_context = RequestContext(event)
     try:
-        STORE.remove(context_.connection_id, deadline=Deadline.of(context))
+        STORE.remove(request_context.connection_id, deadline=Deadline.of(context))
     except Exception:
         logger.exception("disconnect: could not delete the connection row; its TTL will")
         count(Metric.UNEXPECTED_FAILURES)
@@ -32,8 +30,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info(
         "disconnected",
         extra={
-            "disconnectStatusCode": context_.disconnect_status_code,
-            "disconnectReason": context_.disconnect_reason,
+            "disconnectStatusCode": request_context.disconnect_status_code,
+            "disconnectReason": request_context.disconnect_reason,
         },
     )
     return response(200)

@@ -4,6 +4,9 @@ Every invocation answers with exactly one frame as the route response, whatever 
 before its Lambda times out: the handler never raises into API Gateway, and skips an AWS call
 the time left cannot cover. A chat message costs two AWS calls: the conditional ``UpdateItem``
 of ``ConnectionStore.touch`` and the SQS ``SendMessage``.
+
+A good frame is read and answered through ``runtime.frames``, without pydantic; the error
+frames are ``runtime.messages`` models, imported (pydantic and all) by the first one.
 """
 
 from __future__ import annotations
@@ -11,33 +14,50 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime import aws
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, queue_url_from_env
 from runtime.connections import ConnectionStore, TouchStatus
-from runtime.handlers._common import connected_at_ms, response, user_id_of
-from runtime.messages import (
+from runtime.frames import (
     BadRequest,
-    ChatMessageAction,
-    ChatQueueMessage,
+    ChatMessage,
+    ChatQueueBody,
     ErrorCode,
-    ErrorFrame,
-    Frame,
-    PingAction,
+    Ping,
+    SystemAnswer,
     SystemEvent,
-    error_frame,
     parse_body,
-    system_frame,
 )
+from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.observability import Metric, bind_request, count, emits_metrics, logger
+
+if TYPE_CHECKING:
+    from runtime.messages import ErrorFrame
+
+    Answer = ErrorFrame | SystemAnswer
 
 STORE = ConnectionStore(StoreConfig.from_env())
 QUEUE_URL = queue_url_from_env()
+
+
+def _error_frame(
+    code: ErrorCode,
+    message: str,
+    *,
+    retryable: bool = False,
+    retry_after_ms: int | None = None,
+    request_id: str | None = None,
+) -> ErrorFrame:
+    """``runtime.messages.error_frame``, imported when the first error is answered."""
+    from runtime.messages import error_frame
+
+    return error_frame(
+        code, message, retryable=retryable, retry_after_ms=retry_after_ms, request_id=request_id
+    )
 
 
 def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
@@ -46,38 +66,37 @@ def _failed(exc: Exception, action: str, request_id: str | None) -> ErrorFrame:
     logger.exception(f"could not {action}")
     count(Metric.UNEXPECTED_FAILURES)
     if aws.is_transient(exc):
-        return error_frame(
+        return _error_frame(
             ErrorCode.SERVICE_UNAVAILABLE,
             f"could not {action}; send it again (a chat message with the same clientMessageId)",
             retryable=True,
             request_id=request_id,
         )
-    return error_frame(
+    return _error_frame(
         ErrorCode.INTERNAL_ERROR,
         f"could not {action}; sending it again would fail the same way",
         request_id=request_id,
     )
 
 
-def _touch(ws_event: APIGatewayWebSocketEvent, deadline: Deadline) -> ErrorFrame | None:
+def _touch(context: RequestContext, deadline: Deadline) -> ErrorFrame | None:
     """Slide the TTL and apply the rate limit; an error frame when the message must stop here."""
-    context = ws_event.request_context
     try:
         deadline.check()
         result = STORE.touch(
-            context.connection_id, connected_at_ms(ws_event, int(time.time() * 1000))
+            context.connection_id, connected_at_ms(context, int(time.time() * 1000))
         )
     except Exception as exc:
         return _failed(exc, "record activity on the connection", context.request_id)
     if result.status is TouchStatus.UNKNOWN:
-        return error_frame(
+        return _error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "this connection is not registered or has expired; reconnect",
             request_id=context.request_id,
         )
     if result.status is TouchStatus.RATE_LIMITED:
         count(Metric.MESSAGES_RATE_LIMITED)
-        return error_frame(
+        return _error_frame(
             ErrorCode.RATE_LIMITED,
             f"over {STORE.config.messages_per_minute} messages per minute on this connection; "
             f"retry after {result.retry_after_ms} ms",
@@ -108,13 +127,10 @@ def deduplication_id(
     return _scoped_id(user_id, conversation_id, client_message_id)
 
 
-def _queue(
-    ws_event: APIGatewayWebSocketEvent, chat: ChatMessageAction, user_id: str, deadline: Deadline
-) -> Frame:
-    context = ws_event.request_context
+def _queue(context: RequestContext, chat: ChatMessage, user_id: str, deadline: Deadline) -> Answer:
     message_id = context.message_id or context.request_id
     client_message_id = chat.client_message_id or message_id
-    body = ChatQueueMessage(
+    body = ChatQueueBody.of(
         connection_id=context.connection_id,
         user_id=user_id,
         conversation_id=chat.conversation_id,
@@ -127,7 +143,7 @@ def _queue(
         deadline.check()
         aws.sqs().send_message(
             QueueUrl=QUEUE_URL,
-            MessageBody=body.model_dump_json(by_alias=True),
+            MessageBody=body.to_json(),
             MessageGroupId=message_group_id(user_id, chat.conversation_id),
             MessageDeduplicationId=deduplication_id(
                 user_id, chat.conversation_id, chat.client_message_id, message_id
@@ -139,7 +155,7 @@ def _queue(
     count(Metric.MESSAGES_RECEIVED)
     logger.info("chat message queued", extra={"conversationId": chat.conversation_id})
     logger.debug("chat message content", extra={"content": chat.content})
-    return system_frame(
+    return SystemAnswer(
         SystemEvent.ACCEPTED,
         data={
             "clientMessageId": client_message_id,
@@ -149,37 +165,37 @@ def _queue(
     )
 
 
-def _handle(event: dict[str, Any], deadline: Deadline) -> Frame:
-    ws_event = APIGatewayWebSocketEvent(event)
-    request_id = ws_event.request_context.get("requestId")
+def _handle(event: dict[str, Any], deadline: Deadline) -> Answer:
+    context = RequestContext(event)
+    request_id = context.get("requestId")
     try:
         action = parse_body(event.get("body"))
     except BadRequest as exc:
-        return error_frame(exc.code, str(exc), request_id=request_id)
+        return _error_frame(exc.code, str(exc), request_id=request_id)
     user_id = user_id_of(event)
     if user_id is None:
-        return error_frame(
+        return _error_frame(
             ErrorCode.UNKNOWN_CONNECTION,
             "no identity on this connection; reconnect with a valid token",
             request_id=request_id,
         )
-    rejected = _touch(ws_event, deadline)
+    rejected = _touch(context, deadline)
     if rejected is not None:
-        if isinstance(action, ChatMessageAction):
+        if isinstance(action, ChatMessage):
             return rejected.model_copy(update={"client_message_id": action.client_message_id})
         return rejected
-    if isinstance(action, PingAction):
-        return system_frame(SystemEvent.PONG)
-    return _queue(ws_event, action, user_id, deadline)
+    if isinstance(action, Ping):
+        return SystemAnswer(SystemEvent.PONG)
+    return _queue(context, action, user_id, deadline)
 
 
-def _serialize(frame: Frame, request_id: str | None) -> str:
+def _serialize(frame: Answer, request_id: str | None) -> str:
     try:
         return frame.to_json()
     except Exception:
         logger.exception("could not serialize the answer frame")
         count(Metric.UNEXPECTED_FAILURES)
-        return error_frame(
+        return _error_frame(
             ErrorCode.INTERNAL_ERROR, "internal error", request_id=request_id
         ).to_json()
 
@@ -196,7 +212,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except Exception:
         logger.exception("unexpected error in the message handler")
         count(Metric.UNEXPECTED_FAILURES)
-        frame = error_frame(
+        frame = _error_frame(
             ErrorCode.INTERNAL_ERROR,
             "internal error",
             request_id=request_id if isinstance(request_id, str) else None,

@@ -110,6 +110,12 @@ def test_cost_lists_its_prices_and_adds_up(results: dict[str, Any]) -> None:
     assert cost["usd_per_million_chat_messages"] == pytest.approx(
         sum(cost["line_items_usd"].values()), abs=0.01
     )
+    # The handlers' measured write calls match the model's (else the run fails).
+    assert cost["dynamodb_write_units_per_event"] == {
+        "connect": 5,
+        "chat_message": 2,
+        "disconnect": 4,
+    }
 
 
 def test_check_ratios_rejects_a_ratio_that_is_not_a_number() -> None:

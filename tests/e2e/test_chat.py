@@ -14,6 +14,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from local.tokens import DevTokens
 from runtime.messages import ChatResponse, SystemFrame, TypingIndicator, parse_frame
+from runtime.posting import SignedTransport
 from runtime.sender import MessageSender
 from tests.support import wait_until
 
@@ -75,6 +76,24 @@ def test_full_chat(stack, store, access_log):
         ("MESSAGE", "chat_message", 200),
         ("DISCONNECT", "$disconnect", 200),
     ]
+
+
+def test_the_demo_responder_posts_on_the_lean_path(stack, store, monkeypatch):
+    """The responder answers the way production code does: ``MessageSender``'s default path."""
+    posted: list[str] = []
+    post = SignedTransport.post
+
+    def recorded(self: SignedTransport, connection_id: str, data: bytes) -> Any:
+        posted.append(connection_id)
+        return post(self, connection_id, data)
+
+    monkeypatch.setattr(SignedTransport, "post", recorded)
+    with connect(stack.connect_url("bob")) as ws:
+        [row] = store.list_for_user("bob")
+        ws.send(json.dumps({"action": "chat_message", "conversationId": "c", "content": "hi"}))
+        frames = _frames_until_typing_off(ws)
+    # Every frame but the route's `accepted` answer was posted, all to this connection.
+    assert posted == [row.connection_id] * (len(frames) - 1)
 
 
 def test_ping_and_unknown_actions_are_answered(stack):

@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -137,7 +139,13 @@ def test_serve_banner_json_access_log_and_ctrl_c(served):
     process, lines = served
     ready = _next_matching(lines, r"ready in ([0-9.]+) s")
     assert float(ready.group(1)) > 0
+    page_url = _next_matching(lines, r"Chat page\s+(\S+)").group(1)
     ws_url = _next_matching(lines, r"WebSocket URL\s+(\S+)").group(1)
+    # Issue 13 item 4: the chat page is at the root of local mode, and the banner says where.
+    assert page_url == f"http://{urlsplit(ws_url).netloc}/"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    with direct.open(page_url, timeout=10) as page:
+        assert page.headers.get_content_type() == "text/html"
     assert _next_matching(lines, r"Management endpoint\s+(\S+)").group(1) == ws_url.replace(
         "ws://", "http://"
     )

@@ -105,6 +105,7 @@ def test_demo_responder_streams_an_answer_quoting_the_question(monkeypatch):
         "userId": "alice",
         "conversationId": "conv",
         "content": "What is RAG?",
+        "clientMessageId": "c1",
         "messageId": "m1",
     }
     demo_responder(message, sender)  # type: ignore[arg-type]
@@ -114,4 +115,7 @@ def test_demo_responder_streams_an_answer_quoting_the_question(monkeypatch):
     assert "".join(call["chunks"]) == demo_answer("What is RAG?")
     assert call["user_id"] == "alice"
     assert call["redirect_gone_to_user"] is True  # the answer follows the user's reconnect
-    assert call["metadata"]["inReplyTo"] == "m1"
+    # inReplyTo names the question by its clientMessageId (what ChatClient.ask matches on),
+    # and only there: the metadata holds no second, different inReplyTo.
+    assert call["in_reply_to"] == "c1"
+    assert call["metadata"] == {"responder": "local-demo"}

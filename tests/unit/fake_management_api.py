@@ -12,6 +12,7 @@ SigV4 signature is checked with botocore's signer; a bad one gets 403 ``Forbidde
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
@@ -162,13 +163,18 @@ def _handler(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(api: FakeManagementApi) -> Iterator[FakeManagementApi]:
-    """Serve ``api`` on 127.0.0.1 and a free port; ``api.endpoint`` is its management endpoint."""
+def serve(api: FakeManagementApi, tls: ssl.SSLContext | None = None) -> Iterator[FakeManagementApi]:
+    """Serve ``api`` on 127.0.0.1 and a free port, over HTTPS with ``tls``; ``api.endpoint`` is
+    its management endpoint."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     server.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, name="fake-management-api")
     thread.start()
-    api.endpoint = f"http://127.0.0.1:{server.server_address[1]}/{STAGE}"
+    api.endpoint = f"{scheme}://127.0.0.1:{server.server_address[1]}/{STAGE}"
     try:
         yield api
     finally:

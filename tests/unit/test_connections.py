@@ -11,7 +11,13 @@ from botocore.awsrequest import AWSResponse
 
 from runtime import schema
 from runtime.config import StoreConfig
-from runtime.connections import ConnectionLimitReached, ConnectionStore, TouchStatus, expiry
+from runtime.connections import (
+    ConnectionLimitReached,
+    ConnectionStore,
+    GoneRow,
+    TouchStatus,
+    expiry,
+)
 from tests.conftest import MockedAws
 
 T0 = 1_800_000_000.0  # epoch seconds, on a window boundary (divisible by 60)
@@ -353,14 +359,14 @@ def test_remove_gone_keeps_a_connection_younger_than_the_integration_timeout(
     store = make_store(aws, clock, max_connections_per_user=2)
     store.add("young", "alice", int(T0 * 1000))
     clock.now = T0 + schema.INTEGRATION_TIMEOUT_SECONDS - 1
-    assert store.remove_gone("young") is False
+    assert store.remove_gone("young") is GoneRow.CONNECTING
     assert store.get("young") is not None
     assert user_slots(aws, "alice") == {"young"}
     clock.now = T0 + schema.INTEGRATION_TIMEOUT_SECONDS + 1
-    assert store.remove_gone("young") is True
+    assert store.remove_gone("young") is GoneRow.REMOVED
     assert raw_item(aws, "young") is None
     assert raw(aws, "USER#alice") is None  # its last connection gone, the user's item goes too
-    assert store.remove_gone("young") is False  # nothing left to remove
+    assert store.remove_gone("young") is GoneRow.ABSENT  # nothing left to remove
 
 
 def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
@@ -369,5 +375,5 @@ def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
     store.add("c1", "alice", int(T0 * 1000))
     # The row is replaced by a fresh one (the same id connecting again) before the 410 lands.
     store.add("c1", "alice", int(clock.now * 1000))
-    assert store.remove_gone("c1") is False
+    assert store.remove_gone("c1") is GoneRow.CONNECTING
     assert store.get("c1") is not None

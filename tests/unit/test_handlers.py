@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from local.events import now_ms
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.handlers import connect, disconnect, message
+from runtime.handlers._common import RequestContext
 from tests.conftest import MockedAws
 from tests.support import (
     CONNECTION_ID,
@@ -43,6 +45,53 @@ def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
     return sum(sum(v) if isinstance(v, list) else v for v in values)
+
+
+# --- reading the event ---------------------------------------------------------------------
+
+CAPTURED_EVENTS = (
+    "powertools/apiGatewayWebSocketApiConnect",
+    "powertools/apiGatewayWebSocketApiMessage",
+    "powertools/apiGatewayWebSocketApiDisconnect",
+    "aws-lambda-go/apigw-websocket-request-send-message",
+    "aws-lambda-go/apigw-websocket-request-disconnect",
+    "connect",
+    "chat_message",
+    "disconnect",
+)
+
+
+@pytest.mark.parametrize("name", CAPTURED_EVENTS)
+def test_the_request_context_reads_what_powertools_reads(name: str) -> None:
+    """The handlers read the event without Powertools' data classes (their package imports every
+    event class at cold start); on every capture each field reads as Powertools reads it."""
+    event = load_event(name)
+    ours = RequestContext(event)
+    theirs = APIGatewayWebSocketEvent(event).request_context
+    for field in (
+        "connection_id",
+        "request_id",
+        "message_id",
+        "disconnect_status_code",
+        "disconnect_reason",
+    ):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    for key in ("connectedAt", "requestTimeEpoch", "absent"):
+        assert ours.get(key) == theirs.get(key), key
+
+
+@pytest.mark.parametrize("field", ["connectionId", "requestId"])
+def test_a_request_context_without_a_required_id_raises_key_error_as_powertools_does(
+    field: str,
+) -> None:
+    event = load_event("chat_message")
+    del event["requestContext"][field]
+    attribute = {"connectionId": "connection_id", "requestId": "request_id"}[field]
+    for context in (RequestContext(event), APIGatewayWebSocketEvent(event).request_context):
+        with pytest.raises(KeyError, match=field):
+            getattr(context, attribute)
+    with pytest.raises(KeyError, match="requestContext"):
+        RequestContext({"body": "{}"})
 
 
 # --- $connect / $disconnect ---------------------------------------------------------------

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from runtime import schema
 from runtime.messages import (
     INBOUND_ADAPTER,
-    BadRequest,
     ChatMessageAction,
     ChatResponse,
     ErrorCode,
@@ -23,7 +22,6 @@ from runtime.messages import (
     TypingIndicator,
     chat_response,
     error_frame,
-    parse_body,
     parse_frame,
     system_frame,
     typing_indicator,
@@ -163,25 +161,3 @@ def test_unqueueable_content_is_refused_naming_the_character_and_where() -> None
             {"action": "chat_message", "conversationId": "c", "content": "ok \ufffe"}
         )
     assert "U+FFFE at index 3" in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("body", "code", "hint"),
-    [
-        ("", ErrorCode.BAD_REQUEST, "empty"),
-        ("{", ErrorCode.BAD_REQUEST, "not valid JSON"),
-        ("[]", ErrorCode.BAD_REQUEST, "JSON object"),
-        ('{"action":"dance"}', ErrorCode.UNKNOWN_ACTION, "chat_message, ping"),
-        ('{"action":"chat_message"}', ErrorCode.BAD_REQUEST, "conversationId"),
-    ],
-)
-def test_parse_body_names_what_is_wrong_with_an_inbound_frame(
-    body: str, code: ErrorCode, hint: str
-) -> None:
-    with pytest.raises(BadRequest, match=hint) as raised:
-        parse_body(body)
-    assert raised.value.code is code
-
-
-def test_parse_body_reads_the_action() -> None:
-    assert isinstance(parse_body('{"action":"ping"}'), PingAction)

@@ -835,3 +835,33 @@ def test_a_410_during_connect_keeps_the_row_and_the_redirect_tries_again(
     assert api.frames_to("new") == [json.loads(frame.to_json())]
     assert store.get("old") is None
     assert store.get("new") is not None
+    # Only the row removed counts as stale; the one kept while connecting is counted apart.
+    assert metric_total(Metric.STALE_CONNECTIONS_REMOVED) == 1
+    assert metric_total(Metric.GONE_WHILE_CONNECTING) == 1
+
+
+def test_a_broadcast_counts_a_connecting_target_as_kept_not_removed(
+    store: ConnectionStore, api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    store.add("gone", USER)
+    store.add("connecting", USER, int(NOW * 1000))
+    store.add("live", USER)
+    api.gone.update({"gone", "connecting"})
+    with make_sender() as sender:
+        result = sender.broadcast_to_user(USER, system_frame(SystemEvent.NOTICE))
+    assert result == BroadcastResult(sent=1, gone=2, failed=0)
+    assert store.get("gone") is None
+    assert store.get("connecting") is not None
+    assert metric_total(Metric.STALE_CONNECTIONS_REMOVED) == 1
+    assert metric_total(Metric.GONE_WHILE_CONNECTING) == 1
+
+
+def test_a_410_for_a_row_already_deleted_counts_as_neither(
+    store: ConnectionStore, api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    """``$disconnect`` deleted the row before the post's 410: nothing was removed here."""
+    api.gone.add("closed")
+    with make_sender() as sender:
+        assert sender.send_message("closed", system_frame(SystemEvent.NOTICE)) is False
+    assert metric_total(Metric.STALE_CONNECTIONS_REMOVED) == 0
+    assert metric_total(Metric.GONE_WHILE_CONNECTING) == 0

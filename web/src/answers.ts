@@ -10,6 +10,8 @@
 import type { ChatResponse } from "./protocol.js";
 
 export const DEFAULT_REMEMBERED_ANSWERS = 4096;
+/** Content (UTF-8 bytes) of the answers still streaming, in all: the Python client's 8 MiB. */
+export const DEFAULT_UNFINISHED_ANSWER_BYTES = 8 * 1024 * 1024;
 
 /** A complete answer: its chunks in `sequence` order, the `done` frame last. */
 export interface Answer {
@@ -35,25 +37,49 @@ interface Partial {
   chunks: Map<number, ChatResponse>;
   next: number;
   doneSequence: number | undefined;
+  size: number; // content bytes held
 }
 
 const DUPLICATE: ChunkOutcome = { duplicate: true, text: "", answer: undefined };
 
-/** Turns frames, in any order and with repeats, into whole answers; memory is bounded. */
+/**
+ * Turns frames, in any order and with repeats, into whole answers. Memory is bounded: at most
+ * `remember` finished answers are remembered (so late duplicates of them are still dropped), and
+ * unfinished ones are kept while they are at most `remember` and hold at most
+ * `maxUnfinishedBytes` of content (UTF-8) together. Beyond either, the oldest unfinished answer is
+ * given up: its later chunks are not duplicates (they still reach `frame` events) but are not kept.
+ */
 export class AnswerAssembler {
   readonly #partials = new Map<string, Partial>();
   readonly #finished = new Set<string>();
+  readonly #givenUp = new Set<string>();
+  readonly #maxUnfinishedBytes: number;
+  readonly #encoder = new TextEncoder();
+  #unfinishedBytes = 0;
 
-  constructor(readonly remember: number = DEFAULT_REMEMBERED_ANSWERS) {
+  constructor(
+    readonly remember: number = DEFAULT_REMEMBERED_ANSWERS,
+    { maxUnfinishedBytes = DEFAULT_UNFINISHED_ANSWER_BYTES }: { maxUnfinishedBytes?: number } = {},
+  ) {
     if (!(remember >= 1)) throw new RangeError(`remember must be at least 1, got ${remember}`);
+    if (!(maxUnfinishedBytes >= 1)) {
+      throw new RangeError(`maxUnfinishedBytes must be at least 1, got ${maxUnfinishedBytes}`);
+    }
+    this.#maxUnfinishedBytes = maxUnfinishedBytes;
+  }
+
+  /** Content bytes held for answers still streaming. */
+  get unfinishedBytes(): number {
+    return this.#unfinishedBytes;
   }
 
   add(frame: ChatResponse): ChunkOutcome {
     const key = JSON.stringify([frame.conversationId, frame.messageId]);
     if (this.#finished.has(key)) return DUPLICATE;
+    if (this.#givenUp.has(key)) return { duplicate: false, text: "", answer: undefined };
     let partial = this.#partials.get(key);
     if (partial === undefined) {
-      partial = { chunks: new Map(), next: 0, doneSequence: undefined };
+      partial = { chunks: new Map(), next: 0, doneSequence: undefined, size: 0 };
       this.#partials.set(key, partial);
     }
     if (
@@ -64,6 +90,9 @@ export class AnswerAssembler {
       return DUPLICATE;
     }
     partial.chunks.set(frame.sequence, frame);
+    const size = this.#encoder.encode(frame.content).byteLength;
+    partial.size += size;
+    this.#unfinishedBytes += size;
     if (frame.done) partial.doneSequence = frame.sequence;
     let text = "";
     for (let chunk = partial.chunks.get(partial.next); chunk; chunk = partial.chunks.get(partial.next)) {
@@ -71,10 +100,13 @@ export class AnswerAssembler {
       partial.next += 1;
     }
     if (partial.doneSequence === undefined || partial.next <= partial.doneSequence) {
-      forgetOldest(this.#partials, this.remember);
+      while (this.#partials.size > this.remember || this.#unfinishedBytes > this.#maxUnfinishedBytes) {
+        this.#giveUpOldest();
+      }
       return { duplicate: false, text, answer: undefined };
     }
     this.#partials.delete(key);
+    this.#unfinishedBytes -= partial.size;
     this.#finished.add(key);
     forgetOldest(this.#finished, this.remember);
     const chunks = [...partial.chunks.entries()].sort(([a], [b]) => a - b).map(([, c]) => c);
@@ -89,9 +121,19 @@ export class AnswerAssembler {
     };
     return { duplicate: false, text, answer };
   }
+
+  #giveUpOldest(): void {
+    const oldest = this.#partials.entries().next();
+    if (oldest.done) return;
+    const [key, partial] = oldest.value;
+    this.#partials.delete(key);
+    this.#unfinishedBytes -= partial.size;
+    this.#givenUp.add(key);
+    forgetOldest(this.#givenUp, this.remember);
+  }
 }
 
-function forgetOldest(items: Map<string, unknown> | Set<string>, limit: number): void {
+function forgetOldest(items: Set<string>, limit: number): void {
   while (items.size > limit) {
     const oldest = items.keys().next();
     if (oldest.done) return;

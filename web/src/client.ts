@@ -28,6 +28,7 @@ import {
   ChatClientError,
   ChatMessageTooLargeError,
   ClientClosedError,
+  ClientUsageError,
   ConnectError,
   InvalidMessageError,
   MessageNotAcceptedError,
@@ -108,6 +109,8 @@ const RETRY_WITHOUT_HINT_MS = 1000;
 const REMEMBERED_OUTCOMES = 4096;
 /** Answers no `ask` or `receiveAnswer` claimed, kept per conversation (the newest). */
 const ANSWER_BACKLOG = 64;
+// Conversations whose unclaimed answers are kept: the most recently answered, as in Python.
+const BACKLOG_CONVERSATIONS = 1024;
 const OPEN = 1;
 const ID = new RegExp(ID_PATTERN);
 const PING_TEXT = JSON.stringify({ action: "ping" });
@@ -308,20 +311,23 @@ export class ChatClient extends EventTarget {
   /**
    * Open the first connection, then keep one open until `close()`. Rejects with
    * `AuthenticationError` when the token is refused and `ConnectError` when the server cannot be
-   * reached (or `getToken` fails); the client can then be connected again.
+   * reached (or `getToken` fails); the client can then be connected again. A `close()` before the
+   * handshake completed makes it reject with `ClientClosedError`, keeping no connection.
    */
   async connect(url: string, getToken: TokenSource): Promise<void> {
     if (this.#started || this.#closing) {
-      throw new Error("connect() can be called once per ChatClient (while it is not connected)");
+      throw new ClientUsageError(
+        "connect() can be called once per ChatClient (while it is not connected)",
+      );
     }
     let parsed: URL;
     try {
       parsed = new URL(url);
     } catch {
-      throw new TypeError(`${url} is not a URL; expected wss://host/stage`);
+      throw new ClientUsageError(`${url} is not a URL; expected wss://host/stage`);
     }
     if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
-      throw new TypeError(`${url} must start with wss:// (or ws:// for local mode)`);
+      throw new ClientUsageError(`${url} must start with wss:// (or ws:// for local mode)`);
     }
     this.#started = true;
     this.#url = parsed;
@@ -330,10 +336,16 @@ export class ChatClient extends EventTarget {
     for (;;) {
       try {
         const ws = await this.#open();
+        if (this.#closing) {
+          // close() ran while the handshake was on its way: keep no connection (nor its pings).
+          ws.close(1000, "client closed");
+          throw new ClientClosedError("the client was closed while connecting");
+        }
         this.#emit("connected", { attempt: 0 });
         this.#serve(ws);
         return;
       } catch (error) {
+        if (error instanceof ClientClosedError) throw error;
         const refused = error instanceof OpenFailure && (await this.#refusedWhileReachable(error));
         refusals = refused ? refusals + 1 : 0;
         if (refused && refusals < this.options.authFailureAttempts && !this.#closing) {
@@ -670,7 +682,12 @@ export class ChatClient extends EventTarget {
     const unread = this.#inbox.get(answer.conversationId) ?? [];
     unread.push(answer);
     if (unread.length > ANSWER_BACKLOG) unread.shift();
+    this.#inbox.delete(answer.conversationId); // re-inserted last: the most recently answered
     this.#inbox.set(answer.conversationId, unread);
+    if (this.#inbox.size > BACKLOG_CONVERSATIONS) {
+      const oldest = this.#inbox.keys().next();
+      if (!oldest.done) this.#inbox.delete(oldest.value);
+    }
   }
 
   #onAccepted(frame: SystemFrame): void {
@@ -760,7 +777,7 @@ export class ChatClient extends EventTarget {
   #checkUsable(): void {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#closing) throw new ClientClosedError("the client is closed");
-    if (!this.#started) throw new Error("call connect() before sending");
+    if (!this.#started) throw new ClientUsageError("call connect() before sending");
   }
 
   /** Fail what is pending and every waiting `ask` / `receiveAnswer` with `error`. */

@@ -25,6 +25,14 @@ export class AuthenticationError extends ChatClientError {
   }
 }
 
+/**
+ * A call the client cannot serve: `connect()` twice, sending before `connect()`, or a URL that is
+ * not `ws://` or `wss://`. Nothing was sent.
+ */
+export class ClientUsageError extends ChatClientError {
+  override name = "ClientUsageError";
+}
+
 /** The first connection could not be opened (server unreachable, timeout, token provider). */
 export class ConnectError extends ChatClientError {
   override name = "ConnectError";

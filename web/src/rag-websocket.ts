@@ -22,6 +22,7 @@ export {
   ChatClientError,
   ChatMessageTooLargeError,
   ClientClosedError,
+  ClientUsageError,
   ConnectError,
   InvalidMessageError,
   MessageNotAcceptedError,

