@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-FIGURES_FILE = Path(__file__).resolve().parents[2] / ".build" / "reliability" / "figures.json"
+from tests.support import PROJECT_ROOT
+
+FIGURES_FILE = PROJECT_ROOT / ".build" / "reliability" / "figures.json"
 _lock = threading.Lock()
 recorded: dict[str, dict[str, Any]] = {}  # this session's, for the terminal summary
 
