@@ -44,6 +44,8 @@ from typing import Any
 from local.fidelity import patch_moto
 
 READY_LINE = "READY"
+# Serve moto patched like AWS but as it is otherwise: the reference the fast path is held to.
+PLAIN_FLAG = "--plain"
 # Requests moto answers at once: its work holds the GIL, so more threads add nothing but a long
 # poll (``WaitTimeSeconds``) holds one for its whole wait.
 MOTO_THREADS = 16
@@ -177,13 +179,14 @@ def _speed_up_moto() -> None:
     _walk_types_once()
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from waitress.server import create_server
 
     patch_moto()
-    _speed_up_moto()
+    if fast_path:
+        _speed_up_moto()
     # waitress warns of every queued request under load; the gateway's log is the one to read.
     logging.getLogger("waitress").setLevel(logging.ERROR)
     app = DomainDispatcherApplication(create_backend_app)
@@ -206,8 +209,14 @@ def serve(fd: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.moto_process")
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument(
+        PLAIN_FLAG,
+        dest="fast_path",
+        action="store_false",
+        help="without the speed-ups (patched like AWS all the same)",
+    )
     options = parser.parse_args(argv)
-    serve(options.fd)
+    serve(options.fd, fast_path=options.fast_path)
     return 0
 
 
