@@ -23,7 +23,9 @@ of which changes what it answers:
   ping is one conditional ``UpdateItem``): here each expression string is parsed once, and
   the clause count that depends on its text alone (one SET, one REMOVE...) checked once;
 - its update validator walks the AST ten times, and at every node of every walk rebuilds the
-  tuple of node types the walk handles: here each walk's types are built once.
+  tuple of node types the walk handles: here what a walk asks of a node's type is answered
+  once per type, and the two walks that read nothing but the expression and its names are
+  skipped when the same expression and names passed them before.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
 from functools import lru_cache
@@ -91,6 +94,12 @@ def _parse_each_expression_once() -> None:
 _ACTIONS_COUNTED = "_local_actions_counted"
 # Set on a cached update AST: its pickle, taken before this attribute was set.
 _PICKLED = "_local_pickled"
+# Set on a copy of a cached update AST: that AST, whose checks passed are kept on it.
+_ORIGIN = "_local_origin"
+# Set on a cached update AST: the name-dependent checks it passed, keyed by what they read.
+_PASSED = "_local_passed"
+# Name-dependent checks kept per expression: a touch's names change once a rate window.
+PASSED_CHECKS_PER_EXPRESSION = 256
 
 
 def _count_actions_once(parser: Any) -> None:
@@ -134,27 +143,114 @@ def _count_actions_once(parser: Any) -> None:
 
     def copy_node(node: Any, memo: dict[int, Any] | None = None) -> Any:
         pickled = getattr(node, _PICKLED, None)
-        return deepcopy(node, memo) if pickled is None else pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+        if pickled is None:
+            return deepcopy(node, memo)
+        copy = pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+        setattr(copy, _ORIGIN, node)
+        return copy
 
     # The name validators.py imported from ``copy``, rebound where it looks it up.
     setattr(validators, "deepcopy", copy_node)  # noqa: B010
 
 
-def _walk_types_once() -> None:
-    """``DepthFirstTraverser.nodes_to_be_processed``, which moto documents as a "cached
-    accessor" but rebuilds from ``_processing_map()`` (a dict of bound methods) on every call:
-    each walker class maps fixed node classes, so their tuple is kept per class."""
-    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+def _check_names_once_per_expression() -> None:
+    """Skip the validator's walks that only read the AST and the request's names, once they
+    passed for the same expression string and names.
 
-    types_of: dict[type, tuple[type, ...]] = {}
+    ``OverlappingPathsValidator`` (refuses two actions on one path) runs ``find_clauses`` over
+    the subtree at every node of the update AST, and ``UpdateHashRangeKeyValidator`` refuses
+    an update of a key attribute: both return the tree untouched and depend on nothing but
+    its text, the ``ExpressionAttributeNames`` and the table's key names. A walk that raises
+    is not remembered, so a request that fails them fails the same way, every time.
+    """
+    from moto.dynamodb.parsing.validators import (
+        OverlappingPathsValidator,
+        UpdateHashRangeKeyValidator,
+    )
 
-    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
-        types = types_of.get(type(self))
-        if types is None:
-            types = types_of[type(self)] = tuple(self._processing_map())
-        return types
+    def remembered(walker: type, inputs: Callable[[Any], tuple[Any, ...]]) -> None:
+        walk = walker.traverse  # type: ignore[attr-defined]
 
-    setattr(DepthFirstTraverser, "nodes_to_be_processed", nodes_to_be_processed)  # noqa: B010
+        def traverse(self: Any, node: Any) -> Any:
+            origin = getattr(node, _ORIGIN, None)
+            if origin is None:
+                return walk(self, node)
+            passed: set[Any] = origin.__dict__.setdefault(_PASSED, set())
+            try:
+                key = (walker, *inputs(self))
+                if key in passed:
+                    return node
+            except TypeError:  # a name that is not a string: nothing to remember it by
+                return walk(self, node)
+            result = walk(self, node)
+            if len(passed) >= PASSED_CHECKS_PER_EXPRESSION:
+                passed.clear()
+            passed.add(key)
+            return result
+
+        setattr(walker, "traverse", traverse)  # noqa: B010
+
+    def names(self: Any) -> tuple[Any, ...]:
+        mapping = self.expression_attribute_names
+        return (None,) if mapping is None else tuple(mapping.items())
+
+    remembered(OverlappingPathsValidator, names)
+    remembered(
+        UpdateHashRangeKeyValidator,
+        lambda self: (tuple(self.table_key_attributes), *names(self)),
+    )
+
+
+def _walk_faster() -> None:
+    """``DepthFirstTraverser.traverse_node_recursively`` with what it asks of each node's type
+    answered once per type.
+
+    moto's validator walks a request's update AST seven times (a touch's has about 90 nodes),
+    and at every node asks ``isinstance(node, Node)`` (an ``abc`` check) and whether the walk
+    processes that node's type, rebuilding that tuple of types from ``_processing_map()``, a
+    dict of bound methods, each time: answers that depend only on the node's and the walk's
+    classes, so they are kept per class. The walk itself is moto's, step for step: children
+    depth first, left to right, the ``pre_processing_of_child`` hook before each (skipped
+    where a walk keeps the base class's, which does nothing), a processed node put back into
+    its parent's children at the same index.
+    """
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
+
+    no_hook = DepthFirstTraverser.pre_processing_of_child
+    is_node: dict[type, bool] = {}
+    # Per walk class: whether it has a pre-processing hook, and per node type whether it
+    # processes that type.
+    walks: dict[type, tuple[bool, dict[type, bool]]] = {}
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        kind = type(node)
+        node_kind = is_node.get(kind)
+        if node_kind is None:
+            node_kind = is_node[kind] = isinstance(node, Node)
+        if not node_kind:
+            return node
+        walk = walks.get(type(self))
+        if walk is None:
+            walk = walks[type(self)] = (type(self).pre_processing_of_child is not no_hook, {})
+        has_hook, processes = walk
+        parent_node = node.parent
+        children = node.children
+        if children is not None:
+            for i, child_node in enumerate(children):
+                if has_hook:
+                    self.pre_processing_of_child(node, i)
+                traverse_node_recursively(self, child_node, i)
+        processed = processes.get(kind)
+        if processed is None:
+            processed = processes[kind] = isinstance(node, tuple(self._processing_map()))
+        if processed:
+            node = self.process(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
 
 
 def _speed_up_moto() -> None:
@@ -176,7 +272,8 @@ def _speed_up_moto() -> None:
     setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
     setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
     _parse_each_expression_once()
-    _walk_types_once()
+    _check_names_once_per_expression()
+    _walk_faster()
 
 
 def serve(fd: int, *, fast_path: bool = True) -> None:
