@@ -253,3 +253,58 @@ def test_update_expressions_and_their_errors_answer_alike(
     for _ in range(2):  # once parsed, once from the caches
         _update(pair, expression, **extra)
     pair.assert_same_items()
+
+
+def test_projections_answer_alike(pair: Pair) -> None:
+    """Queries on userId-index (projected by the index, then by a ProjectionExpression), and
+    projections of strings and numbers (numbers as moto rewrites them: ``1e2`` as ``1E+2``),
+    names absent, nested paths, list elements, sets, maps, binary and NULL,
+    which the fast path leaves to moto."""
+    user = "projection-user"
+    for n in range(5):
+        pair.ok("PutItem", Item=_row(f"projection-{n}", user, ttl=2_000_000_000 + n))
+    odd = {
+        **_row("projection-odd", user),
+        "n": {"N": "1e2"},
+        "zero": {"N": "-0.00"},
+        "tags": {"SS": ["b", "a", "c"]},
+        "m": {"M": {"a": {"N": "01"}, "b": {"NULL": True}}},
+        "l": {"L": [{"S": "x"}, {"B": "AAE="}]},
+        "nothing": {"NULL": True},
+    }
+    plain = {**_row("projection-plain", user), "n": {"N": "1e2"}, "zero": {"N": "-0.00"}}
+    pair.ok("PutItem", Item=odd)
+    pair.ok("PutItem", Item=plain)
+    index_query: dict[str, Any] = {
+        "IndexName": schema.USER_INDEX_NAME,
+        "KeyConditionExpression": "#uid = :uid",
+        "ExpressionAttributeNames": {"#uid": schema.USER_INDEX_HASH_KEY},
+        "ExpressionAttributeValues": {":uid": {"S": user}},
+    }
+    assert len(pair.ok("Query", **index_query)["Items"]) == 7
+    names = {
+        "#uid": schema.USER_INDEX_HASH_KEY,
+        "#cid": schema.ATTR_CONNECTION_ID,
+        "#ttl": schema.TTL_ATTRIBUTE,
+    }
+    for projection in ["#cid", "#ttl, #cid", "absent", "#cid, PK"]:
+        used = {name: value for name, value in names.items() if name in f"#uid {projection}"}
+        pair.ok(
+            "Query",
+            **{**index_query, "ProjectionExpression": projection, "ExpressionAttributeNames": used},
+        )
+    pair.ok("Query", **index_query, Select="COUNT")
+    for key in (_key("projection-odd"), _key("projection-plain")):
+        for projection in ["n, zero, PK", "tags", "m.a, l[1]", "m", "nothing, n", "l[0]"]:
+            pair.ok("GetItem", Key=key, ProjectionExpression=projection)
+    pair.ok(
+        "BatchGetItem",
+        RequestItems={
+            pair.table: {
+                "Keys": [_key("projection-odd"), _key("projection-plain"), _key("projection-0")],
+                "ProjectionExpression": "n, zero, connectionId",
+            }
+        },
+    )
+    pair.ok("Scan", ProjectionExpression="connectionId, n, tags")
+    pair.assert_same_items()
