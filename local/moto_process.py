@@ -322,8 +322,7 @@ def _list_handler_methods_once() -> None:
     on every request (a tenth of a millisecond over some 200 members); the classes are not
     changed once serving, so each class's list is read once."""
     import moto.core.responses
-
-    method_names_from_class = moto.core.responses.method_names_from_class
+    from moto.core.utils import method_names_from_class
     names: dict[type, list[str]] = {}
 
     def method_names(clazz: type) -> list[str]:
