@@ -24,8 +24,9 @@ of which changes what it answers:
   the clause count that depends on its text alone (one SET, one REMOVE...) checked once;
 - its update validator walks the AST ten times, and at every node of every walk rebuilds the
   tuple of node types the walk handles: here what a walk asks of a node's type is answered
-  once per type, and the two walks that read nothing but the expression and its names are
-  skipped when the same expression and names passed them before;
+  once per type (and so when ``find_clauses`` descends), and the two walks that read nothing
+  but the expression and its names are skipped when the same expression and names passed
+  them before;
 - it projects an item (twice per item of a ``Query`` on ``userId-index``) through plain
   Python and back, every attribute, and re-checks the size at each: here the names asked for
   are picked directly when the values are strings and numbers;
@@ -256,6 +257,37 @@ def _walk_faster() -> None:
         return node
 
     setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
+    _find_clauses_by_type()
+
+
+def _find_clauses_by_type() -> None:
+    """``Node.find_clauses``, which the executor and ``normalize`` run over the whole update
+    AST, asking two ``abc`` ``isinstance`` questions of each child: whether to descend into a
+    child depends on its class alone, so it is answered once per class. Same clauses, same
+    order."""
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        Expression,
+        Node,
+        UpdateExpressionFunction,
+    )
+
+    descends: dict[type, bool] = {}
+
+    def find_clauses(self: Any, clause_types: Any) -> list[Any]:
+        clauses: list[Any] = []
+        for child in self.children or []:
+            kind = type(child)
+            if kind in clause_types:
+                clauses.append(child)
+                continue
+            descend = descends.get(kind)
+            if descend is None:
+                descend = descends[kind] = isinstance(child, (Expression, UpdateExpressionFunction))
+            if descend:
+                clauses.extend(child.find_clauses(clause_types))
+        return clauses
+
+    setattr(Node, "find_clauses", find_clauses)  # noqa: B010
 
 
 def _project_top_level_names_directly() -> None:
@@ -323,6 +355,7 @@ def _list_handler_methods_once() -> None:
     changed once serving, so each class's list is read once."""
     import moto.core.responses
     from moto.core.utils import method_names_from_class
+
     names: dict[type, list[str]] = {}
 
     def method_names(clazz: type) -> list[str]:
