@@ -30,6 +30,7 @@ of which changes what it answers:
 - it projects an item (twice per item of a ``Query`` on ``userId-index``) through plain
   Python and back, every attribute, and re-checks the size at each: here the names asked for
   are picked directly when the values are strings and numbers;
+- it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
 - it lists its handler class's methods (``inspect.getmembers``) on every request to find the
   action's: here each class's list is read once.
 """
@@ -349,6 +350,47 @@ def _project_top_level_names_directly() -> None:
     setattr(Item, "project", project_names)  # noqa: B010
 
 
+def _parse_each_condition_once_per_request() -> None:
+    """Parse a request's ``ConditionExpression`` once where moto parses it twice.
+
+    moto's ``UpdateItem`` (and ``PutItem``, ``DeleteItem``) parses the condition in its
+    handler, only to learn which names and values it uses, and parses it again in its
+    backend, with the very same expression, names and values objects, to evaluate it. The
+    second parse in a thread is given the first's result when all three are the same
+    objects: the parse reads nothing else, and its tree is only evaluated, never changed.
+    The result is given once; any other parse runs as before.
+    """
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    parse = ConditionExpressionParser.parse
+    last = threading.local()
+
+    def parse_once(self: Any) -> Any:
+        previous = getattr(last, "parse", None)
+        last.parse = None
+        if (
+            previous is not None
+            and previous[0] == self.condition_expression
+            and previous[1] is self.expression_attribute_names
+            and previous[2] is self.expression_attribute_values
+        ):
+            self.expr_attr_names_found.extend(previous[4])
+            self.expr_attr_values_found.extend(previous[5])
+            return previous[3]
+        result = parse(self)
+        last.parse = (
+            self.condition_expression,
+            self.expression_attribute_names,
+            self.expression_attribute_values,
+            result,
+            tuple(self.expr_attr_names_found),
+            tuple(self.expr_attr_values_found),
+        )
+        return result
+
+    setattr(ConditionExpressionParser, "parse", parse_once)  # noqa: B010
+
+
 def _list_handler_methods_once() -> None:
     """moto looks an action up among its handler class's methods with ``inspect.getmembers``
     on every request (a tenth of a millisecond over some 200 members); the classes are not
@@ -391,6 +433,7 @@ def _speed_up_moto() -> None:
     _walk_faster()
     _project_top_level_names_directly()
     _list_handler_methods_once()
+    _parse_each_condition_once_per_request()
 
 
 def serve(fd: int, *, fast_path: bool = True) -> None:

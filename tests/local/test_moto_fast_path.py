@@ -243,6 +243,9 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
             },
         ),
         ("SET PK = :v", {}),
+        ("SET n = :v", {"ConditionExpression": "#missing = :v"}),
+        ("SET n = :v", {"ConditionExpression": "attribute_exists(PK) AND PK = :v"}),
+        ("SET n = :v", {"ConditionExpression": "attribute_exists(PK)"}),
         ("SET e = :e", {"ExpressionAttributeValues": {":e": {"S": ""}}}),
     ],
 )
