@@ -328,7 +328,7 @@ def _project_top_level_names_directly() -> None:
             names.append(path[0])
         plain: dict[str, Any] = {}
         for key, attribute in self.attrs.items():
-            if attribute.type == "S":
+            if attribute.type == "S" and type(attribute.value) is str:
                 plain[key] = attribute.value
             elif attribute.type == "N":
                 plain[key] = deserialize({"N": attribute.value})
@@ -341,9 +341,16 @@ def _project_top_level_names_directly() -> None:
         size = 0
         for name in names:
             if name in plain and name not in attrs:
-                value = DynamoType(dict(serialize(plain[name])))
+                scalar = plain[name]
+                if type(scalar) is str:
+                    # What serialize() and DynamoType() make of a string, and its size().
+                    value = DynamoType.__new__(DynamoType)
+                    value.type, value.value = "S", scalar
+                    size += bytesize(name) + bytesize(scalar)
+                else:
+                    value = DynamoType(dict(serialize(scalar)))
+                    size += bytesize(name) + value.size()
                 dict.__setitem__(attrs, name, value)
-                size += bytesize(name) + value.size()
         if size > size_limit:
             raise ItemSizeTooLarge
         result.attrs = attrs
