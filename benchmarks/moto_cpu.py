@@ -10,7 +10,9 @@ each call's cost is the process's CPU time (user + system, all threads, from
 
 - ``touch``: the conditional ``UpdateItem`` every message sends (``ConnectionStore.touch``);
 - ``query_1000``: ``connection_ids_for_user`` of a user with 1000 connections, the ``Query``
-  on ``userId-index`` ``broadcast_to_user`` sends, in a table holding another 1000 rows.
+  on ``userId-index`` ``broadcast_to_user`` sends, in a table holding another 1000 rows;
+- ``connect``: ``ConnectionStore.add`` as ``$connect`` sends it (a ``TransactWriteItems`` of
+  the row and the user's item, under the per-user limit) into that table of 2000+ rows.
 
 Wall-clock times are not reported: other work on the machine moves them, not the CPU counts.
 """
@@ -55,6 +57,10 @@ class Moto:
             StoreConfig(table_name=resources.table_name, max_connections_per_user=0),
             client=resources.dynamodb(),
         )
+        self.limited_store = ConnectionStore(
+            StoreConfig(table_name=resources.table_name), client=resources.dynamodb()
+        )
+        self.connects = 0
         self.connections = [self.store.add(f"c{n}", USER) for n in range(FAN_OUT)]
         for n in range(OTHER_USERS):
             self.store.add(f"o{n}", f"other-{n}")
@@ -82,12 +88,16 @@ def _operations(moto: Moto) -> dict[str, Callable[[int], Any]]:
     def query(_: int) -> None:
         store.connection_ids_for_user(USER)
 
-    return {"touch": touch, "query_1000": query}
+    def connect(_: int) -> None:
+        moto.connects += 1
+        moto.limited_store.add(f"new-{moto.connects}", f"new-user-{moto.connects}")
+
+    return {"touch": touch, "query_1000": query, "connect": connect}
 
 
-def measure(rounds: int, touches: int, queries: int) -> dict[str, Any]:
+def measure(rounds: int, touches: int, queries: int, connects: int) -> dict[str, Any]:
     """Median CPU ms per call of each operation, plain moto and fast path, and their ratio."""
-    calls = {"touch": touches, "query_1000": queries}
+    calls = {"touch": touches, "query_1000": queries, "connect": connects}
     motos = [Moto(fast_path=False), Moto(fast_path=True)]
     samples: dict[str, dict[str, list[float]]] = {
         op: {moto.name: [] for moto in motos} for op in calls
@@ -119,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--touches", type=int, default=500, help="touches per round")
     parser.add_argument("--queries", type=int, default=5, help="1000-item queries per round")
+    parser.add_argument("--connects", type=int, default=20, help="connects per round")
     options = parser.parse_args(argv)
     began = time.monotonic()
-    results = measure(options.rounds, options.touches, options.queries)
+    results = measure(options.rounds, options.touches, options.queries, options.connects)
     print(json.dumps(results, indent=2))
     print(f"({time.monotonic() - began:.0f} s)", file=sys.stderr)
     return 0
