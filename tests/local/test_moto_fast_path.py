@@ -311,3 +311,66 @@ def test_projections_answer_alike(pair: Pair) -> None:
     )
     pair.ok("Scan", ProjectionExpression="connectionId, n, tags")
     pair.assert_same_items()
+
+
+def test_cancelled_transactions_leave_every_item_as_it_was(pair: Pair) -> None:
+    """The fast path keeps the table's item containers and a copy of each updated item to
+    undo a transaction, where moto deep-copies the table: a put, an in-place update (ADD to a
+    set), a delete and an update creating an item, cancelled by a failed condition or by an
+    invalid update after some ran, must all be undone alike; a transaction that succeeds
+    keeps them."""
+    pair.ok("PutItem", Item={**_row("tx-kept", "tx-user"), "ids": {"SS": ["a"]}})
+    pair.ok("PutItem", Item=_row("tx-deleted", "tx-user"))
+    pair.ok("PutItem", Item=_row("tx-checked", "tx-user"))
+    table = pair.table
+
+    def operations(last: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"Put": {"TableName": table, "Item": _row("tx-new", "tx-user")}},
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": _key("tx-kept"),
+                    "UpdateExpression": "ADD ids :b SET n = :one",
+                    "ExpressionAttributeValues": {":b": {"SS": ["b"]}, ":one": {"N": "1"}},
+                }
+            },
+            {"Delete": {"TableName": table, "Key": _key("tx-deleted")}},
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": _key("tx-created"),
+                    "UpdateExpression": "SET n = :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            },
+            last,
+        ]
+
+    failing_condition = {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": _key("tx-checked"),
+            "ConditionExpression": "attribute_not_exists(PK)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+    invalid_update = {
+        "Update": {
+            "TableName": table,
+            "Key": _key("tx-other"),
+            "UpdateExpression": "SET n = :missing",
+        }
+    }
+    for last in (failing_condition, invalid_update):
+        status, answer = pair.call("TransactWriteItems", TransactItems=operations(last))
+        assert status == 400, answer
+        pair.assert_same_items()
+        assert not pair.ok("GetItem", Key=_key("tx-new")).get("Item")
+        assert pair.ok("GetItem", Key=_key("tx-kept"))["Item"]["ids"] == {"SS": ["a"]}
+    succeeding = {"ConditionCheck": {**failing_condition["ConditionCheck"]}}
+    succeeding["ConditionCheck"]["ConditionExpression"] = "attribute_exists(PK)"
+    pair.ok("TransactWriteItems", TransactItems=operations(succeeding))
+    assert pair.ok("GetItem", Key=_key("tx-new"))["Item"]
+    assert not pair.ok("GetItem", Key=_key("tx-deleted")).get("Item")
+    pair.assert_same_items()
