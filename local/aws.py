@@ -22,7 +22,7 @@ import boto3
 from botocore.config import Config
 
 from local.gateway.models import LOCAL_REGION
-from local.moto_process import READY_LINE
+from local.moto_process import PLAIN_FLAG, READY_LINE
 from runtime import schema
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class EmbeddedAws:
     """Starts moto in its own process and creates the table and queues; ``stop()`` ends it.
 
     Each start is a new process, so it begins empty, and several can run side by side.
+    ``fast_path=False`` serves moto patched like AWS but without ``local.moto_process``'s
+    speed-ups: the tests compare its answers with the fast path's, the benchmarks its CPU.
     """
 
     def __init__(
@@ -117,6 +119,8 @@ class EmbeddedAws:
         table_name: str = LOCAL_TABLE_NAME,
         queue_name: str = LOCAL_QUEUE_NAME,
         dead_letter_queue_name: str = LOCAL_DEAD_LETTER_QUEUE_NAME,
+        *,
+        fast_path: bool = True,
     ) -> None:
         self._host = host
         self._port = port
@@ -124,6 +128,7 @@ class EmbeddedAws:
         self._table_name = table_name
         self._queue_name = queue_name
         self._dead_letter_queue_name = dead_letter_queue_name
+        self._fast_path = fast_path
         self._process: subprocess.Popen[str] | None = None
         self.resources: AwsResources | None = None
 
@@ -145,6 +150,8 @@ class EmbeddedAws:
                 filter(None, [str(PROJECT_ROOT), environment.get("PYTHONPATH")])
             )
             command = [sys.executable, "-m", "local.moto_process", "--fd", str(sock.fileno())]
+            if not self._fast_path:
+                command.append(PLAIN_FLAG)
             self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
                 command,
                 pass_fds=[sock.fileno()],
@@ -204,6 +211,11 @@ class EmbeddedAws:
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         arn: str = attributes["Attributes"]["QueueArn"]
         return arn
+
+    @property
+    def pid(self) -> int | None:
+        """moto's process, while it runs (the benchmarks read its CPU time)."""
+        return None if self._process is None else self._process.pid
 
     def stop(self) -> None:
         """Close moto's stdin (it stops serving and exits); kill it if it does not."""

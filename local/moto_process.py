@@ -23,7 +23,24 @@ of which changes what it answers:
   ping is one conditional ``UpdateItem``): here each expression string is parsed once, and
   the clause count that depends on its text alone (one SET, one REMOVE...) checked once;
 - its update validator walks the AST ten times, and at every node of every walk rebuilds the
-  tuple of node types the walk handles: here each walk's types are built once.
+  tuple of node types the walk handles: here what a walk asks of a node's type is answered
+  once per type (and so when ``find_clauses`` descends), and the two walks that read nothing
+  but the expression and its names are skipped when the same expression and names passed
+  them before;
+- it projects an item (twice per item of a ``Query`` on ``userId-index``) through plain
+  Python and back, every attribute, and re-checks the size at each: here the names asked for
+  are picked directly when the values are strings and numbers;
+- its answer serializer searches the model's ten members of every ``AttributeValue`` for the
+  one present: here a string or a number is written directly;
+- it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
+- a ``TransactWriteItems`` deep-copies each table it writes once per item, to undo it: here
+  the copy holds the table's item containers, and a deep copy of each item it updates;
+- it lists its handler class's methods (``inspect.getmembers``) on every request to find the
+  action's: here each class's list is read once.
+
+``tests/local/test_moto_fast_path.py`` holds each of these to moto's answers: the runtime's own
+calls and the errors around them go to plain moto (``--plain``) and to this one, and must
+get the same bytes back. ``python -m benchmarks.moto_cpu`` measures the CPU per call of both.
 """
 
 from __future__ import annotations
@@ -36,6 +53,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
 from functools import lru_cache
@@ -44,6 +62,8 @@ from typing import Any
 from local.fidelity import patch_moto
 
 READY_LINE = "READY"
+# Serve moto patched like AWS but as it is otherwise: the reference the fast path is held to.
+PLAIN_FLAG = "--plain"
 # Requests moto answers at once: its work holds the GIL, so more threads add nothing but a long
 # poll (``WaitTimeSeconds``) holds one for its whole wait.
 MOTO_THREADS = 16
@@ -89,6 +109,12 @@ def _parse_each_expression_once() -> None:
 _ACTIONS_COUNTED = "_local_actions_counted"
 # Set on a cached update AST: its pickle, taken before this attribute was set.
 _PICKLED = "_local_pickled"
+# Set on a copy of a cached update AST: that AST, whose checks passed are kept on it.
+_ORIGIN = "_local_origin"
+# Set on a cached update AST: the name-dependent checks it passed, keyed by what they read.
+_PASSED = "_local_passed"
+# Name-dependent checks kept per expression: a touch's names change once a rate window.
+PASSED_CHECKS_PER_EXPRESSION = 256
 
 
 def _count_actions_once(parser: Any) -> None:
@@ -132,27 +158,398 @@ def _count_actions_once(parser: Any) -> None:
 
     def copy_node(node: Any, memo: dict[int, Any] | None = None) -> Any:
         pickled = getattr(node, _PICKLED, None)
-        return deepcopy(node, memo) if pickled is None else pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+        if pickled is None:
+            return deepcopy(node, memo)
+        copy = pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+        setattr(copy, _ORIGIN, node)
+        return copy
 
     # The name validators.py imported from ``copy``, rebound where it looks it up.
     setattr(validators, "deepcopy", copy_node)  # noqa: B010
 
 
-def _walk_types_once() -> None:
-    """``DepthFirstTraverser.nodes_to_be_processed``, which moto documents as a "cached
-    accessor" but rebuilds from ``_processing_map()`` (a dict of bound methods) on every call:
-    each walker class maps fixed node classes, so their tuple is kept per class."""
-    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+def _check_names_once_per_expression() -> None:
+    """Skip the validator's walks that only read the AST and the request's names, once they
+    passed for the same expression string and names.
 
-    types_of: dict[type, tuple[type, ...]] = {}
+    ``OverlappingPathsValidator`` (refuses two actions on one path) runs ``find_clauses`` over
+    the subtree at every node of the update AST, and ``UpdateHashRangeKeyValidator`` refuses
+    an update of a key attribute: both return the tree untouched and depend on nothing but
+    its text, the ``ExpressionAttributeNames`` and the table's key names. A walk that raises
+    is not remembered, so a request that fails them fails the same way, every time.
+    """
+    from moto.dynamodb.parsing.validators import (
+        OverlappingPathsValidator,
+        UpdateHashRangeKeyValidator,
+    )
 
-    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
-        types = types_of.get(type(self))
-        if types is None:
-            types = types_of[type(self)] = tuple(self._processing_map())
-        return types
+    def remembered(walker: type, inputs: Callable[[Any], tuple[Any, ...]]) -> None:
+        walk = walker.traverse  # type: ignore[attr-defined]
 
-    setattr(DepthFirstTraverser, "nodes_to_be_processed", nodes_to_be_processed)  # noqa: B010
+        def traverse(self: Any, node: Any) -> Any:
+            origin = getattr(node, _ORIGIN, None)
+            if origin is None:
+                return walk(self, node)
+            passed: set[Any] = origin.__dict__.setdefault(_PASSED, set())
+            try:
+                key = (walker, *inputs(self))
+                if key in passed:
+                    return node
+            except TypeError:  # a name that is not a string: nothing to remember it by
+                return walk(self, node)
+            result = walk(self, node)
+            if len(passed) >= PASSED_CHECKS_PER_EXPRESSION:
+                passed.clear()
+            passed.add(key)
+            return result
+
+        setattr(walker, "traverse", traverse)  # noqa: B010
+
+    def names(self: Any) -> tuple[Any, ...]:
+        mapping = self.expression_attribute_names
+        return (None,) if mapping is None else tuple(mapping.items())
+
+    remembered(OverlappingPathsValidator, names)
+    remembered(
+        UpdateHashRangeKeyValidator,
+        lambda self: (tuple(self.table_key_attributes), *names(self)),
+    )
+
+
+def _walk_faster() -> None:
+    """``DepthFirstTraverser.traverse_node_recursively`` with what it asks of each node's type
+    answered once per type.
+
+    moto's validator walks a request's update AST seven times (a touch's has about 90 nodes),
+    and at every node asks ``isinstance(node, Node)`` (an ``abc`` check) and whether the walk
+    processes that node's type, rebuilding that tuple of types from ``_processing_map()``, a
+    dict of bound methods, each time: answers that depend only on the node's and the walk's
+    classes, so they are kept per class. The walk itself is moto's, step for step: children
+    depth first, left to right, the ``pre_processing_of_child`` hook before each (skipped
+    where a walk keeps the base class's, which does nothing), a processed node put back into
+    its parent's children at the same index.
+    """
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
+
+    no_hook = DepthFirstTraverser.pre_processing_of_child
+    is_node: dict[type, bool] = {}
+    # Per walk class: whether it has a pre-processing hook, and per node type whether it
+    # processes that type.
+    walks: dict[type, tuple[bool, dict[type, bool]]] = {}
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        kind = type(node)
+        node_kind = is_node.get(kind)
+        if node_kind is None:
+            node_kind = is_node[kind] = isinstance(node, Node)
+        if not node_kind:
+            return node
+        walk = walks.get(type(self))
+        if walk is None:
+            walk = walks[type(self)] = (type(self).pre_processing_of_child is not no_hook, {})
+        has_hook, processes = walk
+        parent_node = node.parent
+        children = node.children
+        if children is not None:
+            for i, child_node in enumerate(children):
+                if has_hook:
+                    self.pre_processing_of_child(node, i)
+                traverse_node_recursively(self, child_node, i)
+        processed = processes.get(kind)
+        if processed is None:
+            processed = processes[kind] = isinstance(node, tuple(self._processing_map()))
+        if processed:
+            node = self.process(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
+    _find_clauses_by_type()
+
+
+def _find_clauses_by_type() -> None:
+    """``Node.find_clauses``, which the executor and ``normalize`` run over the whole update
+    AST, asking two ``abc`` ``isinstance`` questions of each child: whether to descend into a
+    child depends on its class alone, so it is answered once per class. Same clauses, same
+    order."""
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        Expression,
+        Node,
+        UpdateExpressionFunction,
+    )
+
+    descends: dict[type, bool] = {}
+
+    def find_clauses(self: Any, clause_types: Any) -> list[Any]:
+        clauses: list[Any] = []
+        for child in self.children or []:
+            kind = type(child)
+            if kind in clause_types:
+                clauses.append(child)
+                continue
+            descend = descends.get(kind)
+            if descend is None:
+                descend = descends[kind] = isinstance(child, (Expression, UpdateExpressionFunction))
+            if descend:
+                clauses.extend(child.find_clauses(clause_types))
+        return clauses
+
+    setattr(Node, "find_clauses", find_clauses)  # noqa: B010
+
+
+def _project_top_level_names_directly() -> None:
+    """``Item.project`` without the round trip through plain Python for the usual case.
+
+    moto projects an item (a query's results on an index with an ``INCLUDE`` projection, then
+    again for a ``ProjectionExpression``) by converting every attribute to plain Python with
+    boto3's deserializer, picking the paths, serializing them back and building a new item
+    whose size is re-checked at every attribute: about 0.6 ms an item, most of a 1000-item
+    ``Query``. When every path is one top-level name and every attribute is a string or a
+    number, the result is computed here with the same deserializer and serializer, on the
+    same values, in the same order: a number still goes through ``Decimal`` and back (so
+    ``1e2`` comes back as moto writes it, ``1E+2``), a number the deserializer refuses still
+    raises, an item over moto's size limit still raises ``ItemSizeTooLarge`` (the size only
+    grows as attributes are added, so checking the total once decides as moto's check at each
+    addition does). Anything else (a nested path, a list index, sets, maps, binary...) goes
+    to moto's own.
+    """
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    project = Item.project
+    deserialize = dynamo_type.deserializer.deserialize
+    serialize = dynamo_type.serializer.serialize
+    # LimitedSizeDict's bound: moto measured AWS's 400 KB limit as between 409 and 410 KB.
+    size_limit = 405000
+
+    def project_names(self: Any, projection_expressions: list[list[str]]) -> Any:
+        names = []
+        for path in projection_expressions:
+            if len(path) != 1 or "[" in path[0]:
+                return project(self, projection_expressions)
+            names.append(path[0])
+        plain: dict[str, Any] = {}
+        for key, attribute in self.attrs.items():
+            if attribute.type == "S" and type(attribute.value) is str:
+                plain[key] = attribute.value
+            elif attribute.type == "N":
+                plain[key] = deserialize({"N": attribute.value})
+            else:
+                return project(self, projection_expressions)
+        result: Any = Item.__new__(Item)
+        result.hash_key = self.hash_key
+        result.range_key = self.range_key
+        attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        size = 0
+        for name in names:
+            if name in plain and name not in attrs:
+                scalar = plain[name]
+                if type(scalar) is str:
+                    # What serialize() and DynamoType() make of a string, and its size().
+                    value = DynamoType.__new__(DynamoType)
+                    value.type, value.value = "S", scalar
+                    size += bytesize(name) + bytesize(scalar)
+                else:
+                    value = DynamoType(dict(serialize(scalar)))
+                    size += bytesize(name) + value.size()
+                dict.__setitem__(attrs, name, value)
+        if size > size_limit:
+            raise ItemSizeTooLarge
+        result.attrs = attrs
+        return result
+
+    setattr(Item, "project", project_names)  # noqa: B010
+
+
+def _parse_each_condition_once_per_request() -> None:
+    """Parse a request's ``ConditionExpression`` once where moto parses it twice.
+
+    moto's ``UpdateItem`` (and ``PutItem``, ``DeleteItem``) parses the condition in its
+    handler, only to learn which names and values it uses, and parses it again in its
+    backend, with the very same expression, names and values objects, to evaluate it. The
+    second parse in a thread is given the first's result when all three are the same
+    objects: the parse reads nothing else, and its tree is only evaluated, never changed.
+    The result is given once; any other parse runs as before.
+    """
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    parse = ConditionExpressionParser.parse
+    last = threading.local()
+
+    def parse_once(self: Any) -> Any:
+        previous = getattr(last, "parse", None)
+        last.parse = None
+        if (
+            previous is not None
+            and previous[0] == self.condition_expression
+            and previous[1] is self.expression_attribute_names
+            and previous[2] is self.expression_attribute_values
+        ):
+            self.expr_attr_names_found.extend(previous[4])
+            self.expr_attr_values_found.extend(previous[5])
+            return previous[3]
+        result = parse(self)
+        last.parse = (
+            self.condition_expression,
+            self.expression_attribute_names,
+            self.expression_attribute_values,
+            result,
+            tuple(self.expr_attr_names_found),
+            tuple(self.expr_attr_values_found),
+        )
+        return result
+
+    setattr(ConditionExpressionParser, "parse", parse_once)  # noqa: B010
+
+
+def _serialize_scalar_attribute_values_directly() -> None:
+    """Write a DynamoDB string or number ``AttributeValue`` into a JSON answer directly.
+
+    moto's answer serializer walks the botocore model for every value: for each of the ten
+    members of an ``AttributeValue`` it builds a context and asks its alias providers where
+    the member's value is, to find the one present. A 1000-item ``Query`` answer holds
+    several thousand of them, a third of the call. For a value that is one ``S`` or ``N``
+    holding a string, and members written under their own name (as the model has them), that
+    search finds exactly that member and writes it as it is: here it is written so directly,
+    through the serializer's own ``_default_serialize``. Any other value (sets, maps, lists,
+    binary, NULL, BOOL) takes moto's way.
+    """
+    from moto.core.serialize import BaseJSONSerializer
+
+    serialize_structure = BaseJSONSerializer._serialize_type_structure
+    direct: dict[int, frozenset[str]] = {}
+
+    def scalar_members(shape: Any) -> frozenset[str]:
+        members = direct.get(id(shape))
+        if members is None:
+            members = direct[id(shape)] = frozenset(
+                name
+                for name, member in shape.members.items()
+                if name in ("S", "N")
+                and member.type_name == "string"
+                and member.serialization.get("name", name) == name
+            )
+        return members
+
+    def serialize_type_structure(
+        self: Any, serialized: Any, value: Any, shape: Any, key: str
+    ) -> None:
+        if key and type(value) is dict and len(value) == 1 and shape.name == "AttributeValue":
+            ((member, scalar),) = value.items()
+            if type(scalar) is str and member in scalar_members(shape):
+                self._default_serialize(serialized, {member: scalar}, shape, key)
+                return
+        serialize_structure(self, serialized, value, shape, key)
+
+    setattr(BaseJSONSerializer, "_serialize_type_structure", serialize_type_structure)  # noqa: B010
+
+
+def _copy_tables_for_transactions_by_item() -> None:
+    """Keep what a ``TransactWriteItems`` needs to undo, not a deep copy of every table it
+    writes once per item in it.
+
+    moto keeps a deep copy of each table a transaction writes, to put in the table's place if
+    the transaction is cancelled, and takes it for every item: a ``$connect`` (two items in
+    the connections table) copied the whole table twice, ~0.1 ms a row, most of what a
+    connect costs at 1000 connections. The copy kept here is the table with its own item
+    containers: a ``Put`` or ``Delete`` replaces or removes an item in the live table's
+    containers and leaves the copy's as they were, and the one operation that changes an item
+    in place, ``Update``, gets a deep copy of its item in the copy, taken before anything
+    runs, as moto's copy is. Everything else in the copy is the table's own (indexes,
+    settings), which no operation of a transaction changes, and the live table is dropped
+    when the copy takes its place. A table with a stream (whose records a transaction
+    appends), without a range key, of another class, or whose update keys cannot be read
+    gets moto's deep copy.
+    """
+    import copy
+    from collections import defaultdict
+
+    import moto.dynamodb.models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    transaction = threading.local()
+
+    def undo_copy(table: Any, update_keys: list[dict[str, Any]]) -> Any:
+        if table.stream_shard is not None or not table.range_key_attr:
+            return copy.deepcopy(table)
+        kept = copy.copy(table)
+        kept.items = defaultdict(dict, {h: dict(items) for h, items in table.items.items()})
+        for key in update_keys:
+            hash_value = DynamoType(key[table.hash_key_attr])
+            range_value = DynamoType(key[table.range_key_attr])
+            item = table.items.get(hash_value, {}).get(range_value)
+            if item is not None:
+                kept.items[hash_value][range_value] = copy.deepcopy(item)
+        return kept
+
+    class CopyTablesForUndo:
+        """``copy`` as moto's DynamoDB backend module sees it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy, name)
+
+        @staticmethod
+        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+            copies: dict[int, Any] | None = getattr(transaction, "copies", None)
+            if copies is None or type(value) is not Table:
+                return copy.deepcopy(value, memo)
+            # Every copy is taken before the transaction changes anything: one serves all.
+            if id(value) not in copies:
+                try:
+                    update_keys = [
+                        op["Key"]
+                        for op_type, op in transaction.operations
+                        if op_type == "Update" and op.get("TableName") == value.name
+                    ]
+                    copies[id(value)] = undo_copy(value, update_keys)
+                except (KeyError, TypeError, AttributeError, IndexError):
+                    copies[id(value)] = copy.deepcopy(value, memo)
+            return copies[id(value)]
+
+    transact_write_items = DynamoDBBackend.transact_write_items
+
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        try:
+            transaction.operations = [
+                next(iter(item.items())) for item in transact_items if isinstance(item, dict)
+            ]
+        except StopIteration:
+            transaction.operations = []
+        transaction.copies = {}
+        try:
+            transact_write_items(self, transact_items)
+        finally:
+            transaction.copies = None
+            transaction.operations = []
+
+    # The name the backend module imported, rebound where it looks it up.
+    setattr(moto.dynamodb.models, "copy", CopyTablesForUndo())  # noqa: B010
+    setattr(DynamoDBBackend, "transact_write_items", transact)  # noqa: B010
+
+
+def _list_handler_methods_once() -> None:
+    """moto looks an action up among its handler class's methods with ``inspect.getmembers``
+    on every request (a tenth of a millisecond over some 200 members); the classes are not
+    changed once serving, so each class's list is read once."""
+    import moto.core.responses
+    from moto.core.utils import method_names_from_class
+
+    names: dict[type, list[str]] = {}
+
+    def method_names(clazz: type) -> list[str]:
+        listed = names.get(clazz)
+        if listed is None:
+            listed = names[clazz] = method_names_from_class(clazz)
+        return listed
+
+    # The name responses.py imported from moto.core.utils, rebound where it looks it up.
+    setattr(moto.core.responses, "method_names_from_class", method_names)  # noqa: B010
 
 
 def _speed_up_moto() -> None:
@@ -174,16 +571,23 @@ def _speed_up_moto() -> None:
     setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
     setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
     _parse_each_expression_once()
-    _walk_types_once()
+    _check_names_once_per_expression()
+    _walk_faster()
+    _project_top_level_names_directly()
+    _list_handler_methods_once()
+    _parse_each_condition_once_per_request()
+    _serialize_scalar_attribute_values_directly()
+    _copy_tables_for_transactions_by_item()
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from waitress.server import create_server
 
     patch_moto()
-    _speed_up_moto()
+    if fast_path:
+        _speed_up_moto()
     # waitress warns of every queued request under load; the gateway's log is the one to read.
     logging.getLogger("waitress").setLevel(logging.ERROR)
     app = DomainDispatcherApplication(create_backend_app)
@@ -206,8 +610,14 @@ def serve(fd: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.moto_process")
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument(
+        PLAIN_FLAG,
+        dest="fast_path",
+        action="store_false",
+        help="without the speed-ups (patched like AWS all the same)",
+    )
     options = parser.parse_args(argv)
-    serve(options.fd)
+    serve(options.fd, fast_path=options.fast_path)
     return 0
 
 

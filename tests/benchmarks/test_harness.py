@@ -82,7 +82,8 @@ def test_cold_start_measures_every_handler_beside_the_baseline(results: dict[str
         assert figures["total_ms"]["n"] == 1
         assert figures["vs_baseline_ratio"] > 0
     assert cold["authorizer_imports_boto3"] is False
-    assert cold["handlers"]["connect"]["imports_boto3"] is True
+    # The handlers make botocore clients (runtime.aws); none of them imports boto3.
+    assert not any(figures["imports_boto3"] for figures in cold["handlers"].values())
 
 
 def test_chat_message_and_ping_stay_within_their_aws_call_budgets(

@@ -169,11 +169,6 @@ interface Deferred<T> {
   reject: (error: unknown) => void;
 }
 
-interface AskWaiter {
-  conversationId: string;
-  settle: Deferred<Answer>;
-}
-
 class OpenFailure extends Error {
   constructor(
     message: string,
@@ -252,7 +247,7 @@ export class ChatClient extends EventTarget {
   readonly #assembler = new AnswerAssembler();
   readonly #pending = new Map<string, Pending>();
   readonly #outcomes = new Map<string, Promise<Accepted>>();
-  readonly #askWaiters = new Map<string, AskWaiter>();
+  readonly #askWaiters = new Map<string, Deferred<Answer>>();
   readonly #inbox = new Map<string, Answer[]>();
   readonly #inboxWaiters = new Map<string, Deferred<Answer>[]>();
   #url: URL | undefined;
@@ -453,8 +448,11 @@ export class ChatClient extends EventTarget {
 
   /**
    * Send a question and resolve to its whole answer: the one whose `inReplyTo` is this
-   * question's `clientMessageId` (an answer without `inReplyTo`, from a responder that does not
-   * set it, goes to the oldest question waiting in its conversation). Bound the wait yourself
+   * question's `clientMessageId`. Concurrent `ask`s each get their own answer; an answer that
+   * arrives after its `ask` stopped waiting (aborted) goes to `answer` events and `receiveAnswer`,
+   * never to another `ask`. Needs a responder that names the question (`inReplyTo`, as the demo
+   * responder does); an answer without it goes to `receiveAnswer` only, so with a responder that
+   * does not set it use `sendChat` and `receiveAnswer`. Bound the wait yourself
    * (`AbortSignal.timeout`, `Promise.race`): an answer can take as long as the responder needs.
    */
   async ask(
@@ -463,15 +461,15 @@ export class ChatClient extends EventTarget {
     options: { signal?: AbortSignal } = {},
   ): Promise<Answer> {
     const clientMessageId = newId();
-    const waiter: AskWaiter = { conversationId, settle: deferred() };
-    this.#askWaiters.set(clientMessageId, waiter);
-    const abort = (): void => waiter.settle.reject(options.signal?.reason);
+    const reply = deferred<Answer>();
+    this.#askWaiters.set(clientMessageId, reply);
+    const abort = (): void => reply.reject(options.signal?.reason);
     options.signal?.addEventListener("abort", abort, { once: true });
     try {
       options.signal?.throwIfAborted();
       this.sendChat(conversationId, content, clientMessageId);
-      await Promise.race([this.waitAccepted(clientMessageId), waiter.settle.promise]);
-      return await waiter.settle.promise;
+      await Promise.race([this.waitAccepted(clientMessageId), reply.promise]);
+      return await reply.promise;
     } finally {
       this.#askWaiters.delete(clientMessageId);
       options.signal?.removeEventListener("abort", abort);
@@ -658,18 +656,13 @@ export class ChatClient extends EventTarget {
 
   #deliver(answer: Answer): void {
     this.#emit("answer", answer);
-    let waiter = answer.inReplyTo === undefined ? undefined : this.#askWaiters.get(answer.inReplyTo);
-    if (answer.inReplyTo === undefined) {
-      for (const [id, candidate] of this.#askWaiters) {
-        if (candidate.conversationId === answer.conversationId) {
-          waiter = candidate;
-          this.#askWaiters.delete(id);
-          break;
-        }
-      }
-    }
-    if (waiter !== undefined) {
-      waiter.settle.resolve(answer);
+    // Only an answer naming its question goes to an `ask`: one without `inReplyTo` could be the
+    // answer to any question of its conversation, so it goes to `receiveAnswer` like the rest.
+    const question = answer.inReplyTo;
+    const reply = question === undefined ? undefined : this.#askWaiters.get(question);
+    if (question !== undefined && reply !== undefined) {
+      this.#askWaiters.delete(question);
+      reply.resolve(answer);
       return;
     }
     const waiters = this.#inboxWaiters.get(answer.conversationId);
@@ -787,7 +780,7 @@ export class ChatClient extends EventTarget {
       this.#finish(pending);
       pending.settle.reject(error);
     }
-    for (const waiter of this.#askWaiters.values()) waiter.settle.reject(error);
+    for (const reply of this.#askWaiters.values()) reply.reject(error);
     this.#askWaiters.clear();
     for (const waiters of this.#inboxWaiters.values()) {
       for (const waiter of waiters) waiter.reject(error);

@@ -427,16 +427,52 @@ describe("answers", () => {
     await client.close();
   });
 
-  it("an answer without inReplyTo goes to the oldest question waiting in its conversation", async () => {
+  it("an answer without inReplyTo reaches receiveAnswer, never an ask (as the Python client)", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
     await client.connect(URL_, "t");
     const socket = FakeSocket.last();
-    const first = client.ask("c1", "first");
-    await until(() => socket.chats().length === 1, "the question");
-    accept(socket, socket.chats()[0].clientMessageId);
-    socket.receive(chunk("c1", "a", 0, "an answer", { done: true }));
-    assert.equal((await first).content, "an answer");
+    const controller = new AbortController();
+    const settled = [];
+    const asks = ["first", "second"].map((content) =>
+      client.ask("c1", content, { signal: controller.signal }).then((answer) => settled.push(answer.content)),
+    );
+    await until(() => socket.chats().length === 2, "both questions");
+    for (const { clientMessageId } of socket.chats()) accept(socket, clientMessageId);
+    // A responder that names no question: the answers could be to either, so no ask takes them.
+    socket.receive(chunk("c1", "b", 0, "maybe to second", { done: true }));
+    socket.receive(chunk("c1", "a", 0, "maybe to first", { done: true }));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(settled, [], "no ask resolved to an answer without inReplyTo");
+    assert.equal((await client.receiveAnswer("c1")).content, "maybe to second");
+    assert.equal((await client.receiveAnswer("c1")).content, "maybe to first");
+    controller.abort(new Error("stopped waiting"));
+    for (const ask of asks) await assert.rejects(ask, { message: "stopped waiting" });
+    await client.close();
+  });
+
+  it("a late answer to an ask that stopped waiting never reaches the next ask", async () => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    await client.connect(URL_, "t");
+    const socket = FakeSocket.last();
+    const controller = new AbortController();
+    const first = client.ask("c1", "first", { signal: controller.signal });
+    await until(() => socket.chats().length === 1, "the first question");
+    const one = socket.chats()[0].clientMessageId;
+    accept(socket, one);
+    controller.abort(new Error("timed out"));
+    await assert.rejects(first, { message: "timed out" });
+    const second = client.ask("c1", "second");
+    await until(() => socket.chats().length === 2, "the second question");
+    const two = socket.chats()[1].clientMessageId;
+    accept(socket, two);
+    socket.receive(chunk("c1", "a", 0, "late, to first", { inReplyTo: one, done: true }));
+    socket.receive(chunk("c1", "x", 0, "late, unnamed", { done: true }));
+    socket.receive(chunk("c1", "b", 0, "to second", { inReplyTo: two, done: true }));
+    assert.equal((await second).content, "to second");
+    assert.equal((await client.receiveAnswer("c1")).content, "late, to first");
+    assert.equal((await client.receiveAnswer("c1")).content, "late, unnamed");
     await client.close();
   });
 

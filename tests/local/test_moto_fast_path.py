@@ -1,0 +1,376 @@
+"""moto's fast path in local mode (``local.moto_process``) answers exactly as moto does.
+
+Two embedded motos, one serving moto as it is (``EmbeddedAws(fast_path=False)``: patched like
+AWS by ``local.fidelity`` all the same) and one with every speed-up, get the same raw HTTP
+requests in the same order; every answer must be the same: status, headers (but the request
+id and date each process makes anew) and body, byte for byte, errors included, and the table
+must hold the same items afterwards. Both run with one hash seed, so sets come back in one
+order from both.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from local.aws import AwsResources, EmbeddedAws
+from runtime import schema
+from runtime.config import StoreConfig
+from runtime.connections import ConnectionLimitReached, ConnectionStore, TouchStatus
+
+# What each process makes anew per answer; every other header must match.
+_PER_PROCESS_HEADERS = {"date", "x-amzn-requestid"}
+_TARGET_PREFIX = "DynamoDB_20120810."
+
+
+class Moto:
+    def __init__(self, aws: AwsResources) -> None:
+        self.resources = aws
+        self._connection = http.client.HTTPConnection(urlsplit(aws.endpoint_url).netloc, timeout=30)
+
+    def send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        self._connection.request(
+            "POST",
+            "/",
+            body=body,
+            headers={
+                "X-Amz-Target": _TARGET_PREFIX + operation,
+                "Content-Type": "application/x-amz-json-1.0",
+                "Authorization": (
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/"
+                    f"{self.resources.region}/dynamodb/aws4_request, SignedHeaders=host, "
+                    "Signature=0"
+                ),
+            },
+        )
+        response = self._connection.getresponse()
+        headers = {
+            name.lower(): value
+            for name, value in response.getheaders()
+            if name.lower() not in _PER_PROCESS_HEADERS
+        }
+        return response.status, headers, response.read()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class Pair:
+    """Sends each request to plain moto and the fast path and checks they answer alike."""
+
+    def __init__(self, plain: Moto, fast: Moto) -> None:
+        self.plain, self.fast = plain, fast
+        self.table = plain.resources.table_name
+
+    def send_both(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        expected = self.plain.send(operation, body)
+        actual = self.fast.send(operation, body)
+        assert actual == expected, f"{operation} {body!r}"
+        return actual
+
+    def call(self, operation: str, **body: Any) -> tuple[int, dict[str, Any]]:
+        status, _, answer = self.send_both(operation, json.dumps(body).encode())
+        try:
+            return status, json.loads(answer)
+        except ValueError:  # moto's 500s carry its traceback's text
+            return status, {"__type": str(status), "message": answer.decode(errors="replace")}
+
+    def ok(self, operation: str, **body: Any) -> dict[str, Any]:
+        status, answer = self.call(operation, TableName=self.table, **body)
+        assert status == 200, answer
+        return answer
+
+    def error(self, operation: str, **body: Any) -> str:
+        status, answer = self.call(operation, TableName=self.table, **body)
+        assert status == 400, answer
+        return str(answer["__type"]).rpartition("#")[2] + ": " + str(answer.get("message"))
+
+    def assert_same_items(self) -> None:
+        items = self.ok("Scan", ConsistentRead=True)["Items"]
+        assert items, "a scan that compares nothing proves nothing"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    motos: list[EmbeddedAws] = []
+    try:
+        clients = []
+        for fast_path in (False, True):
+            aws = EmbeddedAws(fast_path=fast_path)
+            motos.append(aws)
+            clients.append(Moto(aws.start()))
+        yield Pair(*clients)
+        for client in clients:
+            client.close()
+    finally:
+        for aws in motos:
+            aws.stop()
+        monkeypatch.undo()
+
+
+def _key(connection_id: str) -> dict[str, Any]:
+    value = {"S": schema.connection_key(connection_id)}
+    return {schema.PARTITION_KEY: value, schema.SORT_KEY: value}
+
+
+def _row(connection_id: str, user_id: str, ttl: int = 2_000_000_000) -> dict[str, Any]:
+    return {
+        **_key(connection_id),
+        schema.ATTR_CONNECTION_ID: {"S": connection_id},
+        schema.ATTR_USER_ID: {"S": user_id},
+        schema.ATTR_CONNECTED_AT: {"N": "1700000000000"},
+        schema.ATTR_LAST_SEEN_AT: {"N": "1700000000000"},
+        schema.TTL_ATTRIBUTE: {"N": str(ttl)},
+    }
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def _store(pair: Pair, clock: list[float], **config: Any) -> ConnectionStore:
+    """The runtime's own ``ConnectionStore``, each of whose requests goes to both motos: the
+    requests compared are byte for byte the ones the handlers send."""
+    client = pair.plain.resources.dynamodb()
+
+    def send_to_both(request: Any, **_: Any) -> AWSResponse:
+        target = request.headers["X-Amz-Target"]
+        operation = (target.decode() if isinstance(target, bytes) else target).removeprefix(
+            _TARGET_PREFIX
+        )
+        status, _, body = pair.send_both(operation, request.body)
+        return AWSResponse(request.url, status, HTTPHeaders(), _Body(body))
+
+    # botocore uses the answer of a ``before-send`` handler in place of sending the request.
+    client.meta.events.register("before-send", send_to_both)  # type: ignore[arg-type]
+    return ConnectionStore(
+        StoreConfig(table_name=pair.table, **config), client=client, clock=lambda: clock[0]
+    )
+
+
+def test_the_runtimes_calls_get_the_same_answers_and_leave_the_same_items(pair: Pair) -> None:
+    """$connect's transaction (with the per-user limit reached and healed), the touch every
+    message sends (accepted, rate-limited, expired, unknown), reads, the userId-index queries
+    of a broadcast, and removals."""
+    now = [1_800_000_000.0]
+    store = _store(pair, now, messages_per_minute=3, max_connections_per_user=3)
+    for n in range(3):
+        store.add(f"fan-{n}", "fan-user")
+    with pytest.raises(ConnectionLimitReached):
+        store.add("fan-3", "fan-user")
+    statuses = [store.touch("fan-0", int(now[0] * 1000)).status for _ in range(5)]
+    assert statuses[:3] == [TouchStatus.OK] * 3
+    assert statuses[3:] == [TouchStatus.RATE_LIMITED] * 2
+    assert store.touch("nobody", int(now[0] * 1000)).status == TouchStatus.UNKNOWN
+    now[0] += 61  # a new rate window: the touch's names change, its expression does not
+    assert store.touch("fan-0", int(now[0] * 1000)).status == TouchStatus.OK
+    assert sorted(store.connection_ids_for_user("fan-user")) == ["fan-0", "fan-1", "fan-2"]
+    assert len(store.list_for_user("fan-user")) == store.count_for_user("fan-user") == 3
+    assert store.get("fan-1") is not None
+    store.remove("fan-1")
+    assert store.remove_gone("fan-2")
+    now[0] += schema.IDLE_TIMEOUT_SECONDS + schema.MAX_CONNECTION_SECONDS
+    assert store.touch("fan-0", int(now[0] * 1000)).status == TouchStatus.UNKNOWN
+    store.add("fan-4", "fan-user")  # the limit heals: the expired ids are dropped
+    assert store.connection_ids_for_user("fan-user") == ["fan-4"]
+    pair.assert_same_items()
+
+
+def _update(pair: Pair, expression: str, names: dict[str, str] | None = None, **more: Any) -> str:
+    """An ``UpdateItem`` of one row; its answer ("ok" or the error) from both motos alike."""
+    body: dict[str, Any] = {"Key": _key("expr"), "UpdateExpression": expression, **more}
+    if names is not None:
+        body["ExpressionAttributeNames"] = names
+    body.setdefault("ExpressionAttributeValues", {":v": {"N": "1"}})
+    status, answer = pair.call("UpdateItem", TableName=pair.table, **body)
+    if status == 200:
+        return "ok"
+    return str(answer["__type"]).rpartition("#")[2] + ": " + str(answer.get("message"))
+
+
+def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
+    pair: Pair,
+) -> None:
+    """The fast path remembers the checks an expression passed for given names: the same
+    expression with names that overlap, or that name a key, must still be refused, and the
+    refusal must not be remembered as a pass."""
+    pair.ok("PutItem", Item=_row("expr", "expr-user"))
+    two = "SET #a = :v, #b = :v"
+    for _ in range(2):
+        assert _update(pair, two, {"#a": "x", "#b": "y"}) == "ok"
+        assert _update(pair, two, {"#a": "x", "#b": "x"}).startswith("ValidationException")
+        assert _update(pair, two, {"#a": "x", "#b": schema.SORT_KEY}).startswith(
+            "ValidationException: One or more parameter values were invalid: Cannot update"
+        )
+        assert _update(pair, two, {"#a": "x"}).startswith("500")  # as moto: a KeyError
+        assert _update(pair, "SET #a = :v REMOVE #a.b", {"#a": "m"}).startswith(
+            "ValidationException"
+        )
+    pair.assert_same_items()
+
+
+@pytest.mark.parametrize(
+    ("expression", "extra"),
+    [
+        ("SET n = :v SET m = :v", {}),
+        ("SET n = = :v", {}),
+        ("SET n = :v", {"ExpressionAttributeValues": {":v": {"N": "1"}, ":unused": {"N": "2"}}}),
+        ("SET n = :missing", {}),
+        ("SET n = n + :v", {}),  # n does not exist yet
+        ("SET s = :s + :v", {"ExpressionAttributeValues": {":v": {"N": "1"}, ":s": {"S": "x"}}}),
+        ("ADD n :v", {"ConditionExpression": "attribute_not_exists(PK)"}),
+        (
+            "SET n = if_not_exists(n, :v) + :v",
+            {"ConditionExpression": "n < :v", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
+        ),
+        (
+            "SET n = list_append(:l, :l), m = :v REMOVE gone",
+            {
+                "ExpressionAttributeValues": {":v": {"N": "1"}, ":l": {"L": [{"S": "a"}]}},
+                "ReturnValues": "ALL_NEW",
+            },
+        ),
+        ("SET PK = :v", {}),
+        ("SET n = :v", {"ConditionExpression": "#missing = :v"}),
+        ("SET n = :v", {"ConditionExpression": "attribute_exists(PK) AND PK = :v"}),
+        ("SET n = :v", {"ConditionExpression": "attribute_exists(PK)"}),
+        ("SET e = :e", {"ExpressionAttributeValues": {":e": {"S": ""}}}),
+    ],
+)
+def test_update_expressions_and_their_errors_answer_alike(
+    pair: Pair, expression: str, extra: dict[str, Any]
+) -> None:
+    pair.ok("PutItem", Item=_row("expr", "expr-user"))
+    for _ in range(2):  # once parsed, once from the caches
+        _update(pair, expression, **extra)
+    pair.assert_same_items()
+
+
+def test_projections_answer_alike(pair: Pair) -> None:
+    """Queries on userId-index (projected by the index, then by a ProjectionExpression), and
+    projections of strings and numbers (numbers as moto rewrites them: ``1e2`` as ``1E+2``),
+    names absent, nested paths, list elements, sets, maps, binary and NULL,
+    which the fast path leaves to moto."""
+    user = "projection-user"
+    for n in range(5):
+        pair.ok("PutItem", Item=_row(f"projection-{n}", user, ttl=2_000_000_000 + n))
+    odd = {
+        **_row("projection-odd", user),
+        "n": {"N": "1e2"},
+        "zero": {"N": "-0.00"},
+        "tags": {"SS": ["b", "a", "c"]},
+        "m": {"M": {"a": {"N": "01"}, "b": {"NULL": True}}},
+        "l": {"L": [{"S": "x"}, {"B": "AAE="}]},
+        "nothing": {"NULL": True},
+    }
+    plain = {**_row("projection-plain", user), "n": {"N": "1e2"}, "zero": {"N": "-0.00"}}
+    pair.ok("PutItem", Item=odd)
+    pair.ok("PutItem", Item=plain)
+    index_query: dict[str, Any] = {
+        "IndexName": schema.USER_INDEX_NAME,
+        "KeyConditionExpression": "#uid = :uid",
+        "ExpressionAttributeNames": {"#uid": schema.USER_INDEX_HASH_KEY},
+        "ExpressionAttributeValues": {":uid": {"S": user}},
+    }
+    assert len(pair.ok("Query", **index_query)["Items"]) == 7
+    names = {
+        "#uid": schema.USER_INDEX_HASH_KEY,
+        "#cid": schema.ATTR_CONNECTION_ID,
+        "#ttl": schema.TTL_ATTRIBUTE,
+    }
+    for projection in ["#cid", "#ttl, #cid", "absent", "#cid, PK"]:
+        used = {name: value for name, value in names.items() if name in f"#uid {projection}"}
+        pair.ok(
+            "Query",
+            **{**index_query, "ProjectionExpression": projection, "ExpressionAttributeNames": used},
+        )
+    pair.ok("Query", **index_query, Select="COUNT")
+    for key in (_key("projection-odd"), _key("projection-plain")):
+        for projection in ["n, zero, PK", "tags", "m.a, l[1]", "m", "nothing, n", "l[0]"]:
+            pair.ok("GetItem", Key=key, ProjectionExpression=projection)
+    pair.ok(
+        "BatchGetItem",
+        RequestItems={
+            pair.table: {
+                "Keys": [_key("projection-odd"), _key("projection-plain"), _key("projection-0")],
+                "ProjectionExpression": "n, zero, connectionId",
+            }
+        },
+    )
+    pair.ok("Scan", ProjectionExpression="connectionId, n, tags")
+    pair.assert_same_items()
+
+
+def test_cancelled_transactions_leave_every_item_as_it_was(pair: Pair) -> None:
+    """The fast path keeps the table's item containers and a copy of each updated item to
+    undo a transaction, where moto deep-copies the table: a put, an in-place update (ADD to a
+    set), a delete and an update creating an item, cancelled by a failed condition or by an
+    invalid update after some ran, must all be undone alike; a transaction that succeeds
+    keeps them."""
+    pair.ok("PutItem", Item={**_row("tx-kept", "tx-user"), "ids": {"SS": ["a"]}})
+    pair.ok("PutItem", Item=_row("tx-deleted", "tx-user"))
+    pair.ok("PutItem", Item=_row("tx-checked", "tx-user"))
+    table = pair.table
+
+    def operations(last: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"Put": {"TableName": table, "Item": _row("tx-new", "tx-user")}},
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": _key("tx-kept"),
+                    "UpdateExpression": "ADD ids :b SET n = :one",
+                    "ExpressionAttributeValues": {":b": {"SS": ["b"]}, ":one": {"N": "1"}},
+                }
+            },
+            {"Delete": {"TableName": table, "Key": _key("tx-deleted")}},
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": _key("tx-created"),
+                    "UpdateExpression": "SET n = :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            },
+            last,
+        ]
+
+    failing_condition = {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": _key("tx-checked"),
+            "ConditionExpression": "attribute_not_exists(PK)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+    invalid_update = {
+        "Update": {
+            "TableName": table,
+            "Key": _key("tx-other"),
+            "UpdateExpression": "SET n = :missing",
+        }
+    }
+    for last in (failing_condition, invalid_update):
+        status, answer = pair.call("TransactWriteItems", TransactItems=operations(last))
+        assert status == 400, answer
+        pair.assert_same_items()
+        assert not pair.ok("GetItem", Key=_key("tx-new")).get("Item")
+        assert pair.ok("GetItem", Key=_key("tx-kept"))["Item"]["ids"] == {"SS": ["a"]}
+    succeeding = {"ConditionCheck": {**failing_condition["ConditionCheck"]}}
+    succeeding["ConditionCheck"]["ConditionExpression"] = "attribute_exists(PK)"
+    pair.ok("TransactWriteItems", TransactItems=operations(succeeding))
+    assert pair.ok("GetItem", Key=_key("tx-new"))["Item"]
+    assert not pair.ok("GetItem", Key=_key("tx-deleted")).get("Item")
+    pair.assert_same_items()
