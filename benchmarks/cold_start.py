@@ -18,12 +18,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-from benchmarks import stats
+from benchmarks import PROJECT_ROOT, stats
 from benchmarks.cold_start_probe import BASELINE, RESULT_MARKER
 from benchmarks.environment import REGION, AwsResources, base_environment, moto_server
 from benchmarks.events import ConnectionEvents
@@ -34,7 +33,6 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 
 NAME = "cold_start"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROBE_MODULE = "benchmarks.cold_start_probe"
 PROBE_TIMEOUT_SECONDS = 60
 FULL_ROUNDS = 20

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
-from benchmarks.environment import FAKE_CREDENTIALS, base_environment, patched_environ
-from benchmarks.load_client import HeldConnections
-from benchmarks.local_stack import RunningStack, local_stack
+from benchmarks import PROJECT_ROOT, stats
+from benchmarks.environment import base_environment
+from benchmarks.load_driver import HeldConnections
+from benchmarks.local_stack import RunningStack, local_stack, runtime_on
 from benchmarks.mode import Mode
 from benchmarks.report import STATUS_FAILED, Section, progress
 from runtime import aws, schema
-from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.posting import Answer, Transport
 from runtime.sender import DEFAULT_MAX_WORKERS, MessageSender, serialize
@@ -36,7 +35,6 @@ DEFAULT_LATENCY_MS = 20.0
 TARGET_SPEEDUP = 20.0
 TARGET_SIZE = 1000
 QUICK_SEQUENTIAL_SAMPLE = 100
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _sizes(mode: Mode) -> tuple[int, ...]:
@@ -197,39 +195,29 @@ def run(mode: Mode, latency_ms: float = DEFAULT_LATENCY_MS) -> Section:
         work_dir = Path(temporary)
         # One user holds up to 1000 connections here; the per-user cap is off for this test.
         with local_stack(work_dir, {schema.ENV_MAX_CONNECTIONS_PER_USER: "0"}) as stack:
-            env = {
-                **FAKE_CREDENTIALS,
-                "AWS_ENDPOINT_URL": stack.aws_endpoint_url,
-                schema.ENV_CONNECTIONS_TABLE: stack.table_name,
-            }
-            with patched_environ(env):
-                aws.reset_clients()
-                try:
-                    store = ConnectionStore(StoreConfig(stack.table_name))
-                    # The original design's loop posts through the boto3 client, delayed by a
-                    # before-send hook; the sender posts on its lean path, delayed alike.
-                    client = aws.management_api(stack.management_endpoint)
-                    client.meta.events.register(
-                        "before-send.apigatewaymanagementapi.PostToConnection",
-                        _latency_hook(latency_ms / 1000),
+            with runtime_on(stack) as store:
+                # The original design's loop posts through the boto3 client, delayed by a
+                # before-send hook; the sender posts on its lean path, delayed alike.
+                client = aws.management_api(stack.management_endpoint)
+                client.meta.events.register(
+                    "before-send.apigatewaymanagementapi.PostToConnection",
+                    _latency_hook(latency_ms / 1000),
+                )
+                with MessageSender(store, stack.management_endpoint) as sender:
+                    sender.poster.transport = DelayedTransport(
+                        sender.poster.transport, latency_ms / 1000
                     )
-                    with MessageSender(store, stack.management_endpoint) as sender:
-                        sender.poster.transport = DelayedTransport(
-                            sender.poster.transport, latency_ms / 1000
+                    for size in sizes:
+                        results[f"n{size}"] = _measure_size(
+                            stack,
+                            sender,
+                            client,
+                            store,
+                            size,
+                            _rounds(mode, size),
+                            _sequential_sample(mode, size),
+                            work_dir,
                         )
-                        for size in sizes:
-                            results[f"n{size}"] = _measure_size(
-                                stack,
-                                sender,
-                                client,
-                                store,
-                                size,
-                                _rounds(mode, size),
-                                _sequential_sample(mode, size),
-                                work_dir,
-                            )
-                finally:
-                    aws.reset_clients()
             rss = stack.process.rss_mb()
     return _section(results, latency_ms, rss)
 

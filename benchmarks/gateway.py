@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import PROJECT_ROOT
 from benchmarks.environment import base_environment
-from benchmarks.load_client import run_scenario
-from benchmarks.local_stack import PROJECT_ROOT, RunningStack, local_stack
+from benchmarks.load_driver import run_scenario
+from benchmarks.local_stack import RunningStack, local_stack
 from benchmarks.mode import Mode
 from benchmarks.report import Section
 from runtime import schema

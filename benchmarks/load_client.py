@@ -15,8 +15,9 @@
   each received; ``quit`` ends (the fan-out).
 
 Connections get a dev token from ``--token-state-dir`` (``local.tokens``) when it is given.
-The client runs on one asyncio loop. ``run_scenario`` and ``HeldConnections`` are how a
-benchmark drives it from its own process.
+The client runs on one asyncio loop; its connections are ``benchmarks.load_connections``'s.
+``benchmarks.load_driver`` (``run_scenario``, ``HeldConnections``) is how a benchmark drives it
+from its own process.
 """
 
 from __future__ import annotations
@@ -27,119 +28,26 @@ import contextlib
 import functools
 import json
 import random
-import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
-from urllib.parse import quote
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks import stats
-from runtime.schema import NEW_CONNECTIONS_PER_SECOND
+from benchmarks.load_connections import Errors, Tokens, close_all, open_all, until
+from benchmarks.load_driver import READY_LINE, REPORT_TIMEOUT_SECONDS, RESULT_MARKER
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RESULT_MARKER = "LOAD-CLIENT-RESULT "
-READY_LINE = "READY"
-CONNECT_TIMEOUT_SECONDS = 30.0
 ANSWER_TIMEOUT_SECONDS = 30.0  # above API Gateway's 29 s integration timeout
-REPORT_TIMEOUT_SECONDS = 10.0
-CONNECT_CONCURRENCY = 50  # connection attempts in flight at once
-# Below API Gateway's 500 new connections/s per account, which the local gateway enforces too.
-CONNECT_RATE_PER_SECOND = 0.8 * NEW_CONNECTIONS_PER_SECOND
-
-
-async def _until(condition: Callable[[], bool], seconds: float) -> None:
-    """Poll ``condition`` until it holds or ``seconds`` pass (frames arrive on many sockets at
-    once: one cheap check every few milliseconds beats an event set per frame)."""
-    deadline = time.perf_counter() + seconds
-    while not condition() and time.perf_counter() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
 
 
 def _print_result(result: dict[str, Any]) -> None:
     sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()
-
-
-class _Tokens:
-    """Dev tokens for the connection URLs, or none."""
-
-    def __init__(self, state_dir: Path | None) -> None:
-        self._issuer: Any = None
-        if state_dir is not None:
-            from local.tokens import DevTokens
-
-            self._issuer = DevTokens.load_or_create(state_dir)
-
-    def url(self, base: str, user_id: str) -> str:
-        if self._issuer is None:
-            return base
-        return f"{base}?token={quote(self._issuer.issue(user_id), safe='')}"
-
-
-@dataclass
-class _Errors:
-    """Every way a request or a connection can fail, counted by kind."""
-
-    kinds: dict[str, int] = field(default_factory=dict)
-
-    def add(self, kind: str) -> None:
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.kinds.values())
-
-
-async def _open(
-    url: str, connect_ms: list[float], errors: _Errors, gate: asyncio.Semaphore, delay: float
-) -> ClientConnection | None:
-    await asyncio.sleep(delay)
-    async with gate:
-        began = time.perf_counter()
-        try:
-            websocket = await connect(
-                url,
-                open_timeout=CONNECT_TIMEOUT_SECONDS,
-                ping_interval=None,
-                compression=None,
-                max_size=None,
-            )
-        except InvalidStatus as exc:
-            errors.add(f"connect: HTTP {exc.response.status_code}")
-            return None
-        except Exception as exc:
-            errors.add(f"connect: {type(exc).__name__}")
-            return None
-        connect_ms.append((time.perf_counter() - began) * 1000)
-        return websocket
-
-
-async def _open_all(urls: list[str], errors: _Errors) -> tuple[list[ClientConnection], list[float]]:
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    connect_ms: list[float] = []
-    opened = await asyncio.gather(
-        *(
-            _open(url, connect_ms, errors, gate, index / CONNECT_RATE_PER_SECOND)
-            for index, url in enumerate(urls)
-        )
-    )
-    return [websocket for websocket in opened if websocket is not None], connect_ms
-
-
-async def _close_all(websockets: list[ClientConnection]) -> None:
-    async def close(websocket: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(), 5)
-
-    await asyncio.gather(*(close(websocket) for websocket in websockets))
 
 
 # --- closed loop (the peer comparison) ---------------------------------------------------------
@@ -167,7 +75,7 @@ class _EchoClient:
             if tag in text:
                 return time.perf_counter() - began
 
-    async def warm(self, messages: int, until: float, errors: _Errors) -> bool:
+    async def warm(self, messages: int, until: float, errors: Errors) -> bool:
         """At least ``messages`` round trips and until ``until``: every handler is loaded."""
         done = 0
         while done < messages or time.perf_counter() < until:
@@ -179,7 +87,7 @@ class _EchoClient:
             done += 1
         return True
 
-    async def measure(self, stop_at: float, rtt_ms: list[float], errors: _Errors) -> int:
+    async def measure(self, stop_at: float, rtt_ms: list[float], errors: Errors) -> int:
         """Round trips while it is before ``stop_at`` (the last one may end after it)."""
         completed = 0
         while time.perf_counter() < stop_at:
@@ -205,8 +113,8 @@ async def closed_loop(
     padding_bytes: int,
 ) -> dict[str, Any]:
     """Warm-up (every client, then a barrier), then ``duration`` seconds measured."""
-    errors = _Errors()
-    websockets, connect_ms = await _open_all([url] * clients, errors)
+    errors = Errors()
+    websockets, connect_ms = await open_all([url] * clients, errors)
     echo_clients = [
         _EchoClient(websocket, index, "x" * padding_bytes)
         for index, websocket in enumerate(websockets)
@@ -227,7 +135,7 @@ async def closed_loop(
         # the time they took.
         elapsed = time.perf_counter() - began
     finally:
-        await _close_all(websockets)
+        await close_all(websockets)
     return {
         "clients": clients,
         "connected": len(websockets),
@@ -249,7 +157,7 @@ async def _receive_answers(
     websocket: ClientConnection,
     pending: deque[float],
     rtt_ms: list[float],
-    errors: _Errors,
+    errors: Errors,
     is_error: Callable[[str | bytes], bool],
 ) -> None:
     try:
@@ -272,7 +180,7 @@ async def _send_on_schedule(
     interval: float,
     stop_at: float,
     body: str,
-    errors: _Errors,
+    errors: Errors,
 ) -> int:
     sent = 0
     next_at = first_at
@@ -299,13 +207,13 @@ async def open_loop(
     duration: float,
     body: str,
     expect: str,
-    tokens: _Tokens,
+    tokens: Tokens,
     user_prefix: str,
 ) -> dict[str, Any]:
-    errors = _Errors()
+    errors = Errors()
     urls = [tokens.url(url, f"{user_prefix}{index}") for index in range(connections)]
     connect_started = time.perf_counter()
-    websockets, connect_ms = await _open_all(urls, errors)
+    websockets, connect_ms = await open_all(urls, errors)
     connect_seconds = time.perf_counter() - connect_started
     rtt_ms: list[float] = []
     interval = connections / rate  # each connection's share of the total rate
@@ -335,9 +243,9 @@ async def open_loop(
                 for ws, queue in zip(websockets, queues, strict=True)
             )
         )
-        await _until(lambda: not any(queues), ANSWER_TIMEOUT_SECONDS)
+        await until(lambda: not any(queues), ANSWER_TIMEOUT_SECONDS)
     finally:
-        await _close_all(websockets)
+        await close_all(websockets)
         for task in receivers:
             task.cancel()
         await asyncio.gather(*receivers, return_exceptions=True)
@@ -380,9 +288,9 @@ async def _read_line() -> str:
     return await asyncio.to_thread(sys.stdin.readline)
 
 
-async def hold(url: str, connections: int, tokens: _Tokens, user_id: str) -> dict[str, Any]:
-    errors = _Errors()
-    websockets, connect_ms = await _open_all(
+async def hold(url: str, connections: int, tokens: Tokens, user_id: str) -> dict[str, Any]:
+    errors = Errors()
+    websockets, connect_ms = await open_all(
         [tokens.url(url, user_id) for _ in range(connections)], errors
     )
     received: list[list[str]] = [[] for _ in websockets]
@@ -400,7 +308,7 @@ async def hold(url: str, connections: int, tokens: _Tokens, user_id: str) -> dic
             if not line or line == "quit":
                 break
             _, per_connection, in_all = [*line.split(), "0", "0"][:3]
-            await _until(
+            await until(
                 functools.partial(_holds, received, int(per_connection), int(in_all)),
                 REPORT_TIMEOUT_SECONDS,
             )
@@ -413,7 +321,7 @@ async def hold(url: str, connections: int, tokens: _Tokens, user_id: str) -> dic
                 }
             )
     finally:
-        await _close_all(websockets)
+        await close_all(websockets)
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -467,128 +375,15 @@ def main(argv: list[str] | None = None) -> int:
             options.duration,
             options.body,
             options.expect,
-            _Tokens(options.token_state_dir),
+            Tokens(options.token_state_dir),
             options.user_prefix,
         )
     else:
         scenario = hold(
-            options.url, options.connections, _Tokens(options.token_state_dir), options.user
+            options.url, options.connections, Tokens(options.token_state_dir), options.user
         )
     _print_result(asyncio.run(scenario))
     return 0
-
-
-# --- driving the client from a benchmark -------------------------------------------------------
-
-
-def _command(arguments: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.load_client", *arguments]
-
-
-def run_scenario(
-    arguments: Sequence[str], env: Mapping[str, str], timeout: float
-) -> dict[str, Any]:
-    """Run a ``closed-loop`` or ``open-loop`` scenario in a fresh process; its result."""
-    completed = subprocess.run(
-        _command(arguments),
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    for line in reversed(completed.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            result: dict[str, Any] = json.loads(line.removeprefix(RESULT_MARKER))
-            return result
-    raise RuntimeError(
-        f"load client {arguments[0]} failed (exit {completed.returncode}): "
-        + " | ".join(completed.stderr.strip().splitlines()[-5:])
-    )
-
-
-class HeldConnections:
-    """A ``hold`` scenario in its own process: N connections of one user, counting frames."""
-
-    def __init__(
-        self,
-        url: str,
-        connections: int,
-        user_id: str,
-        token_state_dir: Path,
-        env: Mapping[str, str],
-        log: IO[bytes],
-        timeout: float = 120.0,
-    ) -> None:
-        self._process = subprocess.Popen(
-            _command(
-                [
-                    "hold",
-                    "--url",
-                    url,
-                    "--connections",
-                    str(connections),
-                    "--user",
-                    user_id,
-                    "--token-state-dir",
-                    str(token_state_dir),
-                ]
-            ),
-            cwd=PROJECT_ROOT,
-            env=dict(env),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        ready = self._read_line(READY_LINE + " ", timeout)
-        self.connected: int = ready["connected"]
-        self.errors: dict[str, int] = ready["errors"]
-
-    def _read_line(self, marker: str, timeout: float) -> dict[str, Any]:
-        assert self._process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self._process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"load client exited (status {self._process.poll()})")
-            if line.startswith(marker):
-                data: dict[str, Any] = json.loads(line.removeprefix(marker))
-                return data
-        raise TimeoutError(f"load client gave no {marker.strip()} line in {timeout:.0f} s")
-
-    def report(self, frames_per_connection: int, frames_in_all: int = 0) -> dict[str, Any]:
-        """What each connection received, once each holds ``frames_per_connection`` and all
-        together ``frames_in_all`` (or after 10 s)."""
-        assert self._process.stdin is not None
-        self._process.stdin.write(f"report {frames_per_connection} {frames_in_all}\n")
-        self._process.stdin.flush()
-        return self._read_line(RESULT_MARKER, REPORT_TIMEOUT_SECONDS + 30)
-
-    def close(self) -> None:
-        if self._process.poll() is None and self._process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._process.stdin.write("quit\n")
-                self._process.stdin.close()
-        try:
-            self._process.wait(30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(10)
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-
-    def __enter__(self) -> HeldConnections:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
+from benchmarks import PROJECT_ROOT, stats
 from benchmarks.environment import base_environment
-from benchmarks.load_client import run_scenario
+from benchmarks.load_driver import run_scenario
 from benchmarks.mode import Mode
 from benchmarks.peer_emulators import (
     EMULATORS,
-    PROJECT_ROOT,
     PeersUnavailable,
     RunningEmulator,
     ensure_installed,

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import PROJECT_ROOT
 from benchmarks.echo import ENDPOINT_VARIABLE
 from benchmarks.environment import LOOPBACK, REGION, base_environment, free_port
 from benchmarks.processes import ServerProcess
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = Path(__file__).resolve().parent / ".peer"
 NODE_BIN = PEER_DIR / "node_modules" / ".bin"
 PEER_PACKAGES = {

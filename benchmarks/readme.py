@@ -12,12 +12,12 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from benchmarks import PROJECT_ROOT
 from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH
 
-PERFORMANCE_DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+PERFORMANCE_DOC = PROJECT_ROOT / "docs" / "performance.md"
 NOT_MEASURED = "not measured"
 
 

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import PROJECT_ROOT
+
 BENCHMARK_NAMES = ("cold_start", "aws_calls", "sender", "stream", "fanout", "gateway", "peer")
 # The committed figures docs/performance.md's tables are rendered from (``--update-results``).
 RESULTS_PATH = Path(__file__).with_name("results.json")
 # Where a run writes by default: outside the tracked tree, so a run leaves the worktree clean.
-RUN_RESULTS_PATH = Path(__file__).resolve().parent.parent / ".build" / "bench" / "results.json"
+RUN_RESULTS_PATH = PROJECT_ROOT / ".build" / "bench" / "results.json"
 RATIO_SUFFIX = "_ratio"
 
 STATUS_OK = "ok"

@@ -23,14 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import stats
-from benchmarks.environment import FAKE_CREDENTIALS, base_environment, patched_environ
-from benchmarks.load_client import HeldConnections
-from benchmarks.local_stack import RunningStack, local_stack
+from benchmarks import PROJECT_ROOT, stats
+from benchmarks.environment import base_environment
+from benchmarks.load_driver import HeldConnections
+from benchmarks.local_stack import RunningStack, local_stack, runtime_on
 from benchmarks.mode import Mode
 from benchmarks.report import STATUS_FAILED, Section, progress
-from runtime import aws, schema
-from runtime.config import StoreConfig
+from runtime import schema
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender, serialize
 
@@ -41,7 +40,6 @@ TARGET_CPU_RATIO = 0.35
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MEMORY_MB = 256
 LAMBDA_CPU_SHARE = LAMBDA_MEMORY_MB / LAMBDA_MB_PER_VCPU
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -60,27 +58,17 @@ def held_stack(work_dir: Path, user_id: str, connections: int = 1) -> Iterator[H
     at its embedded moto while the block runs."""
     with local_stack(work_dir, {schema.ENV_MAX_CONNECTIONS_PER_USER: "0"}) as stack:
         env = base_environment({"PYTHONPATH": str(PROJECT_ROOT)})
-        aws_env = {
-            **FAKE_CREDENTIALS,
-            "AWS_ENDPOINT_URL": stack.aws_endpoint_url,
-            schema.ENV_CONNECTIONS_TABLE: stack.table_name,
-        }
         with (
             (work_dir / f"hold-{user_id}.log").open("wb") as log,
             HeldConnections(stack.ws_url, connections, user_id, stack.state_dir, env, log) as held,
-            patched_environ(aws_env),
+            runtime_on(stack) as store,
         ):
             if held.connected != connections:
                 raise RuntimeError(f"{held.connected} of {connections} connections opened")
-            aws.reset_clients()
-            try:
-                store = ConnectionStore(StoreConfig(stack.table_name))
-                ids = store.connection_ids_for_user(user_id)
-                # The sender's EMF metrics (printed every 100 values) would garble the table.
-                with contextlib.redirect_stdout(io.StringIO()):
-                    yield HeldStack(stack, held, store, ids)
-            finally:
-                aws.reset_clients()
+            ids = store.connection_ids_for_user(user_id)
+            # The sender's EMF metrics (printed every 100 values) would garble the table.
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield HeldStack(stack, held, store, ids)
 
 
 def _posts(mode: Mode) -> int:

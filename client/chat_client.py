@@ -17,6 +17,11 @@
   returns the answer whose ``inReplyTo`` is its question's ``clientMessageId``.
 - Memory: subscriptions, unfinished answers and remembered outcomes are bounded.
 - Closing: ``close()`` ends the client for its callers before it awaits anything.
+
+About 450 lines on purpose: what could stand alone already does (``delivery``, ``answers``,
+``backoff``, ``writer``, ``subscriptions``); what is left is the connection's life (connect,
+supervise, reconnect, keep-alive, stop), whose every step reads and changes the same state, so
+split across modules it would be one class in several files.
 """
 
 from __future__ import annotations

@@ -133,27 +133,22 @@ class Alarms(pulumi.ComponentResource):
             )
 
     def _add_function_alarms(self, args: AlarmsArgs) -> None:
-        for key, function_name in args.function_names.items():
-            if key not in args.denying_functions:
+        for metric, description in (
+            ("Errors", "the {} handler raised, timed out or ran out of memory"),
+            ("Throttles", "Lambda throttled the {} handler (account or reserved concurrency)"),
+        ):
+            for key, function_name in args.function_names.items():
+                if metric == "Errors" and key in args.denying_functions:
+                    continue
                 self._alarm(
-                    f"{key}-Errors",
-                    f"the {key} handler raised, timed out or ran out of memory",
+                    f"{key}-{metric}",
+                    description.format(key),
                     namespace="AWS/Lambda",
-                    metric_name="Errors",
+                    metric_name=metric,
                     dimensions={"FunctionName": function_name},
                     statistic="Sum",
                     threshold=1,
                 )
-        for key, function_name in args.function_names.items():
-            self._alarm(
-                f"{key}-Throttles",
-                f"Lambda throttled the {key} handler (account or reserved concurrency)",
-                namespace="AWS/Lambda",
-                metric_name="Throttles",
-                dimensions={"FunctionName": function_name},
-                statistic="Sum",
-                threshold=1,
-            )
 
     def _add_queue_alarms(self, args: AlarmsArgs) -> None:
         self._alarm(

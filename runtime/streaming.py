@@ -205,8 +205,26 @@ class Streamer:
         if not self._send(state, serialize(typing_on)):
             return result(0, False)
         frames = _Frames(conversation_id, message_id, done_metadata, in_reply_to)
+        feed = _ThreadFeed(chunks) if self.coalescing.seconds > 0 else _InlineFeed(chunks)
+        try:
+            if not self._send_chunks(state, frames, feed):
+                return result(frames.sequence, False)
+        except Exception:
+            self._typing_off(state, conversation_id, in_reply_to)
+            raise
+        finally:
+            feed.stop()
+        completed = self._send(state, frames.done())
+        if completed:
+            self._typing_off(state, conversation_id, in_reply_to)
+        return result(frames.sequence, completed)
+
+    def _send_chunks(
+        self, state: _StreamState, frames: _Frames, feed: _ThreadFeed | _InlineFeed
+    ) -> bool:
+        """Every chunk in frames: the first at once, later ones gathered for the coalescing
+        window within one frame's room; False when no connection is left."""
         coalescing = self.coalescing
-        feed = _ThreadFeed(chunks) if coalescing.seconds > 0 else _InlineFeed(chunks)
         gathered: list[str] = []
         size = 0
         deadline: float | None = None
@@ -218,7 +236,7 @@ class Streamer:
                     chunk_size = _content_bytes(item)
                     if gathered and size + chunk_size > frames.room:
                         if not self._flush(state, frames, gathered):
-                            return result(frames.sequence, False)
+                            return False
                         gathered, size, deadline = [], 0, None
                     gathered.append(item)
                     size += chunk_size
@@ -231,22 +249,15 @@ class Streamer:
                 elif not isinstance(item, _Timeout | _End):
                     continue  # an empty chunk
                 if gathered and not self._flush(state, frames, gathered):
-                    return result(frames.sequence, False)
+                    return False
                 gathered, size, deadline = [], 0, None
                 if isinstance(item, _End):
-                    break
+                    return True
         except Exception:
-            # What was gathered before the answer failed still goes out, then typing off.
+            # What was gathered before the answer failed still goes out (then typing off).
             if gathered:
                 self._flush(state, frames, gathered)
-            self._typing_off(state, conversation_id, in_reply_to)
             raise
-        finally:
-            feed.stop()
-        completed = self._send(state, frames.done())
-        if completed:
-            self._typing_off(state, conversation_id, in_reply_to)
-        return result(frames.sequence, completed)
 
     def _flush(self, state: _StreamState, frames: _Frames, gathered: list[str]) -> bool:
         """The gathered chunks as one frame (more if over 128 KB); False when none is left."""

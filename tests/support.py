@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from local.aws import AwsResources
 from local.events import now_ms
 from local.gateway import LambdaContext
+from runtime import schema
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).parent / "events"
 # The deployed functions' default timeout (Pulumi.yaml's lambdaTimeoutSeconds).
 FUNCTION_TIMEOUT_MS = 10_000
@@ -58,6 +63,13 @@ def chat_event(body: object, **request_context: Any) -> dict[str, Any]:
     return event
 
 
+def chat_message(content: str = "What is RAG?", **fields: Any) -> dict[str, Any]:
+    """A ``chat_message`` event of ``conv-1`` with ``content`` and ``fields``, sent now from
+    ``CONNECTION_ID``, connected now."""
+    body = {"action": "chat_message", "conversationId": "conv-1", "content": content, **fields}
+    return chat_event(body, connectedAt=now_ms())
+
+
 def lambda_context(
     function: str = "handler", remaining_ms: int = FUNCTION_TIMEOUT_MS
 ) -> LambdaContext:
@@ -65,6 +77,14 @@ def lambda_context(
     return LambdaContext.starting_now(
         function, timeout_ms=remaining_ms, region=REGION, account_id=ACCOUNT, log_stream_name="test"
     )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 CONNECTION_ID = "BFHPhfCWIAMCKlQ="  # a real capture's (Powertools' tests/events)
@@ -78,12 +98,26 @@ def connect_event(user: str | None = "user-123", connection_id: str = CONNECTION
     )
 
 
+def connect_by_handler() -> None:
+    """``CONNECTION_ID`` connected as ``user-123`` by the ``$connect`` handler (answering 200)."""
+    from runtime.handlers import connect
+
+    assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+
+
 def frame_of(result: dict[str, Any]) -> dict[str, Any]:
     """The frame a message route answered with (status 200, a ``timestamp`` as every frame)."""
     assert result["statusCode"] == 200
     frame: dict[str, Any] = json.loads(result["body"])
     assert "timestamp" in frame
     return frame
+
+
+def message_frame(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+    """The frame the message handler answers ``event`` with (``frame_of``)."""
+    from runtime.handlers import message
+
+    return frame_of(message.handler(event, context or lambda_context("message")))
 
 
 def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -103,7 +137,14 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
 
 
-def queued_client_message_ids(sqs: Any, queue_url: str) -> list[str]:
-    """The ``clientMessageId`` of every message in the chat queue, in order, taken off it
+def connection_rows(aws: AwsResources) -> list[dict[str, Any]]:
+    """Every connection row in ``aws``'s table, expired or not (a Scan with a client of its own,
+    so faults injected into the handlers' clients do not touch it)."""
+    items = aws.dynamodb().scan(TableName=aws.table_name)["Items"]
+    return [item for item in items if item["PK"]["S"].startswith(schema.CONNECTION_PREFIX)]
+
+
+def queued_ids(aws: AwsResources) -> list[str]:
+    """The ``clientMessageId`` of every message in ``aws``'s chat queue, in order, taken off it
     (``drain_queue``). Where nothing consumes the queue, everything queued is still there."""
-    return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(sqs, queue_url)]
+    return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(aws.sqs(), aws.queue_url)]

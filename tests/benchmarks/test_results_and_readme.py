@@ -10,8 +10,7 @@ from pathlib import Path
 from benchmarks.__main__ import _consecutive, _parser
 from benchmarks.readme import BLOCKS, PERFORMANCE_DOC, render
 from benchmarks.report import RESULTS_PATH, RUN_RESULTS_PATH, STATUS_FAILED, Section
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
 
 
 def test_a_run_writes_outside_the_tracked_tree_by_default() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from client import ChatClient, ClientConfig
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.subscriptions import Subscription
 from runtime.messages import (
@@ -304,3 +306,11 @@ async def next_event(
         if event.kind is kind:
             return event
     raise AssertionError(f"the event stream ended before a {kind.value} event")
+
+
+CONFIG = ClientConfig(proxy=None)  # loopback: never a proxy from the environment
+
+
+def new_client(config: ClientConfig = CONFIG, **options: Any) -> ChatClient:
+    """A client whose backoff jitter is the same on every run (a seeded random generator)."""
+    return ChatClient(config, rng=random.Random(7), **options)

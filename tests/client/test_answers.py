@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 
 import pytest
 
-from client import ChatClient, ClientConfig, ConnectionEventKind, Subscription
+from client import ConnectionEventKind, Subscription
 from runtime.messages import ChatResponse, Frame, TypingIndicator
-from tests.client.fake_gateway import FakeGateway, answer, chunk, done, next_event, run
-
-CONFIG = ClientConfig(proxy=None)
-
-
-def new_client() -> ChatClient:
-    return ChatClient(CONFIG, rng=random.Random(3))
+from tests.client.fake_gateway import (
+    FakeGateway,
+    answer,
+    chunk,
+    done,
+    new_client,
+    next_event,
+    run,
+)
 
 
 def test_chunks_out_of_order_and_repeated_make_one_answer_and_are_seen_once() -> None:

@@ -4,27 +4,21 @@ the connection stuck or broken, and ``close()`` ends the client even when it is 
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ProtocolError
 
-from client import ChatClient, ClientClosedError, ClientConfig, ConnectionEventKind
+from client import ClientClosedError, ClientConfig, ConnectionEventKind
 from tests.client.fake_gateway import (
     STALLING_MESSAGES,
     FakeGateway,
     at_once,
     big_message,
+    new_client,
     next_event,
     run,
 )
-
-CONFIG = ClientConfig(proxy=None)
-
-
-def new_client(config: ClientConfig = CONFIG) -> ChatClient:
-    return ChatClient(config, rng=random.Random(7))
 
 
 def test_a_peer_that_stops_reading_is_replaced_and_send_chat_never_waits() -> None:

@@ -6,12 +6,10 @@ import asyncio
 import os
 import re
 import sys
-from pathlib import Path
 
 from client.cli import EXIT_AUTH_REJECTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.client.fake_gateway import FakeGateway, run
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
 
 
 async def start_cli(*args: str) -> asyncio.subprocess.Process:
@@ -20,7 +18,7 @@ async def start_cli(*args: str) -> asyncio.subprocess.Process:
         "-m",
         "client",
         *args,
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -139,7 +137,7 @@ def test_local_without_local_mode_says_so() -> None:
 
 
 def test_the_client_package_never_imports_local_mode() -> None:
-    for path in (ROOT / "client").glob("*.py"):
+    for path in (PROJECT_ROOT / "client").glob("*.py"):
         assert not re.search(r"^\s*(from|import) local\b", path.read_text(), re.M), path
 
 
@@ -155,7 +153,7 @@ def test_missing_url_or_token_is_a_usage_error() -> None:
             "client",
             "--url",
             "ws://127.0.0.1:9/dev",
-            cwd=ROOT,
+            cwd=PROJECT_ROOT,
             env=environment,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 
 import pytest
 
 from client import (
-    ChatClient,
     ChatClientError,
     ClientConfig,
     ConnectionEventKind,
@@ -33,13 +31,13 @@ from runtime.messages import (
     error_frame,
     system_frame,
 )
-from tests.client.fake_gateway import FakeGateway, next_event, retryable_error, run
-
-CONFIG = ClientConfig(proxy=None)
-
-
-def new_client(config: ClientConfig = CONFIG) -> ChatClient:
-    return ChatClient(config, rng=random.Random(11))
+from tests.client.fake_gateway import (
+    FakeGateway,
+    new_client,
+    next_event,
+    retryable_error,
+    run,
+)
 
 
 def received_ids(gateway: FakeGateway) -> list[str]:

@@ -25,15 +25,10 @@ from client import (
     ConnectionEventKind,
 )
 from runtime.messages import SystemEvent, SystemFrame
-from tests.client.fake_gateway import FakeGateway, next_event, run
+from tests.client.fake_gateway import FakeGateway, new_client, next_event, run
 
 RECONNECT_WITHIN_SECONDS = 3.0
 FIRST_ATTEMPT_WITHIN_SECONDS = 0.25
-CONFIG = ClientConfig(proxy=None)
-
-
-def new_client(config: ClientConfig = CONFIG, **kwargs: object) -> ChatClient:
-    return ChatClient(config, rng=random.Random(5), **kwargs)  # type: ignore[arg-type]
 
 
 def numbered_tokens() -> Callable[[], str]:

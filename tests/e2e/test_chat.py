@@ -16,13 +16,7 @@ from local.tokens import DevTokens
 from runtime.messages import ChatResponse, SystemFrame, TypingIndicator, parse_frame
 from runtime.posting import SignedTransport
 from runtime.sender import MessageSender
-
-
-def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+from tests.support import wait_until
 
 
 def _status(url: str) -> int:
@@ -76,7 +70,7 @@ def test_full_chat(stack, store, access_log):
         mine = [r for r in access_log if r.connectionId == row.connection_id]
         return [(r.eventType, r.routeKey, r.status) for r in mine]
 
-    _wait_until(lambda: store.get(row.connection_id) is None and len(logged()) == 3)
+    wait_until(lambda: store.get(row.connection_id) is None and len(logged()) == 3, timeout=10)
     assert logged() == [
         ("CONNECT", "$connect", 200),
         ("MESSAGE", "chat_message", 200),
@@ -145,7 +139,7 @@ def test_jwks_is_served(stack):
 def test_gone_connection_is_typed_410_and_the_sender_cleans_up(stack, store, management):
     with connect(stack.connect_url("frank")):
         [row] = store.list_for_user("frank")
-    _wait_until(lambda: stack.gateway.backend.connections.get(row.connection_id) is None)
+    wait_until(lambda: stack.gateway.backend.connections.get(row.connection_id) is None, timeout=10)
     with pytest.raises(management.exceptions.GoneException):
         management.post_to_connection(ConnectionId=row.connection_id, Data=b"{}")
     # A row $disconnect missed (best-effort in AWS) is removed on the first 410, once the

@@ -12,9 +12,8 @@ import pytest
 import yaml
 from websockets.sync.client import connect
 
-from local.aws import PROJECT_ROOT
 from local.stack import LocalStack
-from tests.local.gateway_support import wait_until
+from tests.support import PROJECT_ROOT, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,12 +23,12 @@ from components.packaging import BUILD_DIR_ENV, LayerBuild, mark_complete
 from components.settings import LambdaSettings
 from tests.infra.mocks import (
     ACCOUNT,
-    PROJECT_ROOT,
     REGION,
     ProgramRun,
     config_from_stack_file,
     run_program,
 )
+from tests.support import PROJECT_ROOT
 
 PROGRAM = PROJECT_ROOT / "__main__.py"
 PROJECT = "rag-websocket"

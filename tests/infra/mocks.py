@@ -22,7 +22,6 @@ import pulumi.runtime.settings
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 API_ID = "a1b2c3d4e5"

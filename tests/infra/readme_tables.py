@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
+
 DEPLOY_DOC = PROJECT_ROOT / "docs" / "deploy.md"
 CONFIG_MARKER = "<!-- config-table -->"
 CONFIG_END_MARKER = "<!-- /config-table -->"

@@ -16,7 +16,7 @@ from components.settings import StackSettings, config_key
 from runtime import schema
 from tests.infra.conftest import run_stack
 from tests.infra.contract import ADDED, CONTRACT, WITH_CUSTOM_DOMAIN
-from tests.infra.mocks import ACCOUNT, API_ID, PROJECT_ROOT, REGION, ProgramRun
+from tests.infra.mocks import ACCOUNT, API_ID, REGION, ProgramRun
 from tests.infra.readme_tables import (
     ALARMS_END_MARKER,
     ALARMS_MARKER,
@@ -24,6 +24,7 @@ from tests.infra.readme_tables import (
     alarm_rows,
     section,
 )
+from tests.support import PROJECT_ROOT
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 HANDLERS = ("authorizer", "connect", "disconnect", "message")

@@ -9,7 +9,8 @@ from typing import Any
 
 from runtime import schema
 from tests.infra.contract import CONTRACT
-from tests.infra.mocks import PROJECT_ROOT, REGION, ProgramRun, run_program
+from tests.infra.mocks import REGION, ProgramRun, run_program
+from tests.support import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "examples" / "rag_consumer"
 WEBSOCKET_STACK = "acme/rag-websocket/dev"

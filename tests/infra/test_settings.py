@@ -22,7 +22,8 @@ from components.settings import (
 )
 from runtime import schema
 from tests.infra.conftest import ACCOUNT_STACK, AUDIENCE, ISSUER, PROJECT, run_stack
-from tests.infra.mocks import PROJECT_ROOT, config_from_stack_file
+from tests.infra.mocks import config_from_stack_file
+from tests.support import PROJECT_ROOT
 
 PROJECT_FILE = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())
 DECLARED: dict[str, dict[str, Any]] = PROJECT_FILE["config"]

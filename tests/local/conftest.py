@@ -43,7 +43,7 @@ def start_gateway(access_log: list[AccessRecord]) -> Iterator[Callable[..., Gate
 
 
 @pytest.fixture
-def management() -> Callable[[Gateway], Any]:
+def management_client() -> Callable[[Gateway], Any]:
     """A real boto3 ``apigatewaymanagementapi`` client for a gateway."""
 
     def client(gateway: Gateway) -> Any:

@@ -12,7 +12,8 @@ from websockets.sync.client import connect
 from local.gateway import AccessRecord, RouteTable, StreamAccessLog
 from local.gateway.exceptions import AuthorizerConfigurationException, ForbiddenException
 from local.gateway.policy import evaluate, stringify
-from tests.local.gateway_support import allow, wait_until
+from tests.local.gateway_support import allow
+from tests.support import wait_until
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abcde12345/dev/$connect"
 FIELDS = {"time", "connectionId", "eventType", "routeKey", "status", "latency"}

@@ -13,7 +13,6 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,8 +24,8 @@ from local.__main__ import build_parser, settings_from
 from local.gateway import RouteTable
 from local.responder import demo_responder
 from tests.local.gateway_handlers import ROUTES, echo
+from tests.support import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"time", "connectionId", "eventType", "routeKey", "status", "latency"}
 
 
@@ -45,7 +44,7 @@ def test_defaults_serve_this_project_with_the_demo_responder():
 
 
 def test_function_timeout_and_memory_default_to_the_stacks_and_take_flags():
-    config = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    config = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())["config"]
     defaults = _settings()
     assert defaults.function_timeout_seconds == config["lambdaTimeoutSeconds"]["default"]
     assert defaults.function_memory_mb == config["lambdaMemoryMb"]["default"]
@@ -108,8 +107,8 @@ def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]
     ]  # fmt: skip
     process = subprocess.Popen(  # noqa: S603 - this project's own CLI, fixed arguments
         command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -15,7 +15,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from local.gateway import RouteTable
-from tests.local.gateway_support import Recorder, allow, wait_until
+from tests.local.gateway_support import Recorder, allow
+from tests.support import wait_until
 
 CLF_TIME = re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000")
 ACCOUNT_ARN = re.compile(r"arn:aws:execute-api:us-east-1:\d{12}:[a-z0-9]{10}/dev/\$connect")

@@ -35,9 +35,9 @@ def _connection_id(recorder: Recorder) -> str:
     return connection_id
 
 
-def test_post_delivers_a_text_frame(start_gateway, routes, recorder, management):
+def test_post_delivers_a_text_frame(start_gateway, routes, recorder, management_client):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url) as ws:
         frame = json.dumps({"type": "system", "event": "notice", "message": "héllo"})
         client.post_to_connection(ConnectionId=_connection_id(recorder), Data=frame.encode())
@@ -45,11 +45,11 @@ def test_post_delivers_a_text_frame(start_gateway, routes, recorder, management)
 
 
 def test_ids_like_aws_with_dash_underscore_and_equals_are_url_decoded(
-    start_gateway, routes, recorder, management
+    start_gateway, routes, recorder, management_client
 ):
     ids = itertools.cycle(AWS_SHAPED_IDS)
     gateway = start_gateway(routes, connection_id_factory=lambda: next(ids))
-    client = management(gateway)
+    client = management_client(gateway)
     for expected in AWS_SHAPED_IDS:
         with connect(gateway.ws_url) as ws:
             connection_id = _connection_id(recorder)
@@ -88,9 +88,9 @@ def test_an_encoded_path_delivers_like_the_unencoded_form(start_gateway, routes,
         assert ws.recv(timeout=5) == "hello"
 
 
-def test_get_returns_times_and_identity(start_gateway, routes, recorder, management):
+def test_get_returns_times_and_identity(start_gateway, routes, recorder, management_client):
     gateway = start_gateway({**routes, "$default": recorder.handler()})
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url, user_agent_header="get-test/2") as ws:
         connection_id = _connection_id(recorder)
         first = client.get_connection(ConnectionId=connection_id)
@@ -104,9 +104,11 @@ def test_get_returns_times_and_identity(start_gateway, routes, recorder, managem
     assert second["ConnectedAt"] == first["ConnectedAt"]
 
 
-def test_delete_closes_the_socket_then_runs_disconnect(start_gateway, routes, recorder, management):
+def test_delete_closes_the_socket_then_runs_disconnect(
+    start_gateway, routes, recorder, management_client
+):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url) as ws:
         connection_id = _connection_id(recorder)
         response = client.delete_connection(ConnectionId=connection_id)
@@ -124,8 +126,8 @@ def test_delete_closes_the_socket_then_runs_disconnect(start_gateway, routes, re
 
 
 @pytest.mark.parametrize("operation", ["post_to_connection", "get_connection", "delete_connection"])
-def test_unknown_id_is_a_typed_gone_exception(start_gateway, routes, management, operation):
-    client = management(start_gateway(routes))
+def test_unknown_id_is_a_typed_gone_exception(start_gateway, routes, management_client, operation):
+    client = management_client(start_gateway(routes))
     arguments: dict[str, Any] = {"ConnectionId": "Tm90SGVyZQ="}
     if operation == "post_to_connection":
         arguments["Data"] = b"x"
@@ -138,9 +140,9 @@ def test_unknown_id_is_a_typed_gone_exception(start_gateway, routes, management,
     assert headers["x-amzn-errortype"] == "GoneException"
 
 
-def test_closed_connection_is_gone(start_gateway, routes, recorder, management):
+def test_closed_connection_is_gone(start_gateway, routes, recorder, management_client):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url):
         connection_id = _connection_id(recorder)
     recorder.wait_for("DISCONNECT")
@@ -177,10 +179,10 @@ def test_post_during_connect_is_gone(start_gateway, recorder):
 
 
 def test_post_over_128_kb_is_413_and_exactly_128_kb_is_delivered(
-    start_gateway, routes, recorder, management
+    start_gateway, routes, recorder, management_client
 ):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url, max_size=None) as ws:
         connection_id = _connection_id(recorder)
         exact = b"a" * schema.MAX_MESSAGE_BYTES
@@ -191,15 +193,15 @@ def test_post_over_128_kb_is_413_and_exactly_128_kb_is_delivered(
         assert too_large.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
 
 
-def test_non_utf8_data_is_delivered_as_binary(start_gateway, routes, recorder, management):
+def test_non_utf8_data_is_delivered_as_binary(start_gateway, routes, recorder, management_client):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     with connect(gateway.ws_url) as ws:
         client.post_to_connection(ConnectionId=_connection_id(recorder), Data=b"\xff\x00")
         assert ws.recv(timeout=5) == b"\xff\x00"
 
 
-def test_other_stage_or_path_is_403(start_gateway, routes, management):
+def test_other_stage_or_path_is_403(start_gateway, routes, management_client):
     gateway = start_gateway(routes)
     other = boto3.client(
         "apigatewaymanagementapi",
@@ -213,9 +215,9 @@ def test_other_stage_or_path_is_403(start_gateway, routes, management):
     assert forbidden.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-def test_concurrent_posts_arrive_whole(start_gateway, routes, recorder, management):
+def test_concurrent_posts_arrive_whole(start_gateway, routes, recorder, management_client):
     gateway = start_gateway(routes)
-    client = management(gateway)
+    client = management_client(gateway)
     frames = [json.dumps({"n": n, "pad": "p" * 2000}) for n in range(40)]
     with connect(gateway.ws_url) as ws:
         connection_id = _connection_id(recorder)

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from local import responder as responder_module
-from local.aws import AwsResources, EmbeddedAws
+from local.aws import AwsResources
 from local.responder import ChatQueueConsumer, demo_answer, demo_responder
-from tests.local.gateway_support import wait_until
+from tests.support import wait_until
 
 
-@pytest.fixture(scope="module")
-def aws() -> Iterator[AwsResources]:
-    with EmbeddedAws() as resources:
-        yield resources
-
-
-def _queue(aws: AwsResources, conversation: str, content: str, message_id: str) -> None:
+def _queue(served_aws: AwsResources, conversation: str, content: str, message_id: str) -> None:
     body = {
         "connectionId": f"conn-{conversation}",
         "userId": "alice",
@@ -30,17 +21,17 @@ def _queue(aws: AwsResources, conversation: str, content: str, message_id: str) 
         "clientMessageId": message_id,
         "messageId": message_id,
     }
-    aws.sqs().send_message(
-        QueueUrl=aws.queue_url,
+    served_aws.sqs().send_message(
+        QueueUrl=served_aws.queue_url,
         MessageBody=json.dumps(body),
         MessageGroupId=conversation,
         MessageDeduplicationId=message_id,
     )
 
 
-def _visible_and_in_flight(aws: AwsResources) -> int:
-    attributes = aws.sqs().get_queue_attributes(
-        QueueUrl=aws.queue_url,
+def _visible_and_in_flight(served_aws: AwsResources) -> int:
+    attributes = served_aws.sqs().get_queue_attributes(
+        QueueUrl=served_aws.queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]) + int(
@@ -48,7 +39,7 @@ def _visible_and_in_flight(aws: AwsResources) -> int:
     )
 
 
-def test_each_message_reaches_the_responder_in_order_and_is_deleted(aws):
+def test_each_message_reaches_the_responder_in_order_and_is_deleted(served_aws):
     seen: list[tuple[str, str]] = []
     lock = threading.Lock()
     sender: Any = object()
@@ -59,9 +50,9 @@ def test_each_message_reaches_the_responder_in_order_and_is_deleted(aws):
             seen.append((message["conversationId"], message["content"]))
 
     for index in range(3):
-        _queue(aws, "c1", f"first-{index}", f"c1-{index}")
-        _queue(aws, "c2", f"second-{index}", f"c2-{index}")
-    consumer = ChatQueueConsumer(aws.sqs(), aws.queue_url, respond, sender)
+        _queue(served_aws, "c1", f"first-{index}", f"c1-{index}")
+        _queue(served_aws, "c2", f"second-{index}", f"c2-{index}")
+    consumer = ChatQueueConsumer(served_aws.sqs(), served_aws.queue_url, respond, sender)
     consumer.start()
     try:
         wait_until(lambda: len(seen) == 6, timeout=15)
@@ -71,24 +62,24 @@ def test_each_message_reaches_the_responder_in_order_and_is_deleted(aws):
         assert [c for conv, c in seen if conv == conversation] == [
             f"{prefix}-{i}" for i in range(3)
         ]
-    assert _visible_and_in_flight(aws) == 0
+    assert _visible_and_in_flight(served_aws) == 0
 
 
-def test_a_failing_responder_leaves_the_message_for_a_retry(aws):
+def test_a_failing_responder_leaves_the_message_for_a_retry(served_aws):
     attempts: list[str] = []
 
     def fail(message: Any, sender: Any) -> None:
         attempts.append(message["clientMessageId"])
         raise RuntimeError("model unavailable")
 
-    _queue(aws, "c3", "question", "c3-0")
-    consumer = ChatQueueConsumer(aws.sqs(), aws.queue_url, fail, object())  # type: ignore[arg-type]
+    _queue(served_aws, "c3", "question", "c3-0")
+    consumer = ChatQueueConsumer(served_aws.sqs(), served_aws.queue_url, fail, object())  # type: ignore[arg-type]
     consumer.start()
     try:
         wait_until(lambda: attempts == ["c3-0"], timeout=15)
     finally:
         consumer.stop()
-    assert _visible_and_in_flight(aws) == 1  # not deleted: SQS retries it, then the DLQ
+    assert _visible_and_in_flight(served_aws) == 1  # not deleted: SQS retries it, then the DLQ
 
 
 class _RecordingSender:

@@ -6,7 +6,6 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,7 @@ from local.tokens import KEY_FILE_NAME, LOCAL_AUDIENCE, LOCAL_ISSUER, DevTokens
 from runtime.auth import InvalidTokenError, TokenVerifier
 from runtime.config import AuthConfig
 from tests.jwt_keys import StaticJwks
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
 
 
 def _verifier(tokens: DevTokens) -> TokenVerifier:
@@ -68,10 +66,10 @@ def test_token_command_prints_a_token_for_the_user(tmp_path, capsys):
 
 
 def test_token_command_works_without_a_gateway(tmp_path):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(  # noqa: S603 - this project's own CLI, fixed arguments
         [sys.executable, "-m", "local", "token", "--user", "bob", "--state-dir", str(tmp_path)],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
         text=True,

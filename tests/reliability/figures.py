@@ -1,6 +1,7 @@
 """The figures the reliability tests measured, kept for docs/reliability.md.
 
-Each test module records its counts (inputs fuzzed, attacks, faults, messages under load) with
+A test module counts (inputs fuzzed, attacks, faults) in a module-level ``Figures(section)``,
+recorded when the module is done (``conftest.py``), or records a run's figures itself with
 ``record(section, **figures)``; they are merged into ``.build/reliability/figures.json`` (one
 section per test, last run wins) and listed at the end of the pytest run.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
-FIGURES_FILE = Path(__file__).resolve().parents[2] / ".build" / "reliability" / "figures.json"
+from tests.support import PROJECT_ROOT
+
+FIGURES_FILE = PROJECT_ROOT / ".build" / "reliability" / "figures.json"
 _lock = threading.Lock()
 recorded: dict[str, dict[str, Any]] = {}  # this session's, for the terminal summary
 
@@ -29,3 +32,14 @@ def record(section: str, **figures: Any) -> None:
                 saved = {}
         saved[section] = figures
         FIGURES_FILE.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+
+
+class Figures(Counter[str]):
+    """A module's counts, recorded under ``section`` once the module has run."""
+
+    def __init__(self, section: str) -> None:
+        super().__init__()
+        self.section = section
+
+    def record(self) -> None:
+        record(self.section, **self)

@@ -1,7 +1,7 @@
 """Load with nothing lost: many ``ChatClient``s against the local stack, every message counted.
 
-The stack runs in two processes (``stack_process``: the embedded AWS, and the gateway with this
-project's handlers); the clients and the responder run here. The responder is this project's
+The stack runs in a process of its own (``benchmarks.local_stack``, moto in another); the
+clients and the responder run here. The responder is this project's
 ``ChatQueueConsumer`` with a fast responder that records every message it takes off the chat
 queue and streams a short answer through ``MessageSender``. Every client connects first (all
 connections are open at once), then sends its share of the messages one after another (send,
@@ -16,19 +16,15 @@ dead-letter queue are empty and no connection row is left.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.local_stack import RunningStack, local_stack
 from client import ChatClient, ClientConfig
 from local.aws import AwsResources
 from local.responder import ChatQueueConsumer
@@ -38,9 +34,6 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
-ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_SECONDS = 90.0
-STOP_TIMEOUT_SECONDS = 120.0
 # Below API Gateway's 500 new connections per second, which the local gateway enforces too.
 CONNECT_RATE_PER_SECOND = 0.8 * schema.NEW_CONNECTIONS_PER_SECOND
 CONNECT_CONCURRENCY = 50
@@ -125,78 +118,6 @@ class LoadReport:
         }
 
 
-@dataclass(frozen=True)
-class Endpoints:
-    ws_url: str
-    management_endpoint: str
-    aws: AwsResources
-
-
-@contextmanager
-def _role_process(
-    role: str, work_dir: Path, arguments: list[str], environment: Mapping[str, str]
-) -> Iterator[dict[str, Any]]:
-    """One ``stack_process`` role, started; its ready file's JSON; stopped cleanly after."""
-    ready_file = work_dir / f"{role}-ready.json"
-    ready_file.unlink(missing_ok=True)
-    log_path = work_dir / f"{role}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "tests.reliability.stack_process",
-                role,
-                "--ready-file",
-                str(ready_file),
-                *arguments,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **environment},
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while not ready_file.exists():
-                if process.poll() is not None:
-                    raise RuntimeError(f"the {role} process exited; see {log_path}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the {role} process is not ready; see {log_path}")
-                time.sleep(0.05)
-            yield json.loads(ready_file.read_text())
-        finally:
-            if process.stdin is not None:
-                process.stdin.close()
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextmanager
-def stack_processes(
-    work_dir: Path, environment: Mapping[str, str] | None = None
-) -> Iterator[Endpoints]:
-    """The embedded AWS and the gateway (with ``environment`` added), each in its own process."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with _role_process("aws", work_dir, [], {}) as aws:
-        gateway_arguments = [
-            "--aws-file",
-            str(work_dir / "aws-ready.json"),
-            "--state-dir",
-            str(work_dir / "state"),
-        ]
-        with _role_process("gateway", work_dir, gateway_arguments, environment or {}) as gateway:
-            yield Endpoints(
-                ws_url=gateway["ws_url"],
-                management_endpoint=gateway["management_endpoint"],
-                aws=AwsResources(**aws),
-            )
-
-
 def answer_chunks(client_message_id: str, chunks: int) -> list[str]:
     return [f"part {n} of the answer to {client_message_id}. " for n in range(chunks)]
 
@@ -246,7 +167,7 @@ class _Pacer:
 async def _run_client(
     index: int,
     plan: LoadPlan,
-    endpoints: Endpoints,
+    stack: RunningStack,
     tokens: DevTokens,
     pacer: _Pacer,
     connecting: asyncio.Semaphore,
@@ -259,7 +180,7 @@ async def _run_client(
     async with ChatClient(LOAD_CLIENT_CONFIG) as client:
         async with connecting:
             await pacer.wait()
-            await client.connect(endpoints.ws_url, lambda: tokens.issue(user))
+            await client.connect(stack.ws_url, lambda: tokens.issue(user))
         report.clients_connected += 1
         if report.clients_connected == plan.clients:
             everyone_connected.set()
@@ -309,7 +230,7 @@ def _wait_for_no_rows(aws: AwsResources) -> int:
 
 
 async def _drive(
-    plan: LoadPlan, endpoints: Endpoints, tokens: DevTokens, report: LoadReport
+    plan: LoadPlan, stack: RunningStack, tokens: DevTokens, report: LoadReport
 ) -> None:
     pacer = _Pacer(CONNECT_RATE_PER_SECOND)
     connecting = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -321,7 +242,7 @@ async def _drive(
                 _run_client(
                     index,
                     plan,
-                    endpoints,
+                    stack,
                     tokens,
                     pacer,
                     connecting,
@@ -335,17 +256,21 @@ async def _drive(
 def run_load(plan: LoadPlan, work_dir: Path) -> LoadReport:
     """Run ``plan`` against a fresh stack in its own process; the figures of what happened."""
     report = LoadReport()
-    tokens = DevTokens.load_or_create(work_dir / "state")  # before the stack: one key for both
     environment = {schema.ENV_MESSAGES_PER_MINUTE: str(plan.messages_per_minute)}
     started = time.perf_counter()
-    with stack_processes(work_dir, environment) as endpoints:
-        aws = endpoints.aws
+    # API Gateway's integration timeout rather than the functions' 10 s, as the gateway's
+    # default: on a loaded 2-core machine, 100 handshakes at once can outwait a Lambda's budget.
+    with local_stack(
+        work_dir, environment, function_timeout_seconds=schema.INTEGRATION_TIMEOUT_SECONDS
+    ) as stack:
+        tokens = DevTokens.load_or_create(stack.state_dir)  # the key local_stack() created
+        aws = stack.aws
         store = ConnectionStore(StoreConfig(aws.table_name), client=aws.dynamodb())
         responder = RecordingResponder(plan.chunks_per_answer)
         sender = MessageSender(
             store,
-            endpoints.management_endpoint,
-            client=aws.management_api(endpoints.management_endpoint),
+            stack.management_endpoint,
+            client=aws.management_api(stack.management_endpoint),
             max_workers=plan.responder_workers,
             # A client that reconnects under load gets the rest of its answer on the new socket.
             redirect_gone_to_user=True,
@@ -355,7 +280,7 @@ def run_load(plan: LoadPlan, work_dir: Path) -> LoadReport:
         )
         consumer.start()
         try:
-            asyncio.run(_drive(plan, endpoints, tokens, report))
+            asyncio.run(_drive(plan, stack, tokens, report))
         finally:
             consumer.stop()
             sender.close()

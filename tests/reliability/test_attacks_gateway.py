@@ -48,16 +48,10 @@ from tests.jwt_keys import (
     standard_claims,
     trusted_jwks,
 )
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 
 ATTACKER = "mallory"
-refused: dict[str, int] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("attacks: refused handshakes on the local gateway", **refused)
+refused = Figures("attacks: refused handshakes on the local gateway")
 
 
 @pytest.fixture(scope="module")

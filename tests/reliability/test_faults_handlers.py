@@ -19,34 +19,31 @@ a "failed" write would still land in the table.
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
 
 import pytest
 
-from local.aws import AwsResources, EmbeddedAws
-from local.events import now_ms
+from local.aws import AwsResources
 from runtime import aws as runtime_aws
 from runtime import schema
-from runtime.handlers import connect, disconnect, message
-from tests.reliability.figures import record
+from runtime.handlers import connect, disconnect
+from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
 from tests.support import (
     CONNECTION_ID,
-    QUEUE_NAME,
     TABLE_NAME,
-    chat_event,
+    chat_message,
+    connect_by_handler,
     connect_event,
-    drain_queue,
-    frame_of,
+    connection_rows,
     lambda_context,
     load_event,
+    message_frame,
+    queued_ids,
 )
 
 SDK_ATTEMPTS = runtime_aws.MAX_ATTEMPTS  # runtime/aws.py: standard mode, 2 attempts in all
@@ -59,37 +56,33 @@ SQS_FAULTS = [
     pytest.param("ThrottlingException", 400, id="throttled"),
     pytest.param("ServiceUnavailable", 503, id="5xx"),
 ]
-injected: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("faults: handlers (moto)", **dict(injected))
-
-
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[AwsResources]:
-    """The table and queue the handlers were configured with (tests/support.py), served."""
-    with EmbeddedAws(table_name=TABLE_NAME, queue_name=QUEUE_NAME) as resources:
-        yield resources
+injected = Figures("faults: handlers (moto)")
 
 
 @pytest.fixture
-def aws(moto_server: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsResources]:
-    """The handlers' clients pointed at the server; the table and the queue emptied first."""
-    for name, value in moto_server.environment().items():
+def handlers_aws(
+    served_aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AwsResources]:
+    """``served_aws`` with the handlers' clients pointed at it, the table and queue emptied."""
+    for name, value in served_aws.environment().items():
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
     runtime_aws.reset_clients()
-    dynamodb = moto_server.dynamodb()
+    dynamodb = served_aws.dynamodb()
     for item in dynamodb.scan(TableName=TABLE_NAME)["Items"]:
         dynamodb.delete_item(TableName=TABLE_NAME, Key={k: item[k] for k in ("PK", "SK")})
-    queued(moto_server)
-    yield moto_server
+    queued_ids(served_aws)
+    yield served_aws
     runtime_aws.reset_clients()
+
+
+@pytest.fixture
+def connected(handlers_aws: AwsResources) -> AwsResources:
+    """``handlers_aws`` with ``CONNECTION_ID`` connected by the ``$connect`` handler."""
+    connect_by_handler()
+    return handlers_aws
 
 
 @pytest.fixture(autouse=True)
@@ -97,43 +90,19 @@ def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
 
 
-def chat(client_message_id: str) -> dict[str, Any]:
-    body = {
-        "action": "chat_message",
-        "conversationId": "conv-faults",
-        "content": "a question",
-        "clientMessageId": client_message_id,
-    }
-    return chat_event(body, connectionId=CONNECTION_ID, connectedAt=now_ms())
-
-
-def rows(resources: AwsResources) -> list[dict[str, Any]]:
-    """Every connection row of the table, read past the injected faults (a client of its own)."""
-    items = resources.dynamodb().scan(TableName=resources.table_name)["Items"]
-    return [item for item in items if item["PK"]["S"].startswith("CONNECTION#")]
-
-
-def queued(resources: AwsResources) -> list[str]:
-    """The clientMessageIds in the chat queue, read past the injected faults."""
-    return [
-        json.loads(item["Body"])["clientMessageId"]
-        for item in drain_queue(resources.sqs(), resources.queue_url)
-    ]
-
-
 # --- $connect --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("code", "status"), DYNAMODB_FAULTS)
 def test_connect_answers_500_and_stores_no_row(
-    aws: AwsResources, code: str, status: int, logs: io.StringIO
+    handlers_aws: AwsResources, code: str, status: int, logs: io.StringIO
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "TransactWriteItems", code, status) as fault:
         result = connect.handler(connect_event(), lambda_context("connect"))
     injected[f"$connect: DynamoDB TransactWriteItems {code}"] += fault.calls
     assert result["statusCode"] == 500
     assert fault.calls == SDK_ATTEMPTS
-    assert rows(aws) == []
+    assert connection_rows(handlers_aws) == []
     assert "connect failed: could not store the connection" in logs.getvalue()
 
 
@@ -150,7 +119,7 @@ def test_disconnect_answers_200_and_leaves_the_row_to_its_ttl(
     injected[f"$disconnect: DynamoDB DeleteItem {code}"] += fault.calls
     assert result["statusCode"] == 200
     assert fault.calls == SDK_ATTEMPTS
-    [row] = rows(connected)
+    [row] = connection_rows(connected)
     assert int(row["ttl"]["N"]) > time.time()  # the TTL (or a 410) removes it
     assert "could not delete the connection row; its TTL will" in logs.getvalue()
 
@@ -163,7 +132,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_dynamodb_f
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.dynamodb(), "UpdateItem", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-store-fault"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-store-fault"))
     injected[f"chat_message: DynamoDB UpdateItem {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -172,7 +141,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_dynamodb_f
         True,
     )
     assert frame["clientMessageId"] == "m-store-fault"
-    assert queued(connected) == []
+    assert queued_ids(connected) == []
 
 
 @pytest.mark.parametrize(("code", "status"), SQS_FAULTS)
@@ -180,7 +149,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
     connected: AwsResources, code: str, status: int
 ) -> None:
     with AwsFault(runtime_aws.sqs(), "SendMessage", code, status) as fault:
-        frame = frame_of(message.handler(chat("m-queue-fault"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-queue-fault"))
     injected[f"chat_message: SQS SendMessage {code}"] += fault.calls
     assert fault.calls == SDK_ATTEMPTS
     assert (frame["type"], frame["code"], frame["retryable"]) == (
@@ -190,7 +159,7 @@ def test_chat_message_is_a_retryable_error_and_nothing_is_queued_when_sqs_fails(
     )
     assert frame["clientMessageId"] == "m-queue-fault"
     assert "send it again (a chat message with the same clientMessageId)" in frame["message"]
-    assert queued(connected) == []
+    assert queued_ids(connected) == []
 
 
 def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
@@ -200,26 +169,26 @@ def test_transient_throttling_is_absorbed_by_the_sdk_and_queues_once(
         AwsFault(runtime_aws.dynamodb(), "UpdateItem", "ThrottlingException", 400, times=1) as db,
         AwsFault(runtime_aws.sqs(), "SendMessage", "ThrottlingException", 400, times=1) as sqs,
     ):
-        frame = frame_of(message.handler(chat("m-transient"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-transient"))
     injected["chat_message: transient throttling (DynamoDB + SQS)"] += db.calls + sqs.calls
     assert (frame["type"], frame["event"]) == ("system", "accepted")
     assert (db.calls, sqs.calls) == (1, 1)
     assert len(sdk_sleeps.delays) == 2  # the SDK backed off before each retry
-    assert queued(connected) == ["m-transient"]
+    assert queued_ids(connected) == ["m-transient"]
 
 
 def test_an_answer_lost_after_sqs_queued_the_message_is_resent_and_queued_once(
     connected: AwsResources,
 ) -> None:
     with LostResponse(runtime_aws.sqs(), "SendMessage") as lost:
-        first = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
+        first = message_frame(chat_message(clientMessageId="m-lost-answer"))
         # What the client does with a retryable error: the same message, the same id.
-        second = frame_of(message.handler(chat("m-lost-answer"), lambda_context("message")))
+        second = message_frame(chat_message(clientMessageId="m-lost-answer"))
     injected["chat_message: SQS answer lost after queueing"] += lost.calls
     assert lost.calls == 1
     assert (first["code"], first["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert (second["event"], second["data"]["clientMessageId"]) == ("accepted", "m-lost-answer")
-    assert queued(connected) == ["m-lost-answer"]  # the FIFO deduplication id did it
+    assert queued_ids(connected) == ["m-lost-answer"]  # the FIFO deduplication id did it
 
 
 # --- an endpoint that accepts and never answers ----------------------------------------------
@@ -288,7 +257,7 @@ def test_chat_message_answers_service_unavailable_before_its_lambda_times_out(
     got API Gateway's bare "Internal server error" instead of a frame."""
     silence(monkeypatch, black_hole, service)
     context = lambda_context("message")
-    frame = frame_of(message.handler(chat("m-silent"), context))
+    frame = message_frame(chat_message(clientMessageId="m-silent"), context)
     assert context.get_remaining_time_in_millis() > 0
     assert (frame["type"], frame["code"], frame["retryable"]) == (
         "error",
@@ -306,8 +275,8 @@ def test_chat_message_skips_a_call_the_time_left_cannot_cover(
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
     too_little = runtime_aws.call_worst_case_seconds() + runtime_aws.ANSWER_MARGIN_SECONDS - 0.5
-    frame = frame_of(
-        message.handler(chat("m-late"), lambda_context("message", int(too_little * 1000)))
+    frame = message_frame(
+        chat_message(clientMessageId="m-late"), lambda_context("message", int(too_little * 1000))
     )
     assert (frame["code"], frame["retryable"], frame["clientMessageId"]) == (
         "SERVICE_UNAVAILABLE",
@@ -318,7 +287,7 @@ def test_chat_message_skips_a_call_the_time_left_cannot_cover(
 
 
 def test_connect_and_disconnect_answer_before_their_lambda_times_out(
-    aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+    handlers_aws: AwsResources, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     silence(monkeypatch, black_hole, "dynamodb")
     context = lambda_context("connect")

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import unquote
@@ -38,18 +36,12 @@ from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.messages import ErrorFrame, SystemEvent, system_frame
 from runtime.sender import BroadcastResult, MessageSender
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 from tests.reliability.injection import AwsFault, LostResponse, SdkSleeps
-from tests.support import queued_client_message_ids
+from tests.support import connection_rows, queued_ids, wait_until
 
 BASE_BACKOFF_SECONDS = 0.05
-injected: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("faults: local stack", **dict(injected))
+injected = Figures("faults: local stack")
 
 
 @pytest.fixture(scope="module")
@@ -66,28 +58,11 @@ def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> SdkSleeps:
     return SdkSleeps().install(monkeypatch)
 
 
-@pytest.fixture
-def store(stack: LocalStack) -> ConnectionStore:
-    return ConnectionStore(StoreConfig(stack.aws.table_name), client=stack.aws.dynamodb())
-
-
-def drain_queue(stack: LocalStack) -> list[str]:
-    """The clientMessageIds in the chat queue (nothing else consumes it here), taken off it."""
-    return queued_client_message_ids(stack.aws.sqs(), stack.aws.queue_url)
-
-
 def sdk_attempts(client: Any) -> int:
     """How many times the SDK sends a call that keeps failing (``max_attempts`` counts retries)."""
     retries = client.meta.config.retries or {}
     total = retries.get("total_max_attempts")
     return int(total) if total is not None else int(retries.get("max_attempts", 4)) + 1
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def to(connection_id: str) -> Any:
@@ -136,7 +111,7 @@ async def _chat_once(stack: LocalStack, user: str, client_message_id: str) -> li
 
 
 def test_sqs_failing_is_resent_by_the_client_and_queued_once(stack: LocalStack) -> None:
-    drain_queue(stack)
+    queued_ids(stack.aws)
     # One handler invocation's worth of attempts fails: the client's re-send succeeds.
     sqs = runtime_aws.sqs()
     with AwsFault(sqs, "SendMessage", "ServiceUnavailable", 503, times=sdk_attempts(sqs)) as fault:
@@ -146,17 +121,17 @@ def test_sqs_failing_is_resent_by_the_client_and_queued_once(stack: LocalStack) 
     assert [(e.code.value, e.retryable, e.client_message_id) for e in errors] == [
         ("SERVICE_UNAVAILABLE", True, "m-sqs-down")
     ]
-    assert drain_queue(stack) == ["m-sqs-down"]
+    assert queued_ids(stack.aws) == ["m-sqs-down"]
 
 
 def test_an_sqs_answer_lost_after_queueing_is_resent_and_queued_once(stack: LocalStack) -> None:
-    drain_queue(stack)
+    queued_ids(stack.aws)
     with LostResponse(runtime_aws.sqs(), "SendMessage") as lost:
         frames = asyncio.run(_chat_once(stack, "fault-lost", "m-answer-lost"))
     injected["chat_message over the gateway: SQS answer lost, client re-send"] += lost.calls
     assert lost.calls == 1
     assert sum(isinstance(f, ErrorFrame) for f in frames) == 1
-    assert drain_queue(stack) == ["m-answer-lost"]  # the second copy was deduplicated
+    assert queued_ids(stack.aws) == ["m-answer-lost"]  # the second copy was deduplicated
 
 
 # --- broadcast_to_user -----------------------------------------------------------------------
@@ -315,11 +290,14 @@ def test_410_after_a_failed_disconnect_removes_the_row(
     stack: LocalStack, store: ConnectionStore
 ) -> None:
     dynamodb = runtime_aws.dynamodb()
+    # The tests before closed their sockets; a $disconnect of theirs still running would meet
+    # the fault below too.
+    wait_until(lambda: not connection_rows(stack.aws), timeout=30)
     # $disconnect's delete is throttled past the SDK's retries: the row outlives the socket.
     with AwsFault(dynamodb, "DeleteItem", "ThrottlingException", 400) as fault:
         with ExitStack() as exits:
             [(connection_id, _)] = _open(stack, store, exits, "fault-410", 1).items()
-        wait_for(lambda: fault.calls == sdk_attempts(dynamodb))
+        wait_until(lambda: fault.calls == sdk_attempts(dynamodb), timeout=30)
     injected["$disconnect over the gateway: DynamoDB DeleteItem throttled"] += fault.calls
     assert store.get(connection_id) is not None
     # Seen once the connection is older than a $connect can take: only then is a 410 staleness.

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -48,7 +46,7 @@ from tests.jwt_keys import (
     rsa_key,
     trusted_jwks,
 )
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 from tests.support import load_event
 
 EXAMPLES = 1500
@@ -61,7 +59,7 @@ NOT_YET, SLIGHTLY_AHEAD = 600, LEEWAY - 20
 # RFC 7519 §2 NumericDate is a JSON number: numeric strings and booleans are not (PyJWT alone
 # would read them with int()).
 NOT_NUMBERS: tuple[Any, ...] = ("soon", "", [1], {"t": 1}, None, "99999999999", "0", True, False)
-tried: Counter[str] = Counter()
+tried = Figures("fuzz: authorizer, signed tokens with mutated header and claims")
 
 
 @cache
@@ -318,12 +316,6 @@ def cases(draw: st.DrawFn) -> Case:
         else:
             case.claims = _mutate_claims(draw, part, case.claims, now)
     return case
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("fuzz: authorizer, signed tokens with mutated header and claims", **dict(tried))
 
 
 @settings(

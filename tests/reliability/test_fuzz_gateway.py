@@ -18,7 +18,6 @@ import http.client
 import json
 import string
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -35,7 +34,7 @@ from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.messages import ErrorFrame, SystemEvent, SystemFrame, parse_frame
-from tests.reliability.figures import record
+from tests.reliability.figures import Figures
 
 TEXT_FRAMES = 800
 BAD_FRAMES = 100
@@ -50,13 +49,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-tried: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[None]:
-    yield
-    record("fuzz: local gateway", **dict(tried))
+tried = Figures("fuzz: local gateway")
 
 
 class Connections:

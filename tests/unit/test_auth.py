@@ -43,9 +43,9 @@ from tests.jwt_keys import (
     standard_claims,
     trusted_jwks,
 )
+from tests.support import PROJECT_ROOT
 
 CLIENT_ID = AUDIENCE
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AUTH0_ISSUER = "https://tenant.auth0.com/"  # Auth0 and Azure AD issuers end with "/"
 
 

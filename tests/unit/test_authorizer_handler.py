@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,10 +53,9 @@ from tests.jwt_keys import (
     standard_claims,
     trusted_jwks,
 )
-from tests.support import load_event
+from tests.support import PROJECT_ROOT, load_event
 
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/$connect"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def connect_event(

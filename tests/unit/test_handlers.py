@@ -23,11 +23,12 @@ from tests.conftest import MockedAws
 from tests.support import (
     CONNECTION_ID,
     chat_event,
+    chat_message,
     connect_event,
     drain_queue,
-    frame_of,
     lambda_context,
     load_event,
+    message_frame,
 )
 
 
@@ -44,11 +45,6 @@ def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
     return sum(sum(v) if isinstance(v, list) else v for v in values)
-
-
-def chat(content: str = "What is RAG?", **extra: Any) -> dict[str, Any]:
-    body = {"action": "chat_message", "conversationId": "conv-1", "content": content, **extra}
-    return chat_event(body, connectedAt=now_ms())
 
 
 # --- reading the event ---------------------------------------------------------------------
@@ -245,7 +241,7 @@ def test_ping_answers_pong_and_records_activity(connected: MockedAws) -> None:
     before = last_seen()
     time.sleep(0.01)
     event = chat_event('{"action":"ping"}', routeKey="ping", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, lambda_context("message")))
+    frame = message_frame(event)
     assert (frame["type"], frame["event"]) == ("system", "pong")
     assert last_seen() > before
     row = message.STORE.get(CONNECTION_ID)
@@ -254,7 +250,7 @@ def test_ping_answers_pong_and_records_activity(connected: MockedAws) -> None:
 
 
 def test_chat_message_is_queued_and_accepted(connected: MockedAws) -> None:
-    frame = frame_of(message.handler(chat(clientMessageId="c-42"), lambda_context("message")))
+    frame = message_frame(chat_message(clientMessageId="c-42"))
     assert frame["type"] == "system"
     assert frame["event"] == "accepted"
     assert frame["data"]["clientMessageId"] == "c-42"
@@ -272,19 +268,14 @@ def test_chat_message_is_queued_and_accepted(connected: MockedAws) -> None:
 
 def test_a_resent_client_message_id_is_queued_once(connected: MockedAws) -> None:
     for _ in range(3):
-        assert (
-            frame_of(message.handler(chat(clientMessageId="same"), lambda_context("message")))[
-                "event"
-            ]
-            == "accepted"
-        )
+        assert message_frame(chat_message(clientMessageId="same"))["event"] == "accepted"
     assert len(queued(connected)) == 1
 
 
 def test_without_client_message_id_the_api_gateway_message_id_deduplicates(
     connected: MockedAws,
 ) -> None:
-    frame = frame_of(message.handler(chat(), lambda_context("message")))
+    frame = message_frame(chat_message())
     assert frame["data"]["clientMessageId"] == "BFHQLcaQIAMCKlQ="
     [queued_message] = queued_messages(connected)
     assert json.loads(queued_message["Body"])["clientMessageId"] == "BFHQLcaQIAMCKlQ="
@@ -295,16 +286,11 @@ def test_rate_limited_message_is_not_queued(
     connected: MockedAws, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limit = message.STORE.config.messages_per_minute
-    frames = [
-        frame_of(message.handler(chat(clientMessageId=f"m{n}"), lambda_context("message")))
-        for n in range(limit + 1)
-    ]
+    frames = [message_frame(chat_message(clientMessageId=f"m{n}")) for n in range(limit + 1)]
     # a window boundary inside the burst would reset the counter: allow one extra accept
     limited = [f for f in frames if f["type"] == "error"]
     if not limited:
-        limited = [
-            frame_of(message.handler(chat(clientMessageId="extra"), lambda_context("message")))
-        ]
+        limited = [message_frame(chat_message(clientMessageId="extra"))]
     [last] = limited[-1:]
     assert last["code"] == "RATE_LIMITED"
     assert last["retryable"] is True
@@ -314,7 +300,7 @@ def test_rate_limited_message_is_not_queued(
 
 
 def test_unknown_connection_gets_an_error_and_nothing_is_queued(aws: MockedAws) -> None:
-    frame = frame_of(message.handler(chat(), lambda_context("message")))
+    frame = message_frame(chat_message())
     assert frame["code"] == "UNKNOWN_CONNECTION"
     assert queued(aws) == []
 
@@ -326,9 +312,7 @@ def test_queue_failure_is_a_retryable_error_echoing_the_client_message_id(
     with Stubber(client) as stub:
         stub.add_client_error("send_message", "ServiceUnavailable", http_status_code=503)
         monkeypatch.setattr(message.aws, "sqs", lambda: client)
-        frame = frame_of(
-            message.handler(chat(clientMessageId="keep-me"), lambda_context("message"))
-        )
+        frame = message_frame(chat_message(clientMessageId="keep-me"))
     assert frame["type"] == "error"
     assert frame["code"] == "SERVICE_UNAVAILABLE"
     assert frame["retryable"] is True
@@ -364,7 +348,7 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
             monkeypatch.setattr(message.aws, "sqs", lambda: client)
         else:
             monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(clientMessageId="m-1"), lambda_context("message")))
+        frame = message_frame(chat_message(clientMessageId="m-1"))
     assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "INTERNAL_ERROR", False)
     assert frame["clientMessageId"] == "m-1"
     assert "would fail the same way" in frame["message"]
@@ -378,7 +362,7 @@ def test_a_crash_is_an_error_frame_counted_as_unexpected(
         raise RuntimeError("bug")
 
     monkeypatch.setattr(message, "_handle", crash)
-    frame = frame_of(message.handler(chat(), lambda_context("message")))
+    frame = message_frame(chat_message())
     assert (frame["code"], frame["retryable"]) == ("INTERNAL_ERROR", False)
     assert unexpected_failures(capsys) == 1
 
@@ -390,11 +374,11 @@ def test_two_users_with_the_same_ids_are_both_queued(connected: MockedAws) -> No
     other = connect_event(user="user-456", connection_id="JC1dgf9yoAMCK-g=")
     assert connect.handler(other, lambda_context("connect"))["statusCode"] == 200
     for connection_id, user in ((CONNECTION_ID, "user-123"), ("JC1dgf9yoAMCK-g=", "user-456")):
-        event = chat(clientMessageId="1")
+        event = chat_message(clientMessageId="1")
         event["requestContext"].update(
             connectionId=connection_id, authorizer={"principalId": user, "userId": user}
         )
-        assert frame_of(message.handler(event, lambda_context("message")))["event"] == "accepted"
+        assert message_frame(event)["event"] == "accepted"
     messages = queued_messages(connected)
     bodies = [json.loads(m["Body"]) for m in messages]
     assert sorted(b["userId"] for b in bodies) == ["user-123", "user-456"]
@@ -414,7 +398,7 @@ def test_store_failure_is_a_retryable_error(
     with Stubber(client) as stub:
         stub.add_client_error("update_item", "ThrottlingException", http_status_code=400)
         monkeypatch.setattr(message.STORE, "_client", client)
-        frame = frame_of(message.handler(chat(), lambda_context("message")))
+        frame = message_frame(chat_message())
     assert (frame["code"], frame["retryable"]) == ("SERVICE_UNAVAILABLE", True)
     assert queued(connected) == []
 
@@ -462,7 +446,7 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     event = chat_event(body, routeKey="$default", connectedAt=now_ms())
-    frame = frame_of(message.handler(event, lambda_context("message")))
+    frame = message_frame(event)
     assert frame["type"] == "error"
     assert frame["code"] == code
     assert names in frame["message"]
@@ -474,12 +458,12 @@ def test_bad_bodies_get_an_error_frame_naming_the_problem(
 
 def test_deeply_nested_json_in_an_extra_field_is_harmless(connected: MockedAws) -> None:
     body = '{"action":"ping","x":' + "[" * 5000 + "]" * 5000 + "}"
-    frame = frame_of(message.handler(chat_event(body, routeKey="ping"), lambda_context("message")))
+    frame = message_frame(chat_event(body, routeKey="ping"))
     assert frame["type"] in {"system", "error"}
 
 
 def test_logs_carry_ids_but_no_content_at_info(connected: MockedAws, logs: io.StringIO) -> None:
-    message.handler(chat("a secret question"), lambda_context("message"))
+    message.handler(chat_message("a secret question"), lambda_context("message"))
     out = logs.getvalue()
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
     queued_record = next(r for r in records if r["message"] == "chat message queued")
@@ -496,7 +480,7 @@ def test_every_handler_logs_with_the_lambda_context(
     authorizer: cold start, function name and request id on every line."""
     contexts = [lambda_context(name) for name in ("connect", "message", "disconnect")]
     connect.handler(connect_event(connection_id="second="), contexts[0])
-    message.handler(chat(), contexts[1])
+    message.handler(chat_message(), contexts[1])
     disconnect.handler(load_event("disconnect", connectionId="second="), contexts[2])
     records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
     for context in contexts:

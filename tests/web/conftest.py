@@ -1,5 +1,5 @@
-"""The browser client's tests: the e2e suite's stack fixtures (imported, not copied), and a
-screenshot of the page kept under ``.artifacts/browser/`` for every failing browser test."""
+"""The browser client's tests: a screenshot of the page kept under ``.artifacts/browser/`` for
+every failing browser test (the stack fixtures are tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401 - pytest finds fixtures by name in a conftest
-    access_log,
-    management,
-    stack,
-    stack_options,
-    state_dir,
-    store,
-)
 from tests.web.support import ARTIFACTS
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-WEB = REPO / "web"
+from tests.support import PROJECT_ROOT
+
+WEB = PROJECT_ROOT / "web"
 WEB_DIST = WEB / "dist"
-ARTIFACTS = REPO / ".artifacts" / "browser"  # screenshots of failing browser tests (gitignored)
+ARTIFACTS = (
+    PROJECT_ROOT / ".artifacts" / "browser"
+)  # screenshots of failing browser tests (gitignored)
 
 
 def require_web_build() -> None:
@@ -20,8 +22,8 @@ def require_web_build() -> None:
     ]
     if missing:
         raise AssertionError(
-            f"{', '.join(str(p.relative_to(REPO)) for p in missing)} missing: run `make web` "
-            "(npm ci and the build of web/)"
+            f"{', '.join(str(p.relative_to(PROJECT_ROOT)) for p in missing)} missing: "
+            "run `make web` (npm ci and the build of web/)"
         )
 
 

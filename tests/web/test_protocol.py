@@ -27,8 +27,8 @@ from runtime.messages import (
     typing_indicator,
 )
 from tests.conftest import MockedAws
-from tests.support import chat_event, lambda_context, load_event
-from tests.web.support import REPO, WEB, node, require_web_build
+from tests.support import PROJECT_ROOT, chat_event, lambda_context, load_event
+from tests.web.support import WEB, node, require_web_build
 from tools import protocol
 
 
@@ -73,7 +73,7 @@ def test_schema_covers_every_frame_and_the_queue_message() -> None:
     assert set(inbound) == {"chat_message", "ping"}
     assert "ChatQueueMessage" in schema["$defs"]
     assert schema["x-limits"]["maxFrameBytes"] == 32 * 1024
-    assert (REPO / "protocol" / "rag-websocket.schema.json") == protocol.SCHEMA_PATH
+    assert (PROJECT_ROOT / "protocol" / "rag-websocket.schema.json") == protocol.SCHEMA_PATH
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,13 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import stats
 from benchmarks.report import BENCHMARK_NAMES, RATIO_SUFFIX, Section, check_ratios, render_table
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
 
 
 def _ratios(data: Any) -> list[Any]:

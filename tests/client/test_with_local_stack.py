@@ -31,22 +31,16 @@ from local.stack import LocalStack
 from runtime.messages import TypingIndicator
 from runtime.sender import MessageSender
 from tests.client.fake_gateway import next_event, run
-from tests.support import queued_client_message_ids
+from tests.support import PROJECT_ROOT, queued_ids
 
 RECONNECT_WITHIN_SECONDS = 3.0
 STREAM_START_SECONDS = 15.0
 # Short, to keep the test short, but not below 3 s: the connections table's TTL has whole-second
 # resolution, and a ping must refresh it before a loaded machine lets it lapse.
 IDLE_TIMEOUT_SECONDS = 3.0
-ROOT = Path(__file__).resolve().parents[2]
 E2E_DEADLINE_SECONDS = 120.0  # the stack's start-up included, on a loaded machine
 USER = "alice"
 CONVERSATION = "e2e-conversation"
-
-
-def drain_queue(stack: LocalStack) -> list[str]:
-    """The clientMessageIds in the chat queue (nothing else consumes it here), taken off it."""
-    return queued_client_message_ids(stack.aws.sqs(), stack.aws.queue_url)
 
 
 def assert_each_queued_once(queued: list[str], sent: list[str]) -> None:
@@ -55,12 +49,6 @@ def assert_each_queued_once(queued: list[str], sent: list[str]) -> None:
     queued after it.)"""
     assert len(queued) == len(set(queued)), f"queued twice: {queued}"
     assert sorted(queued) == sorted(sent)
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One dev signing key for the module's stacks (creating an RSA key takes a moment)."""
-    return tmp_path_factory.mktemp("local-state")
 
 
 @asynccontextmanager
@@ -134,7 +122,7 @@ def test_reconnects_within_3_s_and_queues_every_message_once(fault: Fault, state
             sent = before + in_flight + after
             for message_id in sent:
                 await client.wait_accepted(message_id)
-            assert_each_queued_once(await asyncio.to_thread(drain_queue, stack), sent)
+            assert_each_queued_once(await asyncio.to_thread(queued_ids, stack.aws), sent)
             assert connect_attempts(stack) == [200, 200]
 
     run(scenario(), E2E_DEADLINE_SECONDS)
@@ -155,7 +143,7 @@ def test_the_idle_timeout_drop_is_recovered_and_pings_prevent_it(state_dir: Path
                 assert reconnected.downtime < RECONNECT_WITHIN_SECONDS
                 second = await client.send_chat(CONVERSATION, "after the idle timeout")
                 await client.wait_accepted(second)
-                assert await asyncio.to_thread(drain_queue, stack) == [first, second]
+                assert await asyncio.to_thread(queued_ids, stack.aws) == [first, second]
 
             # With pings well inside the idle timeout, the same gateway keeps the socket open.
             config = ClientConfig(
@@ -189,7 +177,7 @@ def test_a_gateway_restart_on_the_same_port_is_recovered_with_nothing_lost(
             assert reconnected.downtime is not None
             assert reconnected.downtime < RECONNECT_WITHIN_SECONDS
             await client.wait_accepted(during)
-            assert await asyncio.to_thread(drain_queue, stack) == [before, during]
+            assert await asyncio.to_thread(queued_ids, stack.aws) == [before, during]
 
     run(scenario(), E2E_DEADLINE_SECONDS)
 
@@ -266,7 +254,7 @@ def test_the_cli_chats_with_the_local_stack_and_its_demo_responder(state_dir: Pa
                 "--local",
                 "--url",
                 stack.ws_url,
-                cwd=ROOT,
+                cwd=PROJECT_ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
