@@ -86,12 +86,12 @@ class MessageSender:
     .amazonaws.com/{stage}``, else ``WEBSOCKET_MANAGEMENT_ENDPOINT``. ``posting`` chooses how a
     frame is posted: ``"lean"`` (the default) signs each request with botocore's SigV4 signer
     and sends it on a kept-alive pool, trusting botocore's CA bundle (through the boto3 client
-    where a proxy applies: ``runtime.posting.lean_transport``); ``"boto3"`` goes through the
-    boto3 client, the
-    container-wide one from ``runtime.aws`` unless ``client`` is given (which implies
-    ``"boto3"``). Both map the answers the same way. ``stream`` gathers later chunks into one
-    frame for ``coalesce_seconds``, doubling per frame up to ``max_coalesce_seconds`` (0 sends
-    each chunk as it comes). ``sleep`` and ``monotonic`` are injectable so tests control
+    where a proxy applies: ``runtime.posting.lean_transport``, and ``posting`` then reads
+    ``"boto3"``); ``"boto3"`` goes through the boto3 client, the container-wide one from
+    ``runtime.aws`` unless ``client`` is given (which implies ``"boto3"``). Both map the
+    answers the same way. ``stream`` gathers later chunks into one frame for
+    ``coalesce_seconds``, doubling per frame up to ``max_coalesce_seconds`` (0 sends each chunk
+    as it comes). ``sleep`` and ``monotonic`` are injectable so tests control
     backoff and grace periods.
     """
 
@@ -131,6 +131,10 @@ class MessageSender:
             transport = Boto3Transport(client)
         else:
             transport = lean_transport(str(endpoint_url))
+            if isinstance(transport, Boto3Transport):
+                # A proxy applies: lean_transport chose the boto3 client, so say so.
+                self.posting = "boto3"
+                client = transport.client
         self.store = store
         self.endpoint_url = endpoint_url
         self.max_retries = max_retries

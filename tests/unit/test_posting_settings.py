@@ -24,8 +24,10 @@ import pytest
 import trustme
 
 from runtime import aws
-from runtime.config import ConfigError
+from runtime.config import ConfigError, StoreConfig
+from runtime.connections import ConnectionStore
 from runtime.posting import Boto3Transport, SendStatus, SignedTransport, lean_transport
+from runtime.sender import MessageSender
 from tests.unit.fake_management_api import FakeManagementApi, serve
 
 REGION = "us-east-1"
@@ -180,6 +182,23 @@ def test_an_https_proxy_carries_the_posts_as_it_does_for_botocore(
     port = api.endpoint.split(":")[2].split("/")[0]
     assert proxy.tunnels == [f"127.0.0.1:{port}"]
     assert [target for target, _ in api.delivered] == ["c1"]
+
+
+def test_a_sender_says_which_path_it_posts_on_when_a_proxy_applies(
+    api: FakeManagementApi,
+    ca_file: str,
+    proxy: ConnectProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    with MessageSender(ConnectionStore(StoreConfig(table_name="unused")), api.endpoint) as sender:
+        assert sender.posting == "boto3"
+        assert sender.client is not None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with MessageSender(ConnectionStore(StoreConfig(table_name="unused")), api.endpoint) as sender:
+        assert sender.posting == "lean"
+        assert sender.client is None
 
 
 def test_no_proxy_keeps_the_lean_path_direct(
