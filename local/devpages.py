@@ -13,7 +13,6 @@ identity provider (Cognito or any OIDC).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -21,22 +20,13 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
+from runtime.config import is_loopback
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 TOKEN_PATH = "/_local/token"  # noqa: S105 (a URL path, not a secret)
 CLIENT_PREFIX = "/client/"
 USER_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 NOT_BUILT = "the browser client is not built: run `make web` (npm ci and the build of web/)"
-
-
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _json(status: int, body: dict[str, str]) -> web.Response:

@@ -30,7 +30,7 @@ from typing import Any
 
 from local.aws import AwsResources, EmbeddedAws
 from local.background import Background
-from local.devpages import dev_pages, is_loopback
+from local.devpages import dev_pages
 from local.gateway.access_log import AccessLogSink, LogFormat, StreamAccessLog
 from local.gateway.models import GatewaySettings, RouteTable
 from local.gateway.server import Gateway
@@ -45,7 +45,7 @@ from local.responder import ChatQueueConsumer, Responder, demo_responder
 from local.tokens import DEFAULT_STATE_DIR, DevTokens
 from runtime import aws as runtime_aws
 from runtime import schema
-from runtime.config import StoreConfig
+from runtime.config import StoreConfig, is_loopback
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 

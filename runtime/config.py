@@ -128,7 +128,7 @@ def _check_jwks_url(url: str, variable: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return
     if parts.scheme in ("http", "https") and parts.hostname:
         raise ConfigError(
@@ -142,9 +142,12 @@ def _check_jwks_url(url: str, variable: str) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
     """A loopback address: traffic to it never leaves this machine (local mode hands its
-    handlers a loopback JWKS URL whatever interface its gateway listens on)."""
+    handlers a loopback JWKS URL whatever interface its gateway listens on, and serves dev
+    tokens to loopback clients only)."""
+    if host is None:
+        return False
     if host == "localhost":
         return True
     try:

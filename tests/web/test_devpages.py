@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from local.devpages import TOKEN_PATH, dev_pages, is_loopback
+from local.devpages import TOKEN_PATH, dev_pages
 from local.tokens import LOCAL_AUDIENCE, DevTokens
+from runtime.config import is_loopback
 from tests.web.support import require_web_build
 
 Scenario = Callable[[TestClient[web.Request, web.Application]], Awaitable[None]]
