@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import PROJECT_ROOT
+
 HANDLERS = ("authorizer", "connect", "disconnect", "message")
 # Modules a handler module must not import: boto3 imports s3transfer and is no faster at making
 # a botocore client; Powertools' data_classes package imports every event class it has.
