@@ -152,6 +152,18 @@ def test_assembler_takes_content_carried_by_the_done_frame() -> None:
     assert outcome.text == "whole answer"
 
 
+def test_assembler_names_the_question_of_the_last_chunk_that_names_one() -> None:
+    """The browser client reads ``inReplyTo`` the same way (web/test/client.test.mjs)."""
+    assembler = AnswerAssembler()
+    for sequence, question in enumerate(("first", "second")):
+        assembler.add(
+            chat_response("c1", "x", message_id="m1", sequence=sequence, in_reply_to=question)
+        )
+    outcome = assembler.add(chat_response("c1", "z", message_id="m1", sequence=2, done=True))
+    assert outcome.answer is not None
+    assert outcome.answer.in_reply_to == "second"
+
+
 def test_assembler_memory_is_bounded() -> None:
     assembler = AnswerAssembler(remember=2)
     for n in range(5):

@@ -114,7 +114,8 @@ export class AnswerAssembler {
     const answer: Answer = {
       conversationId: frame.conversationId,
       messageId: frame.messageId,
-      inReplyTo: chunks.find((chunk) => chunk.inReplyTo !== undefined)?.inReplyTo,
+      // The last chunk that names a question, as the Python client reads it.
+      inReplyTo: [...chunks].reverse().find((chunk) => chunk.inReplyTo)?.inReplyTo,
       content: chunks.map((chunk) => chunk.content).join(""),
       metadata: last.metadata,
       chunks,

@@ -354,6 +354,14 @@ describe("delivery", () => {
 });
 
 describe("answers", () => {
+  it("names the question of the last chunk that names one, as the Python client", () => {
+    const assembler = new AnswerAssembler(4096);
+    assembler.add(chunk("c1", "a", 0, "x", { inReplyTo: "first" }));
+    assembler.add(chunk("c1", "a", 1, "y", { inReplyTo: "second" }));
+    const done = assembler.add(chunk("c1", "a", 2, "z", { inReplyTo: "", done: true }));
+    assert.equal(done.answer?.inReplyTo, "second");
+  });
+
   it("holds unfinished answers within a byte limit, giving up the oldest", () => {
     // As the Python client: a responder that never sends done, or answers too big to hold,
     // cannot grow the client without end (UTF-8 bytes: "é" is 2).
