@@ -17,7 +17,7 @@ import time
 import types
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from uuid import uuid4
 
 import pytest
@@ -38,7 +38,33 @@ def _service_id(client: Any) -> str:
     return str(client.meta.service_model.service_id.hyphenize())
 
 
-class AwsFault:
+class _ClientHook:
+    """A handler on one of ``client``'s botocore events while the ``with`` block runs."""
+
+    client: Any
+    event: str
+    _id: str
+    _first = False  # ahead of botocore's own handlers of the event
+
+    def _handle(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        events = self.client.meta.events
+        register = events.register_first if self._first else events.register
+        register(self.event, self._handle, unique_id=self._id)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.client.meta.events.unregister(self.event, unique_id=self._id)
+
+
+class AwsFault(_ClientHook):
     """``client``'s ``operation`` answered with ``code``/``status`` — the first ``times``
     attempts (every attempt when None) among those ``only`` selects (all when None).
 
@@ -65,7 +91,9 @@ class AwsFault:
         self._id = f"aws-fault-{uuid4().hex}"
         self._lock = threading.Lock()
 
-    def _answer(self, request: AWSPreparedRequest, **kwargs: Any) -> AWSResponse | None:
+    _first = True
+
+    def _handle(self, request: AWSPreparedRequest, **kwargs: Any) -> AWSResponse | None:
         if self.only is not None and not self.only(request):
             return None
         with self._lock:
@@ -81,20 +109,8 @@ class AwsFault:
         }
         return AWSResponse(request.url, self.status, headers, _Body(body))
 
-    def __enter__(self) -> AwsFault:
-        self.client.meta.events.register_first(self.event, self._answer, unique_id=self._id)
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.client.meta.events.unregister(self.event, unique_id=self._id)
-
-
-class LostResponse:
+class LostResponse(_ClientHook):
     """``client``'s ``operation`` reaches the service, then its first ``times`` answers become
     a 500 ``InternalError``: done, but reported as failed."""
 
@@ -106,7 +122,7 @@ class LostResponse:
         self._id = f"lost-response-{uuid4().hex}"
         self._lock = threading.Lock()
 
-    def _lose(self, http_response: AWSResponse, parsed: dict[str, Any], **kwargs: Any) -> None:
+    def _handle(self, http_response: AWSResponse, parsed: dict[str, Any], **kwargs: Any) -> None:
         with self._lock:
             if self.calls >= self.times or http_response.status_code >= 300:
                 return
@@ -114,18 +130,6 @@ class LostResponse:
         http_response.status_code = 500
         parsed["Error"] = {"Code": "InternalError", "Message": INJECTED_MESSAGE}
         parsed.setdefault("ResponseMetadata", {})["HTTPStatusCode"] = 500
-
-    def __enter__(self) -> LostResponse:
-        self.client.meta.events.register(self.event, self._lose, unique_id=self._id)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.client.meta.events.unregister(self.event, unique_id=self._id)
 
 
 class SdkSleeps:
