@@ -193,6 +193,47 @@ def test_policy_resource_is_the_event_method_arn_not_a_wildcard() -> None:
     assert statement == {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [other_arn]}
 
 
+@pytest.mark.parametrize(
+    "method_arn",
+    [
+        METHOD_ARN,
+        "arn:aws-us-gov:execute-api:us-gov-west-1:210987654321:zyx987/prod/$connect",
+        "arn:aws-cn:execute-api:cn-north-1:123456789012:a1b2c3/dev_2-x/$connect",
+    ],
+)
+def test_the_policy_is_the_one_powertools_builds(method_arn: str) -> None:
+    """Powertools' ``parse_api_gateway_arn`` and ``APIGatewayAuthorizerResponseWebSocket`` are
+    the reference; the handler builds the same policy without importing them (their package
+    imports every Powertools event class: tests/unit/test_cold_start.py)."""
+    from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+        APIGatewayAuthorizerResponseWebSocket,
+        parse_api_gateway_arn,
+    )
+
+    claims = standard_claims(email="alice@example.com", token_use="id", username="alice")
+    arn = parse_api_gateway_arn(method_arn, is_websocket_authorizer=True)
+    reference = APIGatewayAuthorizerResponseWebSocket(
+        principal_id=SUBJECT,
+        region=arn.region,
+        aws_account_id=arn.aws_account_id,
+        api_id=arn.api_id,
+        stage=arn.stage,
+        context={
+            "userId": SUBJECT,
+            "tokenUse": "id",
+            "email": "alice@example.com",
+            "username": "alice",
+        },
+        partition=arn.partition,
+    )
+    reference.allow_route(arn.resource)
+    assert arn.arn == method_arn
+
+    event = connect_event(make_token(**claims))
+    event["methodArn"] = method_arn
+    assert invoke(event) == reference.asdict()
+
+
 def test_context_carries_only_string_extras() -> None:
     claims = standard_claims(
         email="alice@example.com",

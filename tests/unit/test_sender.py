@@ -2,8 +2,8 @@
 
 moto's management API never answers 410, so a loopback fake (``fake_management_api``) answers
 like API Gateway does, 410 ``GoneException`` included, and checks every request's signature.
-Every test runs on both posting paths, the lean one (botocore's SigV4 signer, urllib3 pool) and
-the boto3 client's, which must map every answer the same way.
+Every test runs on both posting paths, the lean one (botocore's SigV4 signer, runtime.http1 on
+kept-alive sockets) and the boto3 client's, which must map every answer the same way.
 """
 
 from __future__ import annotations
