@@ -8,11 +8,13 @@ botocore, not boto3: boto3's clients are botocore's, and importing boto3 imports
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar, cast
 
 import botocore.session
 from botocore.config import Config
@@ -58,12 +60,46 @@ _MANAGEMENT_CONFIG = Config(
 )
 
 
-@cache
+Params = ParamSpec("Params")
+Built = TypeVar("Built")
+# One lock for every build: a client's build reads the session and the config (reentrant), and
+# botocore's session is not safe to build clients from on several threads at once.
+_BUILD_LOCK = threading.RLock()
+
+
+class _BuiltOnce(Generic[Params, Built]):
+    """``functools.cache`` that builds each value once: concurrent first calls wait for the
+    first one's value instead of building their own. Lambda runs one invocation per container
+    at a time, but local mode runs a burst of them on its threads, and a botocore client takes
+    tens of milliseconds of CPU to build."""
+
+    def __init__(self, build: Callable[Params, Built]) -> None:
+        self._build = build
+        self._built: dict[tuple[object, ...], Built] = {}
+        functools.update_wrapper(self, build)
+
+    def __call__(self, *args: Params.args, **kwargs: Params.kwargs) -> Built:
+        key = (*args, *sorted(kwargs.items()))
+        try:
+            return self._built[key]  # built already: no lock on the path every call takes
+        except KeyError:
+            pass
+        with _BUILD_LOCK:
+            if key not in self._built:
+                self._built[key] = self._build(*args, **kwargs)
+            return self._built[key]
+
+    def cache_clear(self) -> None:
+        with _BUILD_LOCK:
+            self._built.clear()
+
+
+@_BuiltOnce
 def _read_timeout_seconds() -> int:
     return aws_read_timeout_from_env()
 
 
-@cache
+@_BuiltOnce
 def _config() -> Config:
     # A pool as large as the management API's: where invocations share the client (local mode's
     # 64 handler threads), botocore's default of 10 makes every call past the 10th open and
@@ -133,23 +169,23 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-@cache
+@_BuiltOnce
 def _session() -> botocore.session.Session:
     # One session for every client: credentials are resolved, and the endpoint data loaded, once.
     return botocore.session.get_session()
 
 
-@cache
+@_BuiltOnce
 def dynamodb() -> DynamoDBClient:
     return cast("DynamoDBClient", _session().create_client("dynamodb", config=_config()))
 
 
-@cache
+@_BuiltOnce
 def sqs() -> SQSClient:
     return cast("SQSClient", _session().create_client("sqs", config=_config()))
 
 
-@cache
+@_BuiltOnce
 def management_api(endpoint_url: str) -> ApiGatewayManagementApiClient:
     client = _session().create_client(
         "apigatewaymanagementapi", endpoint_url=endpoint_url, config=_MANAGEMENT_CONFIG

@@ -73,10 +73,53 @@ def emits_metrics(
     return wrapper
 
 
-def bind_request(event: dict[str, Any]) -> None:
-    """Key every log line of this invocation by the event's connection, request and route."""
-    context = event.get("requestContext") or {}
-    logger.append_keys(
+def handles_invocation(
+    handler: Callable[[dict[str, Any], Context], Result],
+) -> Callable[[dict[str, Any], Context], Result]:
+    """A handler's invocation, logged and measured: what Powertools' ``inject_lambda_context``
+    puts on every log line (cold start, function name, memory, ARN and request id) and the
+    event's connection, request and route (``bind_request``), and the metrics flushed when it
+    returns or raises (``emits_metrics``).
+
+    The keys are the thread's own (Powertools' thread-safe keys), where
+    ``inject_lambda_context``'s are the logger's: Lambda runs one invocation per container at
+    a time, but local mode runs many at once on its threads, and shared keys put one
+    invocation's ids on another's log lines. Each decorated handler is its own function, so
+    its first invocation is its cold start, as in its own Lambda container.
+    """
+    first = [True]
+
+    @functools.wraps(handler)
+    def wrapper(event: dict[str, Any], context: Context) -> Result:
+        try:
+            cold_start = first.pop()  # atomic: one invocation alone gets the cold start
+        except IndexError:
+            cold_start = False
+        bind_request(
+            event,
+            cold_start=cold_start,
+            function_name=getattr(context, "function_name", None),
+            function_memory_size=getattr(context, "memory_limit_in_mb", None),
+            function_arn=getattr(context, "invoked_function_arn", None),
+            function_request_id=getattr(context, "aws_request_id", None),
+        )
+        try:
+            return handler(event, context)
+        finally:
+            flush_metrics()
+
+    return wrapper
+
+
+def bind_request(event: dict[str, Any], **invocation: object) -> None:
+    """Key every log line of this invocation, on this thread, by the event's connection,
+    request and route (and ``invocation``'s keys); the thread's earlier keys are dropped."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    if not isinstance(context, dict):
+        context = {}
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(
+        **invocation,
         connectionId=context.get("connectionId"),
         requestId=context.get("requestId"),
         routeKey=context.get("routeKey"),

@@ -15,15 +15,13 @@ from runtime.aws import Deadline
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionLimitReached, ConnectionStore
 from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
-from runtime.observability import Metric, bind_request, count, emits_metrics, logger
+from runtime.observability import Metric, count, handles_invocation, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 
 
-@emits_metrics
-@logger.inject_lambda_context
+@handles_invocation
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    bind_request(event)
     request_context = RequestContext(event)
     user_id = user_id_of(event)
     if user_id is None:

@@ -33,7 +33,7 @@ from runtime.frames import (
     parse_body,
 )
 from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
-from runtime.observability import Metric, bind_request, count, emits_metrics, logger
+from runtime.observability import Metric, count, handles_invocation, logger
 
 if TYPE_CHECKING:
     from runtime.messages import ErrorFrame
@@ -200,13 +200,11 @@ def _serialize(frame: Answer, request_id: str | None) -> str:
         ).to_json()
 
 
-@emits_metrics
-@logger.inject_lambda_context
+@handles_invocation
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = Deadline.of(context)
     request_id: str | None = None
     try:
-        bind_request(event)
         request_id = (event.get("requestContext") or {}).get("requestId")
         frame = _handle(event, deadline)
     except Exception:
