@@ -57,29 +57,13 @@ def flush_metrics() -> None:
             metrics.flush_metrics()
 
 
-def emits_metrics(
-    handler: Callable[[dict[str, Any], Context], Result],
-) -> Callable[[dict[str, Any], Context], Result]:
-    """Flush the invocation's metrics when the handler returns or raises (``log_metrics``,
-    thread-safe)."""
-
-    @functools.wraps(handler)
-    def wrapper(event: dict[str, Any], context: Context) -> Result:
-        try:
-            return handler(event, context)
-        finally:
-            flush_metrics()
-
-    return wrapper
-
-
 def handles_invocation(
     handler: Callable[[dict[str, Any], Context], Result],
 ) -> Callable[[dict[str, Any], Context], Result]:
     """A handler's invocation, logged and measured: what Powertools' ``inject_lambda_context``
     puts on every log line (cold start, function name, memory, ARN and request id) and the
     event's connection, request and route (``bind_request``), and the metrics flushed when it
-    returns or raises (``emits_metrics``).
+    returns or raises (``log_metrics``, thread-safe).
 
     The keys are the thread's own (Powertools' thread-safe keys), where
     ``inject_lambda_context``'s are the logger's: Lambda runs one invocation per container at

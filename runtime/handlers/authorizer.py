@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from runtime import schema
 from runtime.auth import InvalidTokenError, TokenVerifier, VerificationUnavailableError
 from runtime.config import AuthConfig
-from runtime.observability import Metric, bind_request, count, emits_metrics, logger
+from runtime.observability import Metric, count, handles_invocation, logger
 
 UNAUTHORIZED = "Unauthorized"  # the exact message API Gateway maps to 401
 POLICY_VERSION = "2012-10-17"
@@ -59,12 +59,10 @@ class AuthorizerUnavailableError(Exception):
 VERIFIER = TokenVerifier(AuthConfig.from_env())
 
 
-@emits_metrics
-@logger.inject_lambda_context
+@handles_invocation
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     failure: str | None
     try:
-        bind_request(event)
         return authorize(event, VERIFIER, _time_for_jwks(context))
     except InvalidTokenError as exc:
         logger.info("authorization denied", extra={"reason": exc.reason})

@@ -604,7 +604,8 @@ def test_never_logs_the_token(
 
 
 def test_every_log_line_carries_the_lambda_context(debug_log: io.StringIO) -> None:
-    """Powertools' ``inject_lambda_context``: cold start, function and request id on each line."""
+    """The keys Powertools' ``inject_lambda_context`` puts on each line (cold start, function
+    and request id), per thread (``handles_invocation``)."""
     context = authorizer_context()
     authorizer.handler(connect_event(make_token(**standard_claims())), context)
 

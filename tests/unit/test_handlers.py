@@ -476,8 +476,9 @@ def test_logs_carry_ids_but_no_content_at_info(connected: MockedAws, logs: io.St
 def test_every_handler_logs_with_the_lambda_context(
     connected: MockedAws, logs: io.StringIO
 ) -> None:
-    """Powertools' ``inject_lambda_context`` on connect, message and disconnect, as on the
-    authorizer: cold start, function name and request id on every line."""
+    """The keys of Powertools' ``inject_lambda_context`` on connect, message and disconnect,
+    as on the authorizer (``handles_invocation``): cold start, function name and request id on
+    every line."""
     contexts = [lambda_context(name) for name in ("connect", "message", "disconnect")]
     connect.handler(connect_event(connection_id="second="), contexts[0])
     message.handler(chat_message(), contexts[1])

@@ -11,7 +11,6 @@ import pytest
 from runtime.observability import (
     Metric,
     count,
-    emits_metrics,
     flush_metrics,
     handles_invocation,
     logger,
@@ -24,7 +23,7 @@ def test_metrics_survive_concurrent_handlers(capsys: pytest.CaptureFixture[str])
     must neither raise nor lose a count."""
     errors: list[BaseException] = []
 
-    @emits_metrics
+    @handles_invocation
     def handler(event: dict[str, object], context: object) -> None:
         for _ in range(50):
             count(Metric.MESSAGES_SENT)
@@ -49,7 +48,7 @@ def test_metrics_survive_concurrent_handlers(capsys: pytest.CaptureFixture[str])
 
 
 def test_nothing_is_flushed_without_metrics(capsys: pytest.CaptureFixture[str]) -> None:
-    @emits_metrics
+    @handles_invocation
     def handler(event: dict[str, object], context: object) -> str:
         return "ok"
 
@@ -58,7 +57,7 @@ def test_nothing_is_flushed_without_metrics(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_metrics_are_flushed_when_the_handler_raises(capsys: pytest.CaptureFixture[str]) -> None:
-    @emits_metrics
+    @handles_invocation
     def handler(event: dict[str, object], context: object) -> None:
         count(Metric.AUTHORIZATION_DENIED)
         raise RuntimeError("boom")
