@@ -177,8 +177,7 @@ class Invoker:
         self.processes = processes
 
     async def warm(self, refs: tuple[str, ...]) -> None:
-        """Start the worker processes, each loading ``refs`` without waiting for it (as the
-        thread pool's functions are loaded when the gateway starts)."""
+        """Start the worker processes, each loading ``refs``."""
         if self.processes is not None and refs:
             await self.processes.start(refs)
 

@@ -141,16 +141,19 @@ class WorkerProcesses:
         self._channels: list[_Channel] = []
         self._next_id = 0
         self._stopped = False
+        self._replacing = asyncio.Lock()
 
     @property
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._channels if c.process.pid is not None]
 
     async def start(self, refs: tuple[str, ...]) -> None:
-        """Spawn the workers, each loading ``refs`` (without waiting for them to load)."""
+        """Spawn the workers and wait until each has loaded ``refs`` (their cold starts run
+        side by side), as the thread pool's functions are loaded before the gateway listens."""
         self._refs = refs
         while len(self._channels) < self.count:
             self._channels.append(await self._spawn())
+        await asyncio.gather(*(channel.ready for channel in self._channels))
 
     async def _spawn(self) -> _Channel:
         ours, theirs = socket.socketpair()
@@ -169,12 +172,12 @@ class WorkerProcesses:
         start (its init phase) against the function's timeout."""
         if self._stopped:
             raise RuntimeError("the worker processes have been shut down")
-        for index, channel in enumerate(self._channels):
-            if channel.closed:
-                channel.process.join(0)
-                self._channels[index] = await self._spawn()
-        if len(self._channels) < self.count:
-            await self.start(self._refs)
+        if any(channel.closed for channel in self._channels):
+            async with self._replacing:  # one replacement for each worker that died
+                for index, channel in enumerate(self._channels):
+                    if channel.closed:
+                        channel.process.join(0)
+                        self._channels[index] = await self._spawn()
         for channel in self._channels:
             if not channel.ready.done():
                 await channel.ready
