@@ -12,7 +12,6 @@ runs on another core, outside the gateway's interpreter lock.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -192,7 +191,7 @@ class WorkerProcesses:
                 "id": self._next_id,
                 "ref": ref,
                 "event": event,
-                "context": dataclasses.asdict(context),
+                "context": vars(context),  # flat: asdict's recursive copy costs more
             },
             future,
         )
