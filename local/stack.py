@@ -49,13 +49,14 @@ from runtime.config import StoreConfig, is_loopback
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
-# Handlers on threads of the gateway's process, on 2 cores and on more. Measured on 2 vCPUs
-# (docs/performance.md): worker processes cost more CPU per message (the echo handler 3.1 ms
-# against 2.25, a ping with moto 9.2 against 7.0: pickling and the executor's own threads), run
-# one invocation each at a time (2 workers queue a ping behind moto's answers: p50 2 s at 100
-# pings/s, against 17 ms on threads), and add a cold start to every gateway start. They pay off
-# only where one interpreter is the bound, past ~400 messages/s with cores to spare.
-DEFAULT_HANDLER_PROCESSES = 0
+# Handlers in 2 worker processes (local.gateway.workers), each running many invocations at once
+# on its own threads: their botocore work (~1 ms of CPU a post or UpdateItem) leaves the
+# gateway's interpreter for another core. Measured on 2 vCPUs, side by side with threads
+# (docs/performance.md): the same CPU per message in all (an echo ~2 ms, a ping with moto's
+# process ~5 ms), but the gateway's own share of an echo falls from ~1.9 ms to ~0.5, so the peer
+# echo runs 1.5-1.6x the messages per second at a lower p99. The price: two cold starts, side
+# by side, before the gateway listens. 0 runs handlers on threads of the gateway's process.
+DEFAULT_HANDLER_PROCESSES = 2
 
 
 @dataclass(frozen=True)

@@ -176,10 +176,10 @@ class Invoker:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
         self.processes = processes
 
-    async def warm(self, refs: tuple[str, ...]) -> None:
-        """Start the worker processes, each loading ``refs``."""
+    def warm(self, refs: tuple[str, ...]) -> None:
+        """Start the worker processes, each loading ``refs``, without waiting for them."""
         if self.processes is not None and refs:
-            await self.processes.start(refs)
+            self.processes.start(refs)
 
     def _context(self, function: Function) -> LambdaContext:
         return LambdaContext.starting_now(
@@ -193,8 +193,8 @@ class Invoker:
     async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
         """The handler's JSON-safe result; ``FunctionError`` or ``IntegrationTimeout`` else."""
         running: Awaitable[Any]
-        if self.processes is not None and function.ref is not None:
-            await self.processes.ready()
+        # Until a worker has loaded (its cold start), the gateway's threads run the function.
+        if self.processes is not None and function.ref is not None and self.processes.available():
             running = self.processes.invoke(function.ref, event, self._context(function))
         else:
             loop = asyncio.get_running_loop()

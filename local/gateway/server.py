@@ -114,9 +114,7 @@ class Gateway:
                 else None
             ),
         )
-        await self._invoker.warm(
-            tuple({f.ref for f in (*routes.values(), authorizer) if f and f.ref})
-        )
+        self._invoker.warm(tuple({f.ref for f in (*routes.values(), authorizer) if f and f.ref}))
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)
         app = build_app(GatewayResponses(self.backend, self._runner), self.pages)
         quiet_unparsable_requests()

@@ -27,6 +27,7 @@ from local.gateway.invoker import LambdaContext, encode_result, function_for, ru
 
 _HEADER = struct.Struct(">I")
 EXIT_ERROR = "Runtime.ExitError"
+EXIT_MESSAGE = "Runtime exited without providing a reason"
 READY_ID = 0  # a worker's first frame: its functions are loaded
 
 
@@ -80,12 +81,13 @@ def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> No
 class _Channel(asyncio.Protocol):
     """The gateway's end of one worker's socket: sends invocations, resolves their futures."""
 
-    def __init__(self, process: BaseProcess) -> None:
+    def __init__(self, process: BaseProcess, sock: socket.socket) -> None:
         self.process = process
+        self.sock = sock
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.ready = asyncio.get_running_loop().create_future()
+        self.loaded = False  # its functions are loaded: it takes invocations
         self._buffer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,7 +104,7 @@ class _Channel(asyncio.Protocol):
             message = json.loads(buffer[_HEADER.size : end])
             del buffer[:end]
             if message["id"] == READY_ID:
-                self.ready.set_result(None)
+                self.loaded = True
                 continue
             future = self.pending.pop(message["id"], None)
             if future is None or future.done():
@@ -114,14 +116,11 @@ class _Channel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.ready.done():
-            self.ready.set_result(None)  # its invocations fail as the process has exited
+        self.loaded = False
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(
-                    FunctionError(EXIT_ERROR, "Runtime exited without providing a reason")
-                )
+                future.set_exception(FunctionError(EXIT_ERROR, EXIT_MESSAGE))
 
     def send(self, message: dict[str, Any], future: asyncio.Future[Any]) -> None:
         assert self.transport is not None
@@ -131,30 +130,28 @@ class _Channel(asyncio.Protocol):
 
 class WorkerProcesses:
     """``count`` spawned workers, each running up to ``max_threads`` invocations at once; an
-    invocation goes to the worker with the fewest running, and a worker that died is replaced."""
+    invocation goes to the loaded worker with the fewest running. A worker that died is
+    replaced; until one is loaded (its cold start), ``available()`` is False."""
 
     def __init__(self, count: int, max_threads: int) -> None:
         self.count = count
         self.max_threads = max_threads
         self._refs: tuple[str, ...] = ()
         self._channels: list[_Channel] = []
+        self._connecting: set[asyncio.Task[Any]] = set()
         self._next_id = 0
         self._stopped = False
-        self._replacing = asyncio.Lock()
 
     @property
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._channels if c.process.pid is not None]
 
-    async def start(self, refs: tuple[str, ...]) -> None:
-        """Spawn the workers and wait until each has loaded ``refs`` (their cold starts run
-        side by side), as the thread pool's functions are loaded before the gateway listens."""
+    def start(self, refs: tuple[str, ...]) -> None:
+        """Spawn the workers, each loading ``refs`` (their cold starts run side by side)."""
         self._refs = refs
-        while len(self._channels) < self.count:
-            self._channels.append(await self._spawn())
-        await asyncio.gather(*(channel.ready for channel in self._channels))
+        self._channels = [self._spawn() for _ in range(self.count)]
 
-    async def _spawn(self) -> _Channel:
+    def _spawn(self) -> _Channel:
         ours, theirs = socket.socketpair()
         # Spawned, not forked: the gateway's process holds an event loop and moto's threads.
         process = multiprocessing.get_context("spawn").Process(
@@ -162,28 +159,29 @@ class WorkerProcesses:
         )
         process.start()
         theirs.close()
-        channel = _Channel(process)
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: channel, ours)
+        channel = _Channel(process, ours)
+        loop = asyncio.get_running_loop()
+        connecting = loop.create_task(loop.connect_accepted_socket(lambda: channel, ours))
+        self._connecting.add(connecting)
+        connecting.add_done_callback(self._connecting.discard)
         return channel
 
-    async def ready(self) -> None:
-        """Wait until every worker has loaded its functions: Lambda does not count a cold
-        start (its init phase) against the function's timeout."""
+    def available(self) -> bool:
+        """Whether a worker has loaded its functions and can take an invocation now."""
         if self._stopped:
-            raise RuntimeError("the worker processes have been shut down")
-        if any(channel.closed for channel in self._channels):
-            async with self._replacing:  # one replacement for each worker that died
-                for index, channel in enumerate(self._channels):
-                    if channel.closed:
-                        channel.process.join(0)
-                        self._channels[index] = await self._spawn()
-        for channel in self._channels:
-            if not channel.ready.done():
-                await channel.ready
+            return False
+        for index, channel in enumerate(self._channels):
+            if channel.closed:
+                channel.process.join(0)
+                self._channels[index] = self._spawn()
+        return any(channel.loaded for channel in self._channels)
 
     async def invoke(self, ref: str, event: dict[str, Any], context: LambdaContext) -> Any:
-        """The handler's JSON-safe result, or its ``FunctionError``; after ``ready()``."""
-        channel = min(self._channels, key=lambda c: len(c.pending))
+        """The handler's JSON-safe result, or its ``FunctionError``; when ``available()``."""
+        loaded = [channel for channel in self._channels if channel.loaded]
+        if not loaded:  # the last one exited since available()
+            raise FunctionError(EXIT_ERROR, EXIT_MESSAGE)
+        channel = min(loaded, key=lambda channel: len(channel.pending))
         self._next_id += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         channel.send(
@@ -200,7 +198,11 @@ class WorkerProcesses:
     def shutdown(self) -> None:
         """Close the sockets: each worker exits when it reads the end of its socket."""
         self._stopped = True
+        for connecting in self._connecting:
+            connecting.cancel()
         for channel in self._channels:
             if channel.transport is not None:
                 channel.transport.close()
+            else:
+                channel.sock.close()
         self._channels = []
