@@ -50,12 +50,12 @@ from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
 # Handlers in 2 worker processes (local.gateway.workers), each running many invocations at once
-# on its own threads: their botocore work (~1 ms of CPU a post or UpdateItem) leaves the
+# on its own threads: their botocore work (1-1.5 ms of CPU a post or UpdateItem) leaves the
 # gateway's interpreter for another core. Measured on 2 vCPUs, side by side with threads
 # (docs/performance.md): the same CPU per message in all (an echo ~2 ms, a ping with moto's
 # process ~5 ms), but the gateway's own share of an echo falls from ~1.9 ms to ~0.5, so the peer
-# echo runs 1.5-1.6x the messages per second at a lower p99. The price: two cold starts, side
-# by side, before the gateway listens. 0 runs handlers on threads of the gateway's process.
+# echo runs 1.5-1.6x the messages per second at a lower p99. Until the workers have loaded, the
+# gateway's threads answer, so starting costs no wait. 0: handlers on the gateway's threads.
 DEFAULT_HANDLER_PROCESSES = 2
 
 

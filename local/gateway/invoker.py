@@ -12,8 +12,8 @@ timed-out handler runs on, its answer dropped, where Lambda would stop its sandb
 With ``processes`` (``--handler-processes``, ``local.gateway.workers``), handlers named by
 ``"module:function"`` run in that many spawned worker processes instead, each loading its own
 copy of the module and running many invocations at once on its own threads: a CPU-heavy handler
-(botocore) no longer shares the gateway's interpreter lock. Handlers given as callables always
-run on threads.
+(botocore) no longer shares the gateway's interpreter lock. Until a worker has loaded, the
+gateway's threads run them. Handlers given as callables always run on threads.
 """
 
 from __future__ import annotations
