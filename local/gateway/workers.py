@@ -52,9 +52,8 @@ def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> No
             channel.sendall(frame)
 
     def invoke(request: dict[str, Any]) -> None:
-        ref = request["ref"]
+        function = functions[request["ref"]]  # the gateway sends only the refs it started with
         try:
-            function = functions.get(ref) or functions.setdefault(ref, function_for(ref))
             context = LambdaContext(**request["context"])
             encoded = encode_result(function, run_handler(function, request["event"], context))
         except FunctionError as exc:
