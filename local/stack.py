@@ -52,10 +52,10 @@ from runtime.sender import MessageSender
 # Handlers in 2 worker processes (local.gateway.workers), each running many invocations at once
 # on its own threads: their botocore work (1-1.5 ms of CPU a post or UpdateItem) leaves the
 # gateway's interpreter for another core. Measured on 2 vCPUs, side by side with threads
-# (docs/performance.md): the same CPU per message in all (an echo ~2 ms, a ping with moto's
-# process ~5 ms), but the gateway's own share of an echo falls from ~1.9 ms to ~0.5, so the peer
-# echo runs 1.5-1.6x the messages per second at a lower p99. Until the workers have loaded, the
-# gateway's threads answer, so starting costs no wait. 0: handlers on the gateway's threads.
+# (docs/performance.md): 10-30% more CPU per echo in all, but the gateway's own share falls from
+# ~1.9 ms to ~0.5, so both cores serve and the peer echo ran 1.4-2.2x the messages per second
+# of threads in most pairs (a ping's gateway share: ~2 ms to ~0.4). Until the workers have
+# loaded, the gateway's threads answer, so starting costs no wait. 0: the gateway's threads.
 DEFAULT_HANDLER_PROCESSES = 2
 
 
