@@ -49,13 +49,14 @@ from runtime.config import StoreConfig, is_loopback
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
 
-# Handlers on threads of the gateway's process, on 2 cores and on more. Measured on 2 vCPUs
-# (docs/performance.md): worker processes cost more CPU per message (the echo handler 3.1 ms
-# against 2.25, a ping with moto 9.2 against 7.0: pickling and the executor's own threads), run
-# one invocation each at a time (2 workers queue a ping behind moto's answers: p50 2 s at 100
-# pings/s, against 17 ms on threads), and add a cold start to every gateway start. They pay off
-# only where one interpreter is the bound, past ~400 messages/s with cores to spare.
-DEFAULT_HANDLER_PROCESSES = 0
+# Handlers in 2 worker processes (local.gateway.workers), each running many invocations at once
+# on its own threads: their botocore work (1-1.5 ms of CPU a post or UpdateItem) leaves the
+# gateway's interpreter for another core. Measured on 2 vCPUs, side by side with threads
+# (docs/performance.md): 10-30% more CPU per echo in all, but the gateway's own share falls from
+# ~1.9 ms to ~0.5, so both cores serve and the peer echo ran 1.4-2.2x the messages per second
+# of threads in most pairs (a ping's gateway share: ~2 ms to ~0.4). Until the workers have
+# loaded, the gateway's threads answer, so starting costs no wait. 0: the gateway's threads.
+DEFAULT_HANDLER_PROCESSES = 2
 
 
 @dataclass(frozen=True)

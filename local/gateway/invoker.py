@@ -9,10 +9,11 @@ answers as for any function error), is cut off at the integration timeout (29 s)
 first, and its result must survive JSON like Lambda's does. A thread cannot be killed: a
 timed-out handler runs on, its answer dropped, where Lambda would stop its sandbox.
 
-With ``process_workers`` (``--handler-processes``), handlers named by ``"module:function"`` run
-in that many spawned worker processes instead, each loading its own copy of the module: closer
-to Lambda's one-invocation-per-container model, and a CPU-heavy handler (botocore) no longer
-shares the gateway's interpreter lock. Handlers given as callables always run on threads.
+With ``processes`` (``--handler-processes``, ``local.gateway.workers``), handlers named by
+``"module:function"`` run in that many spawned worker processes instead, each loading its own
+copy of the module and running many invocations at once on its own threads: a CPU-heavy handler
+(botocore) no longer shares the gateway's interpreter lock. Until a worker has loaded, the
+gateway's threads run them. Handlers given as callables always run on threads.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import asyncio
 import importlib.util
 import json
 import logging
-import multiprocessing
 import sys
-from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from local.events import new_request_id, now_ms
 from local.gateway.exceptions import FunctionError, IntegrationTimeout
+
+if TYPE_CHECKING:
+    from local.gateway.workers import WorkerProcesses
 
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerRef = Union[Handler, str]
@@ -125,47 +128,29 @@ def function_for(ref: HandlerRef) -> Function:
     return Function(name=name, handler=ref)
 
 
-def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> Any:
+def run_handler(function: Function, event: dict[str, Any], context: LambdaContext) -> Any:
+    """The handler's return value; ``FunctionError`` when it raises."""
     try:
-        result = function.handler(event, context)
+        return function.handler(event, context)
     except Exception as exc:
         if type(exc) is Exception and str(exc) == UNAUTHORIZED:
             _log.info("%s: Exception: %s", function.name, exc)
         else:
             _log.exception("%s failed", function.name)
         raise FunctionError(type(exc).__name__, str(exc)) from None
+
+
+def encode_result(function: Function, result: Any) -> str:
+    """The result as JSON, as Lambda sends it; ``Runtime.MarshalError`` when JSON cannot hold it."""
     try:
-        return json.loads(json.dumps(result))
+        return json.dumps(result)
     except (TypeError, ValueError) as exc:
         _log.error("%s returned a value JSON cannot hold: %s", function.name, exc)
         raise FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from None
 
 
-# A worker process's functions, loaded on first use (its cold start) and kept (a warm container).
-_process_functions: dict[str, Function] = {}
-
-
-def _function_in_process(ref: str) -> Function:
-    function = _process_functions.get(ref)
-    if function is None:
-        function = _process_functions[ref] = function_for(ref)
-    return function
-
-
-def _load_in_process(refs: tuple[str, ...]) -> None:
-    """A worker's cold start: its functions loaded before the first invocation waits on it."""
-    for ref in refs:
-        _function_in_process(ref)
-
-
-def _run_in_process(ref: str, event: dict[str, Any], context: LambdaContext) -> tuple[Any, ...]:
-    """``_run`` in a worker process. ``FunctionError`` does not survive pickling, so a failure
-    comes back as ``("error", type, message)`` and is raised again in the gateway."""
-    function = _function_in_process(ref)
-    try:
-        return ("ok", _run(function, event, context))
-    except FunctionError as exc:
-        return ("error", exc.error_type, exc.error_message)
+def _run(function: Function, event: dict[str, Any], context: LambdaContext) -> Any:
+    return json.loads(encode_result(function, run_handler(function, event, context)))
 
 
 class Invoker:
@@ -181,7 +166,7 @@ class Invoker:
         function_memory_mb: int,
         region: str,
         account_id: str,
-        process_workers: int = 0,
+        processes: WorkerProcesses | None = None,
     ) -> None:
         self.timeout_seconds = timeout_seconds
         self.function_timeout_seconds = function_timeout_seconds
@@ -189,21 +174,12 @@ class Invoker:
         self._region = region
         self._account_id = account_id
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
-        # Spawned, not forked: the gateway's process holds an event loop and moto's threads.
-        # Workers start on first use, so they see the environment the stack has set by then.
-        self._processes: Executor | None = (
-            ProcessPoolExecutor(process_workers, mp_context=multiprocessing.get_context("spawn"))
-            if process_workers > 0
-            else None
-        )
-        self._process_workers = process_workers
+        self.processes = processes
 
     def warm(self, refs: tuple[str, ...]) -> None:
-        """Start the worker processes and load ``refs`` in each, without waiting for it (as the
-        thread pool's functions are loaded when the gateway starts)."""
-        if self._processes is not None and refs:
-            for _ in range(self._process_workers):
-                self._processes.submit(_load_in_process, refs)
+        """Start the worker processes, each loading ``refs``, without waiting for them."""
+        if self.processes is not None and refs:
+            self.processes.start(refs)
 
     def _context(self, function: Function) -> LambdaContext:
         return LambdaContext.starting_now(
@@ -216,19 +192,19 @@ class Invoker:
 
     async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
         """The handler's JSON-safe result; ``FunctionError`` or ``IntegrationTimeout`` else."""
-        loop = asyncio.get_running_loop()
-        context = self._context(function)
-        ref = function.ref if self._processes is not None else None
-        in_process = ref is not None
-        future = (
-            loop.run_in_executor(self._processes, _run_in_process, ref, event, context)
-            if ref is not None
-            else loop.run_in_executor(self._pool, _run, function, event, context)
-        )
+        running: Awaitable[Any]
+        # Until a worker has loaded (its cold start), the gateway's threads run the function.
+        if self.processes is not None and function.ref is not None and self.processes.available():
+            running = self.processes.invoke(function.ref, event, self._context(function))
+        else:
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(
+                self._pool, _run, function, event, self._context(function)
+            )
         function_times_out = self.function_timeout_seconds < self.timeout_seconds
         try:
-            result = await asyncio.wait_for(
-                future, min(self.function_timeout_seconds, self.timeout_seconds)
+            return await asyncio.wait_for(
+                running, min(self.function_timeout_seconds, self.timeout_seconds)
             )
         except TimeoutError:
             if function_times_out:
@@ -237,14 +213,9 @@ class Invoker:
                 raise FunctionError(LAMBDA_TIMEOUT_ERROR, message) from None
             _log.error("%s: integration timed out after %s s", function.name, self.timeout_seconds)
             raise IntegrationTimeout() from None
-        if not in_process:
-            return result
-        if result[0] == "error":
-            raise FunctionError(result[1], result[2])
-        return result[1]
 
     def shutdown(self) -> None:
         """Stop taking work; handlers still running finish on their threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.shutdown()

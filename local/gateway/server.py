@@ -25,6 +25,7 @@ from local.gateway.urls import (
     build_app,
     quiet_unparsable_requests,
 )
+from local.gateway.workers import WorkerProcesses
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -107,7 +108,11 @@ class Gateway:
             function_memory_mb=settings.function_memory_mb,
             region=settings.region,
             account_id=settings.account_id,
-            process_workers=settings.handler_processes,
+            processes=(
+                WorkerProcesses(settings.handler_processes, settings.max_concurrent_invocations)
+                if settings.handler_processes > 0
+                else None
+            ),
         )
         self._invoker.warm(tuple({f.ref for f in (*routes.values(), authorizer) if f and f.ref}))
         self._runner = ConnectionRunner(self.backend, self._invoker, routes, authorizer)

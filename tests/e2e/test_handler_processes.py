@@ -43,10 +43,10 @@ def test_chat_and_ping_are_served_by_worker_processes(stack: LocalStack) -> None
 
 
 def test_the_handlers_ran_outside_the_gateway_process(stack: LocalStack) -> None:
-    workers = stack.gateway._invoker._processes  # type: ignore[union-attr]
+    workers = stack.gateway._invoker.processes  # type: ignore[union-attr]
     assert workers is not None
-    pids = {process.pid for process in workers._processes.values()}  # type: ignore[attr-defined]
-    assert pids
+    pids = set(workers.pids)
+    assert len(pids) == 2
     assert os.getpid() not in pids
 
 

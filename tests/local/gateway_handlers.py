@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 from local.gateway import RouteTable
@@ -32,3 +34,36 @@ def allow_all(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 ROUTES = RouteTable(routes={"$default": echo}, authorizer=allow_all)
 PLAIN_ROUTES = {"$default": "tests.local.gateway_handlers:echo"}
+
+
+def describe(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Answers with what a handler sees of its process and its Lambda context; ``sleep`` in the
+    body holds the invocation that long first, ``exit`` ends the process, ``set`` returns a value
+    JSON cannot hold, ``raise`` fails."""
+    body = event.get("body") or ""
+    if body.startswith("sleep "):
+        time.sleep(float(body.removeprefix("sleep ")))
+    if body == "exit":
+        os._exit(3)
+    if body == "set":
+        return {"statusCode": 200, "body": {1, 2}}
+    if body == "raise":
+        raise ValueError("bug")
+    return {
+        "statusCode": 200,
+        "body": json.dumps(
+            {
+                "body": body,
+                "pid": os.getpid(),
+                "loaded_in": _LOADED_IN,
+                "function": context.function_name,
+                "request_id": context.aws_request_id,
+                "remaining": context.get_remaining_time_in_millis(),
+                "memory": context.memory_limit_in_mb,
+            }
+        ),
+    }
+
+
+_LOADED_IN = os.getpid()  # module state: each worker process loads its own copy (a cold start)
+PROCESS_ROUTES = {"$default": "tests.local.gateway_handlers:describe"}

@@ -32,5 +32,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack_options() -> dict[str, Any]:
-    """No responder: the queue keeps what was accepted."""
-    return {"responder": None}
+    """No responder: the queue keeps what was accepted. Handlers on this process's threads:
+    the faults are injected into their clients here."""
+    return {"responder": None, "handler_processes": 0}

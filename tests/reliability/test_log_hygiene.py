@@ -53,7 +53,10 @@ def every_logger() -> Iterator[io.StringIO]:
 
 async def _session(state_dir: Path, access: io.StringIO, user: str) -> dict[str, Any]:
     async with LocalStack(
-        port=0, state_dir=state_dir, access_log=StreamAccessLog("text", stream=access)
+        port=0,
+        state_dir=state_dir,
+        access_log=StreamAccessLog("text", stream=access),
+        handler_processes=0,  # the handlers log in this process, where the capture reads
     ) as stack:
         token = stack.token_for(user)
         async with ChatClient(ClientConfig(proxy=None)) as client:

@@ -1,0 +1,207 @@
+"""Handler worker processes: each takes many invocations at once over one socket.
+
+The gateway and a worker exchange length-prefixed JSON frames (a 4-byte big-endian length, then
+UTF-8 JSON) over a socket pair: ``{"id", "ref", "event", "context"}`` one way, ``{"id", "ok"}``
+or ``{"id", "error": [type, message]}`` the other. A worker loads its functions before it reads
+the first invocation (its cold start), runs each invocation on a thread of its own pool, and
+answers in whatever order they finish; the gateway reads the answers on its event loop. No
+pickling and no executor thread on the gateway's side: what a worker's handler costs (botocore)
+runs on another core, outside the gateway's interpreter lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
+
+from local.gateway.exceptions import FunctionError
+from local.gateway.invoker import LambdaContext, encode_result, function_for, run_handler
+
+_HEADER = struct.Struct(">I")
+EXIT_ERROR = "Runtime.ExitError"
+EXIT_MESSAGE = "Runtime exited without providing a reason"
+READY_ID = 0  # a worker's first frame: its functions are loaded
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    return _HEADER.pack(len(payload)) + payload
+
+
+# --- in the worker process -------------------------------------------------------------------
+
+
+def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> None:
+    """A worker's life: load ``refs``, then run invocations until the gateway closes."""
+    functions = {ref: function_for(ref) for ref in refs}
+    channel.sendall(_frame({"id": READY_ID}))
+    sending = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="lambda")
+
+    def answer(message: dict[str, Any]) -> None:
+        frame = _frame(message)
+        with sending:
+            channel.sendall(frame)
+
+    def invoke(request: dict[str, Any]) -> None:
+        function = functions[request["ref"]]  # the gateway sends only the refs it started with
+        try:
+            context = LambdaContext(**request["context"])
+            encoded = encode_result(function, run_handler(function, request["event"], context))
+        except FunctionError as exc:
+            answer({"id": request["id"], "error": [exc.error_type, exc.error_message]})
+            return
+        frame = b'{"id":%d,"ok":%s}' % (request["id"], encoded.encode("utf-8"))
+        with sending:
+            channel.sendall(_HEADER.pack(len(frame)) + frame)
+
+    reader = channel.makefile("rb")
+    while True:
+        header = reader.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            break
+        (size,) = _HEADER.unpack(header)
+        pool.submit(invoke, json.loads(reader.read(size)))
+    # The gateway has gone: nobody is left to answer, so handlers still running are cut off.
+    os._exit(0)
+
+
+# --- in the gateway's process ----------------------------------------------------------------
+
+
+class _Channel(asyncio.Protocol):
+    """The gateway's end of one worker's socket: sends invocations, resolves their futures."""
+
+    def __init__(self, process: BaseProcess, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.loaded = False  # its functions are loaded: it takes invocations
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer)
+            end = _HEADER.size + size
+            if len(buffer) < end:
+                return
+            message = json.loads(buffer[_HEADER.size : end])
+            del buffer[:end]
+            if message["id"] == READY_ID:
+                self.loaded = True
+                continue
+            future = self.pending.pop(message["id"], None)
+            if future is None or future.done():
+                continue  # timed out meanwhile: the answer is dropped, as Lambda's would be
+            if "error" in message:
+                future.set_exception(FunctionError(*message["error"]))
+            else:
+                future.set_result(message["ok"])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.loaded = False
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(FunctionError(EXIT_ERROR, EXIT_MESSAGE))
+
+    def send(self, message: dict[str, Any], future: asyncio.Future[Any]) -> None:
+        assert self.transport is not None
+        self.pending[message["id"]] = future
+        self.transport.write(_frame(message))
+
+
+class WorkerProcesses:
+    """``count`` spawned workers, each running up to ``max_threads`` invocations at once; an
+    invocation goes to the loaded worker with the fewest running. A worker that died is
+    replaced; until one is loaded (its cold start), ``available()`` is False."""
+
+    def __init__(self, count: int, max_threads: int) -> None:
+        self.count = count
+        self.max_threads = max_threads
+        self._refs: tuple[str, ...] = ()
+        self._channels: list[_Channel] = []
+        self._connecting: set[asyncio.Task[Any]] = set()
+        self._next_id = 0
+        self._stopped = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self._channels if c.process.pid is not None]
+
+    def start(self, refs: tuple[str, ...]) -> None:
+        """Spawn the workers, each loading ``refs`` (their cold starts run side by side)."""
+        self._refs = refs
+        self._channels = [self._spawn() for _ in range(self.count)]
+
+    def _spawn(self) -> _Channel:
+        ours, theirs = socket.socketpair()
+        # Spawned, not forked: the gateway's process holds an event loop and moto's threads.
+        process = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(theirs, self._refs, self.max_threads), daemon=True
+        )
+        process.start()
+        theirs.close()
+        channel = _Channel(process, ours)
+        loop = asyncio.get_running_loop()
+        connecting = loop.create_task(loop.connect_accepted_socket(lambda: channel, ours))
+        self._connecting.add(connecting)
+        connecting.add_done_callback(self._connecting.discard)
+        return channel
+
+    def available(self) -> bool:
+        """Whether a worker has loaded its functions and can take an invocation now."""
+        if self._stopped:
+            return False
+        for index, channel in enumerate(self._channels):
+            if channel.closed:
+                channel.process.join(0)
+                self._channels[index] = self._spawn()
+        return any(channel.loaded for channel in self._channels)
+
+    async def invoke(self, ref: str, event: dict[str, Any], context: LambdaContext) -> Any:
+        """The handler's JSON-safe result, or its ``FunctionError``; when ``available()``."""
+        loaded = [channel for channel in self._channels if channel.loaded]
+        if not loaded:  # the last one exited since available()
+            raise FunctionError(EXIT_ERROR, EXIT_MESSAGE)
+        channel = min(loaded, key=lambda channel: len(channel.pending))
+        self._next_id += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        channel.send(
+            {
+                "id": self._next_id,
+                "ref": ref,
+                "event": event,
+                "context": vars(context),  # flat: asdict's recursive copy costs more
+            },
+            future,
+        )
+        return await future
+
+    def shutdown(self) -> None:
+        """Close the sockets: each worker exits when it reads the end of its socket."""
+        self._stopped = True
+        for connecting in self._connecting:
+            connecting.cancel()
+        for channel in self._channels:
+            if channel.transport is not None:
+                channel.transport.close()
+            else:
+                channel.sock.close()
+        self._channels = []

@@ -1,0 +1,101 @@
+"""``handler_processes``: handlers in worker processes keep every Lambda behaviour of the thread
+pool (context, function errors, timeouts, cold start per process) and run many at once. Until
+a worker has loaded, the gateway's threads answer: each test first waits for a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.local.gateway_handlers import PROCESS_ROUTES
+from tests.support import wait_until
+
+
+def _ask(ws: Any, body: str) -> dict[str, Any]:
+    ws.send(body)
+    answer: dict[str, Any] = json.loads(ws.recv(timeout=30))
+    return answer
+
+
+def _workers_loaded(gateway: Any, count: int) -> None:
+    with connect(gateway.ws_url) as ws:
+        wait_until(lambda: _ask(ws, "probe")["pid"] != os.getpid(), 60)
+    workers = gateway._invoker.processes
+    wait_until(lambda: sum(channel.loaded for channel in workers._channels) == count, 60)
+
+
+def test_handlers_run_in_their_own_process_with_a_lambda_context(start_gateway):
+    gateway = start_gateway(
+        PROCESS_ROUTES, handler_processes=1, function_timeout_seconds=7, function_memory_mb=512
+    )
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        first, second = _ask(ws, "one"), _ask(ws, "two")
+    assert first["body"] == "one"
+    assert first["pid"] != os.getpid()
+    assert first["loaded_in"] == first["pid"]  # the module was loaded in the worker itself
+    assert first["function"] == "tests-local-gateway_handlers-describe"
+    assert first["request_id"] != second["request_id"]
+    assert 5000 < first["remaining"] <= 7000
+    assert first["memory"] == 512
+
+
+def test_each_worker_process_loads_its_own_copy_of_the_module(start_gateway):
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=2)
+    _workers_loaded(gateway, 2)
+    with connect(gateway.ws_url) as ws:
+        # Two held at once: the second goes to the idle worker.
+        ws.send("sleep 0.5")
+        ws.send("sleep 0.5")
+        answers = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
+    assert {a["pid"] for a in answers} == {a["loaded_in"] for a in answers}
+    assert len({a["pid"] for a in answers}) == 2
+
+
+def test_one_worker_runs_many_invocations_at_once(start_gateway):
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1)
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as slow, connect(gateway.ws_url) as fast:
+        slow.send("sleep 3")
+        assert _ask(fast, "fast")["body"] == "fast"
+        with pytest.raises(TimeoutError):
+            slow.recv(timeout=0)  # "fast" was answered while "sleep 3" still ran
+        assert json.loads(slow.recv(timeout=30))["body"] == "sleep 3"
+
+
+def test_function_errors_in_a_worker_answer_internal_server_error(start_gateway, access_log):
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1)
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        assert _ask(ws, "raise")["message"] == "Internal server error"
+        assert _ask(ws, "set")["message"] == "Internal server error"  # Runtime.MarshalError
+        assert _ask(ws, "fine")["body"] == "fine"
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"][-3:] == [502, 502, 200]
+
+
+def test_a_handler_past_its_function_timeout_in_a_worker_fails_like_a_lambda_timeout(
+    start_gateway, access_log
+):
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1, function_timeout_seconds=0.5)
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        assert _ask(ws, "sleep 2")["message"] == "Internal server error"
+        assert _ask(ws, "after")["body"] == "after"
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"][-2:] == [502, 200]
+
+
+def test_a_worker_that_exits_fails_its_invocation_and_is_replaced(start_gateway, access_log):
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1)
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        before = _ask(ws, "before")["pid"]
+        assert _ask(ws, "exit")["message"] == "Internal server error"  # Runtime.ExitError
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        after = _ask(ws, "after")["pid"]
+    assert after not in (before, os.getpid())
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"].count(502) == 1
