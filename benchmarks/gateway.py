@@ -9,11 +9,11 @@ ratios are measured on the same machine at the same time:
 - ``emulator``: the gateway alone, ``ping`` answered by ``benchmarks.echo.pong`` without any AWS
   call: the emulator's own cost (target: p99 <= 20 ms at 1000 connections and 200 messages/s).
 - ``local_stack``: the full stack as ``make dev`` runs it: this project's handlers (authorizer,
-  ``$connect``, the message handler) on the gateway's threads, against the embedded moto in its
-  own process; each ping is a real conditional ``UpdateItem`` (target: p99 <= 50 ms and no
-  error at 100 and at 1000 connections, 200 messages/s).
-- ``local_stack_processes``: the same with the handlers in 2 worker processes
-  (``--handler-processes 2``), to show what worker processes buy.
+  ``$connect``, the message handler) in ``python -m local``'s default 2 worker processes,
+  against the embedded moto in its own process; each ping is a real conditional ``UpdateItem``
+  (target: p99 <= 50 ms and no error at 100 and at 1000 connections, 200 messages/s).
+- ``local_stack_threads``: the same with the handlers on the gateway's threads
+  (``--handler-processes 0``), to show what the worker processes buy.
 
 The per-connection rate limit is raised (``MESSAGES_PER_MINUTE``) so that 100 connections sharing
 200 messages/s (120 a minute each) measure the gateway, not the limiter; every ping still runs
@@ -77,7 +77,7 @@ def _configurations(mode: Mode) -> tuple[Configuration, ...]:
     ]
     if mode is Mode.FULL:
         configurations.append(
-            Configuration("local_stack_processes", None, 2, (Load(100, TARGET_RATE_PER_SECOND),))
+            Configuration("local_stack_threads", None, 0, (Load(100, TARGET_RATE_PER_SECOND),))
         )
     return tuple(configurations)
 
