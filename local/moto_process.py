@@ -580,6 +580,110 @@ def _speed_up_moto() -> None:
     _copy_tables_for_transactions_by_item()
 
 
+# The one DynamoDB API version the lean front serves (moto answers older ones elsewhere).
+_DYNAMODB_TARGET = "DynamoDB_20120810."
+# What botocore sends a DynamoDB call as; moto reads any other type differently.
+_DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1.0"
+# Request headers after which flask-cors answers other than ``Access-Control-Allow-Origin: *``.
+_CORS_REQUEST_HEADERS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
+
+
+class _LeanRequest:
+    """What ``BaseResponse.setup_class`` and the JSON parser read of a werkzeug request, for
+    the one shape the lean front takes: a ``POST /`` without query, form, files or encoding,
+    its body already read."""
+
+    from_wsgi_server = True
+    method = "POST"
+    path = raw_path = "/"
+    content_encoding = None
+
+    def __init__(self, environ: dict[str, Any], body: bytes, raw_url: str) -> None:
+        from moto.core.request import EnvironHeaders
+        from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict
+
+        self.environ = environ
+        self.headers = EnvironHeaders(environ)
+        self.data = body
+        self.raw_url = raw_url
+        self.content_type = environ.get("CONTENT_TYPE", "")
+        empty: ImmutableMultiDict[str, Any] = ImmutableMultiDict()
+        self.form = self.files = empty
+        self.values = CombinedMultiDict([empty, empty])
+
+
+def _dynamodb_service(authorization: str) -> bool:
+    """Whether moto's dispatcher reads ``authorization``'s credential scope as DynamoDB's."""
+    try:
+        _, _, _, service, _ = authorization.split(",")[0].split()[1].split("/")
+    except (ValueError, IndexError):
+        return False
+    return service.lower() == "dynamodb"
+
+
+def _lean_front(app: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's WSGI app with DynamoDB calls answered by moto's own ``DynamoHandler``, without
+    Flask, the domain dispatcher or werkzeug's request parsing on the way.
+
+    moto's dispatcher sends a request to DynamoDB's Flask app when its credential scope names
+    ``dynamodb`` and its ``X-Amz-Target`` is a post-2011 DynamoDB one; Flask matches ``/``,
+    builds a werkzeug request and calls ``DynamoHandler.dispatch(request, request.raw_url,
+    dict(request.headers))``, whose answer becomes a Flask ``Response`` to which flask-cors
+    adds ``Access-Control-Allow-Origin: *``. Here that request is recognised from the WSGI
+    environ, the handler gets a request object answering what ``setup_class`` reads with the
+    same values (the body, moto's ``EnvironHeaders``, werkzeug's URL of the request), and its
+    answer goes through the same ``Response`` and the same CORS header: the same bytes. Any
+    request of another shape (another path, method, content type or encoding, a query
+    string, a CORS request, recording on) goes to moto's app, as does every other service.
+    A handler's exception reaches the server as it does through Flask in debug mode.
+    """
+    from flask import Response
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.moto_api import recorder
+    from werkzeug.sansio.utils import get_current_url, get_host
+
+    @lru_cache(maxsize=64)
+    def raw_url(scheme: str, host: str | None, server_name: str, server_port: str) -> str:
+        port = int(server_port) if server_port.isdigit() else None
+        root = get_current_url(scheme, get_host(scheme, host, (server_name, port)), "/")
+        return root.rstrip("/") + "/"
+
+    def lean(environ: dict[str, Any]) -> bool:
+        return (
+            environ.get("REQUEST_METHOD") == "POST"
+            and environ.get("PATH_INFO") == "/"
+            and environ.get("RAW_URI", "/") == "/"
+            and not environ.get("QUERY_STRING")
+            and not environ.get("SCRIPT_NAME")
+            and environ.get("CONTENT_TYPE") == _DYNAMODB_CONTENT_TYPE
+            and str(environ.get("CONTENT_LENGTH", "")).isdigit()
+            and "HTTP_CONTENT_ENCODING" not in environ
+            and str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGET)
+            and _dynamodb_service(str(environ.get("HTTP_AUTHORIZATION", "")))
+            and not any(name in environ for name in _CORS_REQUEST_HEADERS)
+            and not recorder._user_enabled
+        )
+
+    def front(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not lean(environ):
+            return app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        url = raw_url(
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("HTTP_HOST"),
+            environ.get("SERVER_NAME", ""),
+            str(environ.get("SERVER_PORT", "")),
+        )
+        request = _LeanRequest(environ, body, url)
+        status, headers, content = DynamoHandler.dispatch(request, url, dict(request.headers))
+        response = Response(response=content, status=status, headers=headers)
+        if not response.headers.get("Access-Control-Allow-Origin"):
+            response.headers.add("Access-Control-Allow-Origin", "*")
+        return response(environ, start_response)
+
+    return front
+
+
 def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -590,7 +694,9 @@ def serve(fd: int, *, fast_path: bool = True) -> None:
         _speed_up_moto()
     # waitress warns of every queued request under load; the gateway's log is the one to read.
     logging.getLogger("waitress").setLevel(logging.ERROR)
-    app = DomainDispatcherApplication(create_backend_app)
+    app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
+    if fast_path:
+        app = _lean_front(app)
     server = create_server(
         app,
         sockets=[socket.socket(fileno=fd)],
