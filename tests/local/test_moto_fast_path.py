@@ -261,6 +261,14 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
         ("SET n = :v", {"ConditionExpression": "attribute_exists(PK) AND PK = :v"}),
         ("SET n = :v", {"ConditionExpression": "attribute_exists(PK)"}),
         ("SET e = :e", {"ExpressionAttributeValues": {":e": {"S": ""}}}),
+        # Subtrees a walk skips: REMOVE clauses before and after SET, nested and missing.
+        ("REMOVE gone, n SET n2 = if_not_exists(n, :v) + :v", {}),
+        ("REMOVE m.missing.deep SET n = :v", {}),
+        ("SET n = :v REMOVE #e", {"ExpressionAttributeNames": {"#e": "PK"}}),
+        (
+            "SET l = list_append(if_not_exists(l, :l), :l), n = :v REMOVE a, b[0], c",
+            {"ExpressionAttributeValues": {":v": {"N": "1"}, ":l": {"L": [{"S": "a"}]}}},
+        ),
     ],
 )
 def test_update_expressions_and_their_errors_answer_alike(
