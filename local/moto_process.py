@@ -55,6 +55,7 @@ get the same bytes back. ``python -m benchmarks.moto_cpu`` measures the CPU per 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import pickle
 import socket
@@ -326,7 +327,43 @@ def _walk_faster() -> None:
         return visit(self, node, child_id, walk_of(self))[0]
 
     setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
+    _resolve_by_parent_type()
     _find_clauses_by_type()
+
+
+def _resolve_by_parent_type() -> None:
+    """``ExpressionAttributeResolvingProcessor.pre_processing_of_child`` (called before every
+    child of every node of the one walk with a hook) with its ``abc`` ``isinstance`` of the
+    parent against the four action classes answered once per class: it still resolves the
+    children of an action but its first (the path it sets), and leaves ``resolving`` alone
+    under any other node."""
+    from moto.dynamodb.parsing.validators import (  # type: ignore[attr-defined]
+        ExpressionAttributeResolvingProcessor,
+        UpdateExpressionAddAction,
+        UpdateExpressionDeleteAction,
+        UpdateExpressionRemoveAction,
+        UpdateExpressionSetAction,
+    )
+
+    actions = (
+        UpdateExpressionSetAction,
+        UpdateExpressionRemoveAction,
+        UpdateExpressionDeleteAction,
+        UpdateExpressionAddAction,
+    )
+    is_action: dict[type, bool] = {}
+
+    def pre_processing_of_child(self: Any, parent_node: Any, child_id: int) -> None:
+        kind = type(parent_node)
+        action = is_action.get(kind)
+        if action is None:
+            action = is_action[kind] = issubclass(kind, actions)
+        if action:
+            self.resolving = child_id != 0
+
+    setattr(  # noqa: B010
+        ExpressionAttributeResolvingProcessor, "pre_processing_of_child", pre_processing_of_child
+    )
 
 
 def _find_clauses_by_type() -> None:
@@ -763,6 +800,11 @@ def serve(fd: int, *, fast_path: bool = True) -> None:
         threads=MOTO_THREADS,
         connection_limit=MOTO_CONNECTION_LIMIT,
     )
+    if fast_path:
+        # What is loaded by now lives as long as the process: full collections, which a
+        # request's cyclic garbage (its update AST's parent links) sets off, skip it.
+        gc.collect()
+        gc.freeze()
     thread = threading.Thread(target=server.run, name="moto", daemon=True)
     thread.start()
     try:
