@@ -15,8 +15,11 @@ DynamoDB calls (``X-Amz-Target: DynamoDB_20120810.*``, signed for ``dynamodb``, 
 sends them) go from waitress straight to moto's ``DynamoHandler`` (``_lean_front``): moto's own
 handler, parser, backend and serializer, the same ``Response`` and CORS header, so the same
 bytes, without Flask's request context, moto's domain dispatcher and werkzeug's lazy request
-parsing on the way (about a quarter of a touch's CPU). Every other request, and a DynamoDB one
-of any other shape, goes to moto's WSGI app as before.
+parsing on the way (about a quarter of a touch's CPU), and one at a time, so that under load
+each call finishes in turn instead of all of waitress's threads sharing the interpreter lock
+and every call taking as long as all of them. Every other request (an SQS long poll waits in
+its own thread, never for a DynamoDB call), and a DynamoDB one of any other shape, goes to
+moto's WSGI app as before.
 
 moto runs patched like AWS (``local.fidelity.patch_moto``) and with these costs removed, none
 of which changes what it answers:
@@ -739,6 +742,11 @@ def _lean_front(app: Callable[..., Any]) -> Callable[..., Any]:
     from moto.moto_api import recorder
     from werkzeug.sansio.utils import get_current_url, get_host
 
+    # DynamoDB calls are answered one at a time: they would share one interpreter lock anyway
+    # (and their writes ``local.fidelity``'s lock), and 16 threads each holding a part of it
+    # made every call wait for all of them; SQS (a long poll above all) never waits for it.
+    one_at_a_time = threading.Lock()
+
     @lru_cache(maxsize=64)
     def raw_url(scheme: str, host: str | None, server_name: str, server_port: str) -> str:
         port = int(server_port) if server_port.isdigit() else None
@@ -772,7 +780,8 @@ def _lean_front(app: Callable[..., Any]) -> Callable[..., Any]:
             str(environ.get("SERVER_PORT", "")),
         )
         request = _LeanRequest(environ, body, url)
-        status, headers, content = DynamoHandler.dispatch(request, url, dict(request.headers))
+        with one_at_a_time:
+            status, headers, content = DynamoHandler.dispatch(request, url, dict(request.headers))
         response = Response(response=content, status=status, headers=headers)
         if not response.headers.get("Access-Control-Allow-Origin"):
             response.headers.add("Access-Control-Allow-Origin", "*")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -500,3 +501,25 @@ def test_the_lean_front_takes_only_dynamodb_calls_of_the_shape_it_reads() -> Non
         path = other.get("PATH_INFO", "/") + "?" + other.get("QUERY_STRING", "")
         front(environ(**other), lambda status, headers: None)
         assert reached[n:] == [path], other
+
+
+def test_sqs_long_polls_never_hold_up_dynamodb_calls(pair: Pair) -> None:
+    """DynamoDB calls are answered one at a time in moto's process; SQS long polls (the
+    demo responder runs four consumers) wait in threads of their own meanwhile: every
+    DynamoDB call is answered while all of them are still waiting."""
+    resources = pair.fast.resources
+    sqs = resources.sqs()
+    waiting = 4
+
+    def long_poll() -> None:
+        sqs.receive_message(QueueUrl=resources.dead_letter_queue_url, WaitTimeSeconds=5)
+
+    threads = [threading.Thread(target=long_poll) for _ in range(waiting)]
+    for thread in threads:
+        thread.start()
+    dynamodb = resources.dynamodb()
+    for _ in range(20):
+        dynamodb.describe_table(TableName=resources.table_name)
+        assert all(thread.is_alive() for thread in threads)
+    for thread in threads:
+        thread.join()
