@@ -11,7 +11,9 @@ order from both.
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from local.aws import AwsResources, EmbeddedAws
+from local.aws import LOCAL_QUEUE_NAME, AwsResources, EmbeddedAws
 from runtime import schema
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionLimitReached, ConnectionStore, TouchStatus
@@ -34,28 +36,33 @@ class Moto:
         self.resources = aws
         self._connection = http.client.HTTPConnection(urlsplit(aws.endpoint_url).netloc, timeout=30)
 
+    def headers(self, operation: str, service: str = "dynamodb") -> dict[str, str]:
+        """What botocore sends with a DynamoDB call (signed for ``service``)."""
+        return {
+            "X-Amz-Target": _TARGET_PREFIX + operation,
+            "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": (
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/"
+                f"{self.resources.region}/{service}/aws4_request, SignedHeaders=host, "
+                "Signature=0"
+            ),
+        }
+
     def send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        self._connection.request(
-            "POST",
-            "/",
-            body=body,
-            headers={
-                "X-Amz-Target": _TARGET_PREFIX + operation,
-                "Content-Type": "application/x-amz-json-1.0",
-                "Authorization": (
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/"
-                    f"{self.resources.region}/dynamodb/aws4_request, SignedHeaders=host, "
-                    "Signature=0"
-                ),
-            },
-        )
+        return self.request("POST", "/", body, self.headers(operation))
+
+    def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Any request, on the kept-alive connection; the answer without per-process headers."""
+        self._connection.request(method, path, body=body, headers=headers)
         response = self._connection.getresponse()
-        headers = {
+        answer = {
             name.lower(): value
             for name, value in response.getheaders()
             if name.lower() not in _PER_PROCESS_HEADERS
         }
-        return response.status, headers, response.read()
+        return response.status, answer, response.read()
 
     def close(self) -> None:
         self._connection.close()
@@ -72,6 +79,14 @@ class Pair:
         expected = self.plain.send(operation, body)
         actual = self.fast.send(operation, body)
         assert actual == expected, f"{operation} {body!r}"
+        return actual
+
+    def request_both(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        expected = self.plain.request(method, path, body, headers)
+        actual = self.fast.request(method, path, body, headers)
+        assert actual == expected, f"{method} {path} {headers} {body!r}"
         return actual
 
     def call(self, operation: str, **body: Any) -> tuple[int, dict[str, Any]]:
@@ -247,6 +262,14 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
         ("SET n = :v", {"ConditionExpression": "attribute_exists(PK) AND PK = :v"}),
         ("SET n = :v", {"ConditionExpression": "attribute_exists(PK)"}),
         ("SET e = :e", {"ExpressionAttributeValues": {":e": {"S": ""}}}),
+        # Subtrees a walk skips: REMOVE clauses before and after SET, nested and missing.
+        ("REMOVE gone, n SET n2 = if_not_exists(n, :v) + :v", {}),
+        ("REMOVE m.missing.deep SET n = :v", {}),
+        ("SET n = :v REMOVE #e", {"ExpressionAttributeNames": {"#e": "PK"}}),
+        (
+            "SET l = list_append(if_not_exists(l, :l), :l), n = :v REMOVE a, b[0], c",
+            {"ExpressionAttributeValues": {":v": {"N": "1"}, ":l": {"L": [{"S": "a"}]}}},
+        ),
     ],
 )
 def test_update_expressions_and_their_errors_answer_alike(
@@ -374,3 +397,129 @@ def test_cancelled_transactions_leave_every_item_as_it_was(pair: Pair) -> None:
     assert pair.ok("GetItem", Key=_key("tx-new"))["Item"]
     assert not pair.ok("GetItem", Key=_key("tx-deleted")).get("Item")
     pair.assert_same_items()
+
+
+def test_the_lean_front_answers_dynamodb_and_leaves_the_rest_to_moto_alike(pair: Pair) -> None:
+    """The fast path answers DynamoDB calls without Flask: its answers to them, to requests
+    of any other shape (which it leaves to moto's app) and to other services must be moto's,
+    headers included (``x-amz-crc32``, content type and length, CORS), malformed bodies and
+    unknown tables and actions too."""
+    fast = pair.fast
+    pair.ok("PutItem", Item=_row("front", "front-user"))
+    table = json.dumps({"TableName": pair.table, "Key": _key("front")}).encode()
+    status, headers, _ = pair.send_both("GetItem", table)
+    assert status == 200
+    assert {"x-amz-crc32", "content-type", "content-length", "server"} <= set(headers)
+    assert headers["access-control-allow-origin"] == "*"
+    missing = json.dumps({"TableName": "no-such-table", "Key": _key("front")}).encode()
+    assert pair.send_both("GetItem", missing)[0] == 400
+    for body in (b"{not json", b"", b"[]", b'{"TableName": 1}', '{"é": 1}'.encode()):
+        pair.send_both("GetItem", body)
+        pair.send_both("UpdateItem", body)
+    pair.send_both("NoSuchAction", table)
+    pair.send_both("ListTables", b"{}")
+    dynamodb = fast.headers("GetItem")
+    for method, path, headers in [
+        ("POST", "/?x=1", dynamodb),  # a query string
+        ("POST", "/elsewhere", dynamodb),  # another path
+        ("GET", "/", dynamodb),  # another method
+        ("POST", "/", {**dynamodb, "Origin": "http://127.0.0.1:1"}),  # a CORS request
+        ("POST", "/", {**dynamodb, "Content-Type": "application/json"}),  # another type
+        ("POST", "/", fast.headers("GetItem", service="sqs")),  # signed for SQS
+        ("POST", "/", {**dynamodb, "X-Amz-Target": "DynamoDB_20111205.GetItem"}),
+    ]:
+        pair.request_both(method, path, table, headers)
+    sqs_request = {
+        "X-Amz-Target": "AmazonSQS.ListQueues",
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": fast.headers("ListQueues", service="sqs")["Authorization"],
+    }
+    answers = []
+    for moto in (pair.plain, fast):  # their queue URLs differ by the port alone
+        status, headers, answer = moto.request("POST", "/", b"{}", sqs_request)
+        del headers["content-length"]
+        netloc = urlsplit(moto.resources.endpoint_url).netloc.encode()
+        answers.append((status, headers, answer.replace(netloc, b"moto")))
+    assert answers[0] == answers[1]
+    assert answers[1][0] == 200
+    assert f"moto/123456789012/{LOCAL_QUEUE_NAME}".encode() in answers[1][2]
+
+
+def test_the_lean_front_takes_only_dynamodb_calls_of_the_shape_it_reads() -> None:
+    """In process: a DynamoDB call never reaches moto's app behind the front; a request of
+    any other shape does, untouched."""
+    from local.moto_process import _lean_front
+
+    reached: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        reached.append(environ["PATH_INFO"] + "?" + environ.get("QUERY_STRING", ""))
+        start_response("204 No Content", [])
+        return []
+
+    front = _lean_front(app)
+    body = json.dumps({"TableName": "absent"}).encode()
+
+    def environ(**changes: str) -> dict[str, Any]:
+        base = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/x-amz-json-1.0",
+            "HTTP_HOST": "127.0.0.1:1",
+            "HTTP_X_AMZ_TARGET": _TARGET_PREFIX + "DescribeTable",
+            "HTTP_AUTHORIZATION": (
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
+                "SignedHeaders=host, Signature=0"
+            ),
+        }
+        return {**base, **changes}
+
+    statuses: list[str] = []
+    answer = b"".join(front(environ(), lambda status, headers: statuses.append(status)))
+    assert statuses == ["400 BAD REQUEST"]
+    assert b"ResourceNotFoundException" in answer
+    assert reached == []
+    for n, other in enumerate(
+        [
+            {"QUERY_STRING": "x=1"},
+            {"PATH_INFO": "/other"},
+            {"REQUEST_METHOD": "GET"},
+            {"HTTP_ORIGIN": "http://127.0.0.1:2"},
+            {"CONTENT_TYPE": "application/json"},
+            {"HTTP_CONTENT_ENCODING": "gzip"},
+            {"HTTP_X_AMZ_TARGET": "AmazonSQS.ListQueues"},
+            {"HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=t/2026/us-east-1/sqs/x"},
+            {"HTTP_AUTHORIZATION": ""},
+        ]
+    ):
+        path = other.get("PATH_INFO", "/") + "?" + other.get("QUERY_STRING", "")
+        front(environ(**other), lambda status, headers: None)
+        assert reached[n:] == [path], other
+
+
+def test_sqs_long_polls_never_hold_up_dynamodb_calls(pair: Pair) -> None:
+    """DynamoDB calls are answered one at a time in moto's process; SQS long polls (the
+    demo responder runs four consumers) wait in threads of their own meanwhile: every
+    DynamoDB call is answered while all of them are still waiting."""
+    resources = pair.fast.resources
+    sqs = resources.sqs()
+    waiting = 4
+
+    def long_poll() -> None:
+        sqs.receive_message(QueueUrl=resources.dead_letter_queue_url, WaitTimeSeconds=5)
+
+    threads = [threading.Thread(target=long_poll) for _ in range(waiting)]
+    for thread in threads:
+        thread.start()
+    dynamodb = resources.dynamodb()
+    for _ in range(20):
+        dynamodb.describe_table(TableName=resources.table_name)
+        assert all(thread.is_alive() for thread in threads)
+    for thread in threads:
+        thread.join()
