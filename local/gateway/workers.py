@@ -42,7 +42,10 @@ def _frame(message: dict[str, Any]) -> bytes:
 def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> None:
     """A worker's life: load ``refs``, then run invocations until the gateway closes."""
     functions = {ref: function_for(ref) for ref in refs}
-    channel.sendall(_frame({"id": READY_ID}))
+    try:
+        channel.sendall(_frame({"id": READY_ID}))
+    except ConnectionError:  # the gateway stopped while this worker loaded: nothing to serve
+        os._exit(0)
     sending = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="lambda")
 

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
+from local.background import Background
+from local.gateway import Gateway, GatewaySettings
 from tests.local.gateway_handlers import PROCESS_ROUTES
 from tests.support import wait_until
 
@@ -99,3 +101,17 @@ def test_a_worker_that_exits_fails_its_invocation_and_is_replaced(start_gateway,
         after = _ask(ws, "after")["pid"]
     assert after not in (before, os.getpid())
     assert [r.status for r in access_log if r.eventType == "MESSAGE"].count(502) == 1
+
+
+def test_a_worker_whose_gateway_stopped_while_it_loaded_exits_quietly(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Short-lived stacks (tests, restarts) stop before their workers load: a worker that finds
+    its gateway gone exits 0 without a traceback on the terminal."""
+    settings = GatewaySettings(port=0, handler_processes=1, access_log=lambda record: None)
+    with Background(Gateway(PROCESS_ROUTES, settings)) as gateway:
+        (channel,) = gateway._invoker.processes._channels
+        assert not channel.loaded  # the gateway does not wait for its workers to load
+    channel.process.join(60)
+    assert channel.process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
