@@ -32,7 +32,7 @@ from benchmarks.report import progress
 from local.__main__ import import_object
 from local.aws import AwsResources
 from local.gateway.access_log import AccessRecord
-from local.loop import run
+from local.loop import keep_startup_objects, run
 from local.stack import LocalStack, LocalStackSettings
 from local.tokens import DevTokens
 from runtime import aws, schema
@@ -162,6 +162,7 @@ async def _serve(options: argparse.Namespace) -> None:
         access_log=None if options.access_log else _no_access_log,
     )
     async with LocalStack(settings) as stack:
+        keep_startup_objects()
         ready = {
             "ws_url": stack.ws_url,
             "management_endpoint": stack.management_endpoint,

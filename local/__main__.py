@@ -24,7 +24,7 @@ from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
 from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
-from local.loop import run
+from local.loop import keep_startup_objects, run
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
 from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, LocalStackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
@@ -204,6 +204,7 @@ async def serve(settings: LocalStackSettings) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, on_signal)
     async with LocalStack(settings) as stack:
+        keep_startup_objects()
         print(banner(stack, time.perf_counter() - IMPORTED_AT), flush=True)
         await stop.wait()
         print("stopping: closing connections (1001) and running their $disconnect...", flush=True)

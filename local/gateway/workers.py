@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from local.gateway.exceptions import FunctionError
 from local.gateway.invoker import LambdaContext, encode_result, function_for, run_handler
+from local.loop import keep_startup_objects
 
 _HEADER = struct.Struct(">I")
 EXIT_ERROR = "Runtime.ExitError"
@@ -42,6 +43,7 @@ def _frame(message: dict[str, Any]) -> bytes:
 def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> None:
     """A worker's life: load ``refs``, then run invocations until the gateway closes."""
     functions = {ref: function_for(ref) for ref in refs}
+    keep_startup_objects()
     try:
         channel.sendall(_frame({"id": READY_ID}))
     except ConnectionError:  # the gateway stopped while this worker loaded: nothing to serve
