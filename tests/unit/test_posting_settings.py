@@ -130,6 +130,14 @@ def proxy() -> Iterator[ConnectProxy]:
         thread.join()
 
 
+@pytest.fixture
+def proxied(ca_file: str, proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch) -> ConnectProxy:
+    """The endpoint's CA trusted and ``HTTPS_PROXY`` pointing at ``proxy``."""
+    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    return proxy
+
+
 @pytest.mark.parametrize("variable", ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"])
 def test_the_lean_path_verifies_with_the_ca_bundle_botocore_uses(
     api: FakeManagementApi, ca_file: str, monkeypatch: pytest.MonkeyPatch, variable: str
@@ -168,30 +176,20 @@ def test_a_blank_ca_bundle_is_a_configuration_error(
 
 
 def test_an_https_proxy_carries_the_posts_as_it_does_for_botocore(
-    api: FakeManagementApi,
-    ca_file: str,
-    proxy: ConnectProxy,
-    monkeypatch: pytest.MonkeyPatch,
+    api: FakeManagementApi, proxied: ConnectProxy
 ) -> None:
-    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file)
-    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     transport = lean_transport(api.endpoint)
     # A proxied endpoint is posted to through the boto3 client, which tunnels as botocore does.
     assert isinstance(transport, Boto3Transport)
     assert transport.post("c1", FRAME).status is SendStatus.SENT
     port = api.endpoint.split(":")[2].split("/")[0]
-    assert proxy.tunnels == [f"127.0.0.1:{port}"]
+    assert proxied.tunnels == [f"127.0.0.1:{port}"]
     assert [target for target, _ in api.delivered] == ["c1"]
 
 
 def test_a_sender_says_which_path_it_posts_on_when_a_proxy_applies(
-    api: FakeManagementApi,
-    ca_file: str,
-    proxy: ConnectProxy,
-    monkeypatch: pytest.MonkeyPatch,
+    api: FakeManagementApi, proxied: ConnectProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file)
-    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     with MessageSender(ConnectionStore(StoreConfig(table_name="unused")), api.endpoint) as sender:
         assert sender.posting == "boto3"
         assert sender.client is not None
@@ -202,13 +200,8 @@ def test_a_sender_says_which_path_it_posts_on_when_a_proxy_applies(
 
 
 def test_no_proxy_keeps_the_lean_path_direct(
-    api: FakeManagementApi,
-    ca_file: str,
-    proxy: ConnectProxy,
-    monkeypatch: pytest.MonkeyPatch,
+    api: FakeManagementApi, proxied: ConnectProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file)
-    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     transport = lean_transport(api.endpoint)
     assert isinstance(transport, SignedTransport)
@@ -216,5 +209,5 @@ def test_no_proxy_keeps_the_lean_path_direct(
         assert transport.post("c1", FRAME).status is SendStatus.SENT
     finally:
         transport.close()
-    assert proxy.tunnels == []
+    assert proxied.tunnels == []
     assert [target for target, _ in api.delivered] == ["c1"]
