@@ -78,8 +78,24 @@ def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "connect_p50_ms": median_of(("connect_ms", "p50")),
         "messages": sum(int(s.get("messages", 0)) for s in samples),
         "errors": sum(int(s.get("errors", 0)) for s in samples),
-        "samples": samples,
+        "samples": [_headline(sample) for sample in samples],
     }
+
+
+def _headline(sample: dict[str, Any]) -> dict[str, Any]:
+    """One round's figures as the results keep them: its headline, not every statistic."""
+    rtt, connect = sample.get("rtt_ms") or {}, sample.get("connect_ms") or {}
+    headline = {
+        "throughput_per_second": sample.get("throughput_per_second"),
+        "rtt_p50_ms": rtt.get("p50"),
+        "rtt_p99_ms": rtt.get("p99"),
+        "connect_p50_ms": connect.get("p50"),
+        "messages": sample.get("messages", 0),
+        "errors": sample.get("errors", 0),
+    }
+    if sample.get("error_kinds"):
+        headline["error_kinds"] = sample["error_kinds"]
+    return headline
 
 
 def run(mode: Mode) -> Section:

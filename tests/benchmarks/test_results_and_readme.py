@@ -107,3 +107,32 @@ def test_the_sender_and_stream_benchmarks_run(tmp_path: Path) -> None:
     assert stream["per_token"]["frames"] == stream["tokens"]
     assert 1 <= stream["coalesced"]["frames"] <= stream["tokens"]
     assert stream["usd_per_million_answers"]["per_token"] == stream["tokens"] + 3
+
+
+def test_peer_rounds_keep_their_headline_figures_only() -> None:
+    """Each round is kept (the README reports all three runs) as its headline, so that a
+    re-run's results commit stays a few hundred lines."""
+    from benchmarks.peer import _combine
+
+    def round_of(throughput: float, p99: float) -> dict[str, object]:
+        return {
+            "clients": 10,
+            "messages": int(throughput * 10),
+            "throughput_per_second": throughput,
+            "rtt_ms": {"n": 10, "p50": 1.0, "p99": p99, "min": 0.5, "max": 9.0, "mean": 1.2},
+            "connect_ms": {"n": 10, "p50": 2.0, "p99": 3.0, "min": 1.0, "max": 4.0, "mean": 2.1},
+            "errors": 0,
+            "error_kinds": {},
+        }
+
+    combined = _combine([round_of(800.0, 20.0), round_of(600.0, 30.0), round_of(700.0, 25.0)])
+    assert combined["throughput_per_second"] == 700.0
+    assert combined["rtt_p99_ms"] == 25.0
+    assert combined["samples"][1] == {
+        "throughput_per_second": 600.0,
+        "rtt_p50_ms": 1.0,
+        "rtt_p99_ms": 30.0,
+        "connect_p50_ms": 2.0,
+        "messages": 6000,
+        "errors": 0,
+    }
