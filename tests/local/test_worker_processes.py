@@ -103,6 +103,27 @@ def test_a_worker_that_exits_fails_its_invocation_and_is_replaced(start_gateway,
     assert [r.status for r in access_log if r.eventType == "MESSAGE"].count(502) == 1
 
 
+def test_a_handler_calling_sys_exit_fails_like_a_runtime_exit_and_its_thread_serves_on(
+    start_gateway, access_log
+):
+    """Lambda's Python runtime exits when a handler raises SystemExit, and the invocation fails
+    as Runtime.ExitError: answered at once, not after the function timeout. With one thread per
+    worker, the next invocation proves that thread still serves."""
+    gateway = start_gateway(
+        PROCESS_ROUTES,
+        handler_processes=1,
+        max_concurrent_invocations=1,
+        function_timeout_seconds=60,
+    )
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        before = _ask(ws, "before")["pid"]
+        ws.send("sys.exit")
+        assert json.loads(ws.recv(timeout=20))["message"] == "Internal server error"
+        assert _ask(ws, "after")["pid"] == before
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"][-3:] == [200, 502, 200]
+
+
 def test_a_worker_whose_gateway_stopped_while_it_loaded_exits_quietly(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
