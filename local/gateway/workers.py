@@ -15,10 +15,10 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import struct
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
@@ -30,18 +30,43 @@ _HEADER = struct.Struct(">I")
 EXIT_ERROR = "Runtime.ExitError"
 EXIT_MESSAGE = "Runtime exited without providing a reason"
 READY_ID = 0  # a worker's first frame: its functions are loaded
+_READ_SIZE = 1 << 16
 
 
 def _frame(message: dict[str, Any]) -> bytes:
-    payload = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    return _framed(json.dumps(message, separators=(",", ":")).encode("utf-8"))
+
+
+def _framed(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
+
+
+def _take_frames(buffer: bytearray) -> list[bytes]:
+    """The payloads of the complete frames at the start of ``buffer``, taken out of it."""
+    payloads = []
+    start = 0
+    while len(buffer) - start >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + size
+        if len(buffer) < end:
+            break
+        payloads.append(bytes(buffer[start + _HEADER.size : end]))
+        start = end
+    del buffer[:start]
+    return payloads
 
 
 # --- in the worker process -------------------------------------------------------------------
 
 
 def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> None:
-    """A worker's life: load ``refs``, then run invocations until the gateway closes."""
+    """A worker's life: load ``refs``, then run invocations until the gateway closes.
+
+    The reader (this thread) only splits frames and queues their payloads; each of up to
+    ``max_threads`` threads takes one, decodes and runs it, and writes its answer. Threads are
+    started only when every started one is busy, and stay. No ``ThreadPoolExecutor``: nothing
+    here needs the Future, work item and idle-semaphore check it makes per invocation.
+    """
     functions = {ref: function_for(ref) for ref in refs}
     keep_startup_objects()
     try:
@@ -49,12 +74,14 @@ def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> No
     except ConnectionError:  # the gateway stopped while this worker loaded: nothing to serve
         os._exit(0)
     sending = threading.Lock()
-    pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="lambda")
+    requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    answered = 0  # counted under ``sending``; the reader reads it unlocked, perhaps a bit late
 
-    def answer(message: dict[str, Any]) -> None:
-        frame = _frame(message)
+    def answer(frame: bytes) -> None:
+        nonlocal answered
         with sending:
             channel.sendall(frame)
+            answered += 1
 
     def invoke(request: dict[str, Any]) -> None:
         function = functions[request["ref"]]  # the gateway sends only the refs it started with
@@ -62,19 +89,31 @@ def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> No
             context = LambdaContext(**request["context"])
             encoded = encode_result(function, run_handler(function, request["event"], context))
         except FunctionError as exc:
-            answer({"id": request["id"], "error": [exc.error_type, exc.error_message]})
+            answer(_frame({"id": request["id"], "error": [exc.error_type, exc.error_message]}))
             return
-        frame = b'{"id":%d,"ok":%s}' % (request["id"], encoded.encode("utf-8"))
-        with sending:
-            channel.sendall(_HEADER.pack(len(frame)) + frame)
+        answer(_framed(b'{"id":%d,"ok":%s}' % (request["id"], encoded.encode("utf-8"))))
 
-    reader = channel.makefile("rb")
-    while True:
-        header = reader.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            break
-        (size,) = _HEADER.unpack(header)
-        pool.submit(invoke, json.loads(reader.read(size)))
+    def run() -> None:
+        while True:
+            request = json.loads(requests.get())
+            try:
+                invoke(request)
+            except BaseException:
+                # A handler's sys.exit: Lambda's runtime would exit and fail the invocation as
+                # Runtime.ExitError; this thread must not end with it (it would never be replaced).
+                answer(_frame({"id": request["id"], "error": [EXIT_ERROR, EXIT_MESSAGE]}))
+
+    threads = 0
+    received = 0
+    buffer = bytearray()
+    while chunk := channel.recv(_READ_SIZE):
+        buffer += chunk
+        for payload in _take_frames(buffer):
+            requests.put(payload)
+            received += 1
+            if received - answered > threads and threads < max_threads:  # all of them busy
+                threading.Thread(target=run, name=f"lambda-{threads}", daemon=True).start()
+                threads += 1
     # The gateway has gone: nobody is left to answer, so handlers still running are cut off.
     os._exit(0)
 
@@ -98,15 +137,9 @@ class _Channel(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buffer)
-            end = _HEADER.size + size
-            if len(buffer) < end:
-                return
-            message = json.loads(buffer[_HEADER.size : end])
-            del buffer[:end]
+        self._buffer += data
+        for payload in _take_frames(self._buffer):
+            message = json.loads(payload)
             if message["id"] == READY_ID:
                 self.loaded = True
                 continue

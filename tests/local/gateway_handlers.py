@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -38,13 +39,15 @@ PLAIN_ROUTES = {"$default": "tests.local.gateway_handlers:echo"}
 
 def describe(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Answers with what a handler sees of its process and its Lambda context; ``sleep`` in the
-    body holds the invocation that long first, ``exit`` ends the process, ``set`` returns a value
-    JSON cannot hold, ``raise`` fails."""
+    body holds the invocation that long first, ``exit`` ends the process, ``sys.exit`` raises
+    SystemExit, ``set`` returns a value JSON cannot hold, ``raise`` fails."""
     body = event.get("body") or ""
     if body.startswith("sleep "):
         time.sleep(float(body.removeprefix("sleep ")))
     if body == "exit":
         os._exit(3)
+    if body == "sys.exit":
+        sys.exit(3)
     if body == "set":
         return {"statusCode": 200, "body": {1, 2}}
     if body == "raise":

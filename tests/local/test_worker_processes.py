@@ -13,6 +13,7 @@ from websockets.sync.client import connect
 
 from local.background import Background
 from local.gateway import Gateway, GatewaySettings
+from local.gateway.workers import _frame, _take_frames
 from tests.local.gateway_handlers import PROCESS_ROUTES
 from tests.support import wait_until
 
@@ -103,6 +104,27 @@ def test_a_worker_that_exits_fails_its_invocation_and_is_replaced(start_gateway,
     assert [r.status for r in access_log if r.eventType == "MESSAGE"].count(502) == 1
 
 
+def test_a_handler_calling_sys_exit_fails_like_a_runtime_exit_and_its_thread_serves_on(
+    start_gateway, access_log
+):
+    """Lambda's Python runtime exits when a handler raises SystemExit, and the invocation fails
+    as Runtime.ExitError: answered at once, not after the function timeout. With one thread per
+    worker, the next invocation proves that thread still serves."""
+    gateway = start_gateway(
+        PROCESS_ROUTES,
+        handler_processes=1,
+        max_concurrent_invocations=1,
+        function_timeout_seconds=60,
+    )
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        before = _ask(ws, "before")["pid"]
+        ws.send("sys.exit")
+        assert json.loads(ws.recv(timeout=20))["message"] == "Internal server error"
+        assert _ask(ws, "after")["pid"] == before
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"][-3:] == [200, 502, 200]
+
+
 def test_a_worker_whose_gateway_stopped_while_it_loaded_exits_quietly(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -115,3 +137,20 @@ def test_a_worker_whose_gateway_stopped_while_it_loaded_exits_quietly(
     channel.process.join(60)
     assert channel.process.exitcode == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_frames_are_taken_whole_however_the_socket_splits_them() -> None:
+    """A worker reads its socket in chunks that need not end where a frame does: a large event
+    arrives in pieces, a burst of small ones in one read."""
+    sizes = (0, 70_000, 5)
+    frames = [_frame({"id": index, "body": "x" * size}) for index, size in enumerate(sizes)]
+    stream = b"".join(frames)
+    for chunk_size in (1, 3, 4096, len(stream)):
+        buffer = bytearray()
+        taken: list[bytes] = []
+        for start in range(0, len(stream), chunk_size):
+            buffer += stream[start : start + chunk_size]
+            taken += _take_frames(buffer)
+        assert [json.loads(payload)["id"] for payload in taken] == [0, 1, 2]
+        assert taken == [frame[4:] for frame in frames]
+        assert not buffer
