@@ -22,8 +22,11 @@ its own thread, never for a DynamoDB call), and a DynamoDB one of any other shap
 moto's WSGI app as before.
 
 moto runs patched like AWS (``local.fidelity.patch_moto``) and with these costs removed, none
-of which changes what it answers:
+of which changes what it answers (but its dashboard's list of dead instances):
 
+- it keeps every model instance it ever made (for its dashboard), two copies of the item
+  per ``UpdateItem`` among them: the process grew with every call, and so did each full
+  garbage collection's pause; here only those alive are listed, and kept;
 - its HTTP dispatcher lists moto's package directory (a ``listdir`` and a ``stat`` per
   service) under a process-wide lock on every request: here the list is read once;
 - its SQS model reads the clock through ``unix_time()``, which builds two datetimes per call,
@@ -65,8 +68,9 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy
 from datetime import datetime
 from functools import lru_cache
@@ -652,6 +656,61 @@ def _list_handler_methods_once() -> None:
     setattr(moto.core.responses, "method_names_from_class", method_names)  # noqa: B010
 
 
+class _LiveInstances:
+    """A moto model class's ``instances_tracked`` that holds its instances weakly: what
+    iterating it yields is the instances still alive, in the order they were made."""
+
+    def __init__(self, instances: Iterable[Any] = ()) -> None:
+        self._refs: dict[int, Callable[[], Any]] = {}
+        for instance in instances:
+            self.append(instance)
+
+    def append(self, instance: Any) -> None:
+        try:
+            self._refs[id(instance)] = weakref.KeyedRef(instance, self._forget, id(instance))
+        except TypeError:  # a class with ``__slots__`` and no weak reference: kept strongly
+            self._refs[id(instance)] = lambda: instance
+
+    def _forget(self, ref: weakref.KeyedRef[Any, int]) -> None:
+        key = ref.key
+        if self._refs.get(key) is ref:
+            del self._refs[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        for ref in list(self._refs.values()):
+            instance = ref()
+            if instance is not None:
+                yield instance
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+def _track_model_instances_weakly() -> None:
+    """Keep moto's list of every model instance from holding each one forever.
+
+    moto appends every instance of a ``BaseModel`` to its class's ``instances_tracked``, for
+    its dashboard (``/moto-api/data.json``) and to dispose of S3 keys on reset, and never
+    removes one: a DynamoDB ``UpdateItem`` makes two copies of the item (``Item`` is a model),
+    an SQS send a ``Message``, so the process grew by some 2.5 KB a touch, and every full
+    garbage collection walked all of them (0.2 s after a few thousand touches, more with
+    every minute of load). Here each class's list holds them weakly: the dashboard and a reset
+    see the instances alive, as many as plain moto's that anything still refers to. A list
+    that moto's reset replaced is converted on the next instance made.
+    """
+    from moto.core.common_models import BaseModel
+
+    new = BaseModel.__new__
+
+    def track_weakly(cls: type, *args: Any, **kwargs: Any) -> Any:
+        tracked = cls.instances_tracked  # type: ignore[attr-defined]
+        if type(tracked) is not _LiveInstances:
+            cls.instances_tracked = _LiveInstances(tracked)  # type: ignore[attr-defined]
+        return new(cls, *args, **kwargs)
+
+    setattr(BaseModel, "__new__", staticmethod(track_weakly))  # noqa: B010
+
+
 def _speed_up_moto() -> None:
     import moto.backends
     import moto.core.utils
@@ -670,6 +729,7 @@ def _speed_up_moto() -> None:
     # The names moto's SQS model imported from moto.core.utils, rebound where it looks them up.
     setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
     setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
+    _track_model_instances_weakly()
     _parse_each_expression_once()
     _check_names_once_per_expression()
     _walk_faster()

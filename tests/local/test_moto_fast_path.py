@@ -523,3 +523,23 @@ def test_sqs_long_polls_never_hold_up_dynamodb_calls(pair: Pair) -> None:
         assert all(thread.is_alive() for thread in threads)
     for thread in threads:
         thread.join()
+
+
+def _tracked_items(moto: Moto) -> int:
+    """How many DynamoDB ``Item`` instances moto's dashboard lists."""
+    status, _, answer = moto.request("GET", "/moto-api/data.json", b"", {})
+    assert status == 200
+    return len(json.loads(answer)["dynamodb"]["Item"])
+
+
+def test_model_instances_are_listed_while_alive_not_kept_forever(pair: Pair) -> None:
+    """moto lists every model instance it ever made for its dashboard, and so keeps them all:
+    each ``UpdateItem`` copies the item twice. The fast path lists (and keeps) only those
+    alive: updates of a row leave the count where it was; moto's grows by two each."""
+    pair.ok("PutItem", Item=_row("tracked", "tracked-user"))
+    before = {moto: _tracked_items(moto) for moto in (pair.plain, pair.fast)}
+    updates = 5
+    for _ in range(updates):
+        assert _update(pair, "SET n = :v", Key=_key("tracked")) == "ok"
+    assert _tracked_items(pair.plain) == before[pair.plain] + 2 * updates
+    assert _tracked_items(pair.fast) == before[pair.fast]
