@@ -335,6 +335,7 @@ def _walk_faster() -> None:
 
     setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
     _resolve_by_parent_type()
+    _check_paths_set_or_removed_without_resolving()
     _find_clauses_by_type()
 
 
@@ -370,6 +371,56 @@ def _resolve_by_parent_type() -> None:
 
     setattr(  # noqa: B010
         ExpressionAttributeResolvingProcessor, "pre_processing_of_child", pre_processing_of_child
+    )
+
+
+def _check_paths_set_or_removed_without_resolving() -> None:
+    """``ExpressionAttributeResolvingProcessor.process_expression_path_node`` for a path of
+    one name that an action sets or removes (its first operand: ``resolving`` is off), without
+    resolving it against the item.
+
+    moto resolves such a path only to refuse one whose parent does not exist; for a path of
+    one name there is no parent: the resolution either finds the attribute or makes a
+    ``NoneExistingPath`` it marks creatable, and the node is returned unchanged either way. What
+    it can raise it still does, in the same order: a placeholder missing from
+    ``ExpressionAttributeNames``, a reserved word, an item without attributes. A touch removes
+    a dozen stale counters this way. Longer paths, and any other node, go to moto's.
+    """
+    from moto.dynamodb.exceptions import ExpressionAttributeNameNotDefined
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        ExpressionAttribute,
+        ExpressionAttributeName,
+    )
+    from moto.dynamodb.parsing.validators import (
+        ExpressionAttributeResolvingProcessor,
+        ExpressionPathResolver,
+    )
+
+    process = ExpressionAttributeResolvingProcessor.process_expression_path_node
+
+    def process_expression_path_node(self: Any, node: Any) -> Any:
+        children = node.children
+        if self.resolving or len(children) != 1:
+            return process(self, node)
+        child = children[0]
+        kind = type(child)
+        if kind is not ExpressionAttributeName and kind is not ExpressionAttribute:
+            return process(self, node)
+        self.item.attrs  # noqa: B018 - moto reads it first, and fails here without an item
+        if kind is ExpressionAttributeName:
+            placeholder = child.get_attribute_name_placeholder()
+            try:
+                self.expression_attribute_names[placeholder]
+            except KeyError:
+                raise ExpressionAttributeNameNotDefined(placeholder) from None
+        else:
+            ExpressionPathResolver.raise_exception_if_keyword(child.get_attribute_name())
+        return node
+
+    setattr(  # noqa: B010
+        ExpressionAttributeResolvingProcessor,
+        "process_expression_path_node",
+        process_expression_path_node,
     )
 
 

@@ -270,6 +270,34 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
             "SET l = list_append(if_not_exists(l, :l), :l), n = :v REMOVE a, b[0], c",
             {"ExpressionAttributeValues": {":v": {"N": "1"}, ":l": {"L": [{"S": "a"}]}}},
         ),
+        # Paths of one name set or removed, checked without resolving: present, absent,
+        # undefined placeholders, reserved words, in every action.
+        (
+            "SET #n = :v, #new = :v REMOVE #gone, #there",
+            {
+                "ExpressionAttributeNames": {
+                    "#n": "n",
+                    "#new": "new",
+                    "#gone": "gone",
+                    "#there": "connectionId",
+                }
+            },
+        ),
+        ("SET n = :v REMOVE #undefined", {}),
+        ("SET n = :v REMOVE #undefined", {"ExpressionAttributeNames": {"#u": "u"}}),
+        ("SET n = :v REMOVE name", {}),
+        ("SET name = :v", {}),
+        ("ADD #c :v", {"ExpressionAttributeNames": {"#c": "c"}}),
+        ("ADD #undefined :v", {}),
+        ("ADD size :v", {}),
+        (
+            "DELETE #s :s",
+            {
+                "ExpressionAttributeNames": {"#s": "s"},
+                "ExpressionAttributeValues": {":s": {"SS": ["a"]}},
+            },
+        ),
+        ("DELETE #undefined :s", {"ExpressionAttributeValues": {":s": {"SS": ["a"]}}}),
     ],
 )
 def test_update_expressions_and_their_errors_answer_alike(
