@@ -19,7 +19,9 @@ parsing on the way (about a quarter of a touch's CPU), and one at a time, so tha
 each call finishes in turn instead of all of waitress's threads sharing the interpreter lock
 and every call taking as long as all of them. Every other request (an SQS long poll waits in
 its own thread, never for a DynamoDB call), and a DynamoDB one of any other shape, goes to
-moto's WSGI app as before.
+moto's WSGI app as before. waitress's loop thread serves a DynamoDB call itself
+(``_answer_dynamodb_in_the_loop``) instead of handing it to one of its threads and being woken
+when it is done.
 
 moto runs patched like AWS (``local.fidelity.patch_moto``) and with these costs removed, none
 of which changes what it answers (but its dashboard's list of dead instances):
@@ -901,6 +903,57 @@ def _lean_front(app: Callable[..., Any]) -> Callable[..., Any]:
     return front
 
 
+def _answer_dynamodb_in_the_loop(server: Any) -> None:
+    """Have waitress's loop thread serve a DynamoDB call itself, where waitress hands every
+    request to one of its threads.
+
+    Handing a request over costs more CPU than reading it and writing its answer (the worker
+    is woken, takes the interpreter lock from the loop, and wakes the loop again when done),
+    and DynamoDB calls are answered one at a time anyway (``_lean_front``). A request that
+    arrives on a connection with none in service, and whose ``X-Amz-Target`` and credential
+    scope are DynamoDB's, is served right after the loop read it, by waitress's own
+    ``HTTPChannel.service``: same task, same app, same bytes. Anything else (an SQS long poll
+    above all, which must not hold up the loop), and a request that arrives while another on
+    its connection is in service, goes to waitress's threads as before.
+    """
+    from waitress.channel import HTTPChannel
+
+    class Channel(HTTPChannel):
+        receiving = False
+        serve_here = False
+
+        def received(self, data: bytes) -> bool:
+            # waitress adds the task while it holds the requests' lock, which service() takes.
+            self.receiving = True
+            try:
+                result: bool = super().received(data)
+            finally:
+                self.receiving = False
+            if self.serve_here:
+                self.serve_here = False
+                self.service()
+            return result
+
+    def dynamodb_call(request: Any) -> bool:
+        headers = request.headers
+        return (
+            not request.error
+            and str(headers.get("X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGET)
+            and _dynamodb_service(str(headers.get("AUTHORIZATION", "")))
+        )
+
+    add_task = server.add_task
+
+    def serve_dynamodb_here(channel: Any) -> None:
+        if channel.receiving and dynamodb_call(channel.requests[0]):
+            channel.serve_here = True
+        else:
+            add_task(channel)
+
+    server.channel_class = Channel
+    server.add_task = serve_dynamodb_here
+
+
 def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -921,6 +974,7 @@ def serve(fd: int, *, fast_path: bool = True) -> None:
         connection_limit=MOTO_CONNECTION_LIMIT,
     )
     if fast_path:
+        _answer_dynamodb_in_the_loop(server)
         # What is loaded by now lives as long as the process: full collections, which a
         # request's cyclic garbage (its update AST's parent links) sets off, skip it.
         gc.collect()

@@ -571,3 +571,67 @@ def test_model_instances_are_listed_while_alive_not_kept_forever(pair: Pair) -> 
         assert _update(pair, "SET n = :v", Key=_key("tracked")) == "ok"
     assert _tracked_items(pair.plain) == before[pair.plain] + 2 * updates
     assert _tracked_items(pair.fast) == before[pair.fast]
+
+
+def test_dynamodb_calls_are_served_by_the_loop_and_the_rest_by_waitress_threads() -> None:
+    """In process, over a real socket: waitress's loop thread serves a DynamoDB call itself;
+    an SQS call (a long poll must never hold up the loop) and a request that arrives while
+    another on its connection is in service go to waitress's threads; answers come back in
+    order on a kept-alive connection."""
+    import socket
+
+    from waitress.server import create_server
+
+    from local.moto_process import _answer_dynamodb_in_the_loop
+
+    served: list[tuple[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        served.append((target, threading.current_thread().name))
+        body = target.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = create_server(app, sockets=[listener], threads=2)
+    _answer_dynamodb_in_the_loop(server)
+    loop = threading.Thread(target=server.run, name="loop", daemon=True)
+    loop.start()
+
+    def request(target: str, service: str) -> bytes:
+        return (
+            "POST / HTTP/1.1\r\nHost: moto\r\nContent-Length: 2\r\n"
+            f"X-Amz-Target: {target}\r\n"
+            f"Authorization: AWS4-HMAC-SHA256 Credential=t/20260101/us-east-1/{service}/"
+            "aws4_request, SignedHeaders=host, Signature=0\r\n\r\n{}"
+        ).encode()
+
+    dynamodb = request(_TARGET_PREFIX + "GetItem", "dynamodb")
+    sqs = request("AmazonSQS.ReceiveMessage", "sqs")
+    try:
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+            reader = client.makefile("rb")
+
+            def answer() -> bytes:
+                assert reader.readline().startswith(b"HTTP/1.1 200 ")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                return reader.read(length)
+
+            client.sendall(dynamodb)
+            assert answer() == (_TARGET_PREFIX + "GetItem").encode()
+            client.sendall(sqs)
+            assert answer() == b"AmazonSQS.ReceiveMessage"
+            client.sendall(dynamodb + dynamodb)  # the second arrives while the first is served
+            assert [answer(), answer()] == [(_TARGET_PREFIX + "GetItem").encode()] * 2
+    finally:
+        server.close()
+    threads = [name for _, name in served]
+    assert threads[0] == "loop"
+    assert threads[1] != "loop"
+    assert threads[2:] == ["loop", threads[3]]
+    assert threads[3] != "loop"
