@@ -258,7 +258,9 @@ def _walk_faster() -> None:
     (``_SUBTREE_TYPES``, computed when first asked, so in the parsed AST once per expression
     and carried by its copies); a node whose subtree had a node replaced drops what it kept,
     to be computed anew when next asked. Processors only read the nodes below the one they
-    process (checked against moto's validators), so nothing else makes it stale.
+    process, and one that returns the node it was given has changed nothing (checked against
+    moto's validators), so nothing else makes it stale: the checks of a touch's REMOVE paths
+    leave what the copied AST holds as it was.
     """
     from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
 
@@ -309,11 +311,13 @@ def _walk_faster() -> None:
                         continue
                 changed |= visit(self, child_node, i, walk)[1]
         if processed(self, processes, type(node)):
-            node = self.process(node)
-            node.parent = parent_node
+            result = self.process(node)
+            result.parent = parent_node
             if parent_node:
-                parent_node.children[child_id] = node
-            changed = True
+                parent_node.children[child_id] = result
+            # A processor that returns the node it was given has only read it (the checks).
+            changed |= result is not node
+            node = result
         if changed:
             node.__dict__.pop(_SUBTREE_TYPES, None)
         return node, changed

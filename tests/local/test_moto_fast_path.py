@@ -284,6 +284,8 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
             },
         ),
         ("SET n = :v REMOVE #undefined", {}),
+        # Checked paths left as they were, then a missing operand found by a later walk.
+        ("REMOVE #gone, n SET m = missing, k = :v", {"ExpressionAttributeNames": {"#gone": "g"}}),
         ("SET n = :v REMOVE #undefined", {"ExpressionAttributeNames": {"#u": "u"}}),
         ("SET n = :v REMOVE name", {}),
         ("SET name = :v", {}),
