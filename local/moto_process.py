@@ -50,6 +50,9 @@ of which changes what it answers (but its dashboard's list of dead instances):
 - its answer serializer searches the model's ten members of every ``AttributeValue`` for the
   one present: here a string or a number is written directly;
 - it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
+- it serializes every answer by walking the operation's output model, though a touch's
+  result (its table's name and capacity) is the same every time: here a small result's
+  answer is kept;
 - a ``TransactWriteItems`` deep-copies each table it writes once per item, to undo it: here
   the copy holds the table's item containers, and a deep copy of each item it updates;
 - it lists its handler class's methods (``inspect.getmembers``) on every request to find the
@@ -609,6 +612,84 @@ def _serialize_scalar_attribute_values_directly() -> None:
     setattr(BaseJSONSerializer, "_serialize_type_structure", serialize_type_structure)  # noqa: B010
 
 
+# Leaves of a result whose answer is kept (a touch's has two); larger ones are serialized anew.
+SERIALIZED_RESULT_LEAVES = 32
+# Answers kept at once: results of this size repeat (an UpdateItem's is its table's name and
+# capacity) or are not worth keeping; the bound keeps varied ones from growing the cache.
+SERIALIZED_RESULTS = 256
+
+
+def _result_key(value: Any, leaves: list[int]) -> Any:
+    """``value`` as a hashable key that tells apart everything serializing it could tell
+    apart (types included: ``1``, ``1.0`` and ``True``), or ``None`` if it holds anything but
+    dicts with string keys, lists, strings, numbers, booleans and ``None``, or too much."""
+    kind = type(value)
+    if kind is dict:
+        members = []
+        for name, member in value.items():
+            if type(name) is not str:
+                return None
+            key = _result_key(member, leaves)
+            if key is None:
+                return None
+            members.append((name, key))
+        return (dict, tuple(members))
+    if kind is list:
+        elements = []
+        for element in value:
+            key = _result_key(element, leaves)
+            if key is None:
+                return None
+            elements.append(key)
+        return (list, tuple(elements))
+    if kind in (str, int, float, bool) or value is None:
+        leaves[0] -= 1
+        # -0.0 == 0.0, but each is written as it is.
+        return None if leaves[0] < 0 else (kind, repr(value) if kind is float else value)
+    return None
+
+
+def _serialize_each_small_result_once() -> None:
+    """Serialize a small result once, where moto serializes every answer anew.
+
+    moto's serializer walks the botocore model of the operation's output for every answer:
+    for a touch's ``UpdateItem`` (whose result is its table's name and consumed capacity,
+    the same every time) about a tenth of the call. Its answer depends on the result, the
+    operation, the serializer class, moto's pretty-print setting and the handler's response
+    transformers alone, so it is kept under those, for results of plain values with a few
+    leaves; the headers are handed out as a copy each time, as moto adds its own to them.
+    Errors, larger results and results holding anything else are serialized as before.
+    """
+    from moto import settings
+    from moto.core.responses import ActionResult
+
+    execute_result = ActionResult.execute_result
+    answers: dict[Any, tuple[Any, dict[str, str], Any]] = {}
+
+    def execute_result_once(self: Any, context: Any) -> Any:
+        result = _result_key(self.result, [SERIALIZED_RESULT_LEAVES])
+        if result is None:
+            return execute_result(self, context)
+        transformers = getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)
+        key = (
+            result,
+            context.service_model.service_name,
+            context.operation_model.name,
+            context.serializer_class,
+            settings.PRETTIFY_RESPONSES,
+            None if transformers is None else tuple(transformers.items()),
+        )
+        answer = answers.get(key)
+        if answer is None:
+            status, headers, body = execute_result(self, context)
+            if len(answers) >= SERIALIZED_RESULTS:
+                answers.clear()
+            answer = answers[key] = (status, dict(headers), body)
+        return answer[0], dict(answer[1]), answer[2]
+
+    setattr(ActionResult, "execute_result", execute_result_once)  # noqa: B010
+
+
 def _copy_tables_for_transactions_by_item() -> None:
     """Keep what a ``TransactWriteItems`` needs to undo, not a deep copy of every table it
     writes once per item in it.
@@ -794,6 +875,7 @@ def _speed_up_moto() -> None:
     _list_handler_methods_once()
     _parse_each_condition_once_per_request()
     _serialize_scalar_attribute_values_directly()
+    _serialize_each_small_result_once()
     _copy_tables_for_transactions_by_item()
 
 

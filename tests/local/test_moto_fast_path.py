@@ -637,3 +637,26 @@ def test_dynamodb_calls_are_served_by_the_loop_and_the_rest_by_waitress_threads(
     assert threads[1] != "loop"
     assert threads[2:] == ["loop", threads[3]]
     assert threads[3] != "loop"
+
+
+def test_a_kept_answer_is_only_for_a_result_serialized_alike() -> None:
+    """The fast path keeps the answer to a small result under a key of that result: results
+    that moto could write differently (by type, sign of zero, order, nesting) have different
+    keys; results of anything else, or too large, have none and are serialized anew."""
+    from decimal import Decimal
+
+    from local.moto_process import SERIALIZED_RESULT_LEAVES, _result_key
+
+    def key(value: Any) -> Any:
+        return _result_key(value, [SERIALIZED_RESULT_LEAVES])
+
+    alike = [{"a": 1}, {"a": 1.0}, {"a": True}, {"a": "1"}, {"a": 0.0}, {"a": -0.0}, {"a": None}]
+    alike += [{"a": [1]}, {"a": {"b": 1}}, {"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": [1, 2]}]
+    keys = [key(value) for value in alike]
+    assert None not in keys
+    assert len(set(keys)) == len(alike)
+    assert keys == [key(value) for value in alike]
+    for other in ({"a": Decimal(1)}, {1: "a"}, {"a": (1,)}, {"a": b"1"}, ValueError("x")):
+        assert key(other) is None
+    assert key({"a": list(range(SERIALIZED_RESULT_LEAVES))}) is not None
+    assert key({"a": list(range(SERIALIZED_RESULT_LEAVES + 1))}) is None
