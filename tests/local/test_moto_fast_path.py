@@ -660,3 +660,56 @@ def test_a_kept_answer_is_only_for_a_result_serialized_alike() -> None:
         assert key(other) is None
     assert key({"a": list(range(SERIALIZED_RESULT_LEAVES))}) is not None
     assert key({"a": list(range(SERIALIZED_RESULT_LEAVES + 1))}) is None
+
+
+def test_a_validated_update_ast_is_freed_without_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In process, under ``mock_aws``: once moto's validator is done with its copy of a
+    touch-like update AST, the fast path has dropped the copy's parent links, so the copy is
+    freed as soon as nothing refers to it, with the collector off (moto's waited for one)."""
+    import gc
+    import weakref
+
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
+        UpdateExpressionParser,
+    )
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator, Validator
+
+    from local.moto_process import _unlink_update_asts_once_validated
+
+    monkeypatch.setattr(Validator, "validate", Validator.validate)  # undone after the test
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    _unlink_update_asts_once_validated()
+    expression = "SET #ttl = :ttl, #cur = if_not_exists(#cur, :zero) + :one REMOVE #old1, #old2"
+    names = {"#ttl": schema.TTL_ATTRIBUTE, "#cur": "c2", "#old1": "c1", "#old2": "c0"}
+    values = {":ttl": {"N": "2"}, ":zero": {"N": "0"}, ":one": {"N": "1"}}
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**schema.table_definition("validated"))  # type: ignore[arg-type]
+        client.put_item(TableName="validated", Item=_row("c", "u"))
+        table = dynamodb_backends["123456789012"]["us-east-1"].get_table("validated")
+        key = _key("c")[schema.PARTITION_KEY]
+        item = table.get_item(DynamoType(key), DynamoType(key))
+        ast = UpdateExpressionParser.make(expression)
+        gc.disable()
+        try:
+            validator = UpdateExpressionValidator(
+                ast,
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+                item=item,
+                table=table,
+            )
+            copy = weakref.ref(validator.node_to_validate)
+            validator.validate().normalize()
+            del validator
+            freed = copy() is None
+        finally:
+            gc.enable()
+    assert freed
