@@ -282,6 +282,9 @@ def _walk_faster() -> None:
             answer = is_node[kind] = issubclass(kind, Node)
         return answer
 
+    # Each distinct set once: a pickle of the tree then holds, and rebuilds, each set once.
+    type_sets: dict[frozenset[type], frozenset[type]] = {}
+
     def subtree_types(node: Any) -> frozenset[type]:
         types: frozenset[type] | None = node.__dict__.get(_SUBTREE_TYPES)
         if types is None:
@@ -289,7 +292,8 @@ def _walk_faster() -> None:
             for child in node.children or ():
                 if node_class(type(child)):
                     found |= subtree_types(child)
-            types = node.__dict__[_SUBTREE_TYPES] = frozenset(found)
+            types = frozenset(found)
+            types = node.__dict__[_SUBTREE_TYPES] = type_sets.setdefault(types, types)
         return types
 
     def visit(
