@@ -713,3 +713,28 @@ def test_a_validated_update_ast_is_freed_without_the_garbage_collector(
         finally:
             gc.enable()
     assert freed
+
+
+def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
+    """The loop serves calls itself, so a turn of it takes longer: it accepts every
+    connection waiting (up to waitress's limit) when it turns to the listening socket, where
+    waitress accepts one, and a burst of new connections does not wait turn after turn."""
+    import socket
+    import time
+
+    from waitress.server import create_server
+
+    from local.moto_process import _answer_dynamodb_in_the_loop
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = create_server(lambda *_: [], sockets=[listener], threads=1, connection_limit=4)
+    _answer_dynamodb_in_the_loop(server)
+    clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(6)]
+    try:
+        time.sleep(0.2)  # the handshakes complete in the kernel's backlog
+        server.handle_accept()
+        assert len(server.active_channels) == 4  # the limit
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
