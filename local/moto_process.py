@@ -19,11 +19,16 @@ parsing on the way (about a quarter of a touch's CPU), and one at a time, so tha
 each call finishes in turn instead of all of waitress's threads sharing the interpreter lock
 and every call taking as long as all of them. Every other request (an SQS long poll waits in
 its own thread, never for a DynamoDB call), and a DynamoDB one of any other shape, goes to
-moto's WSGI app as before.
+moto's WSGI app as before. waitress's loop thread serves a DynamoDB call itself
+(``_answer_dynamodb_in_the_loop``) instead of handing it to one of its threads and being woken
+when it is done.
 
 moto runs patched like AWS (``local.fidelity.patch_moto``) and with these costs removed, none
-of which changes what it answers:
+of which changes what it answers (but its dashboard's list of dead instances):
 
+- it keeps every model instance it ever made (for its dashboard), two copies of the item
+  per ``UpdateItem`` among them: the process grew with every call, and so did each full
+  garbage collection's pause; here only those alive are listed, and kept;
 - its HTTP dispatcher lists moto's package directory (a ``listdir`` and a ``stat`` per
   service) under a process-wide lock on every request: here the list is read once;
 - its SQS model reads the clock through ``unix_time()``, which builds two datetimes per call,
@@ -39,12 +44,18 @@ of which changes what it answers:
   node it processes (a touch's REMOVE clause, 60 of its 75 nodes, for six of the seven
   walks), and the two walks that read nothing but the expression and its names are skipped
   when the same expression and names passed them before;
+- its validator's copy of the update AST links each node to its parent, so every request
+  left a cycle of some 75 nodes for the garbage collector (a collection every two touches):
+  here the links are dropped once the validator is done, and the copy is freed at once;
 - it projects an item (twice per item of a ``Query`` on ``userId-index``) through plain
   Python and back, every attribute, and re-checks the size at each: here the names asked for
   are picked directly when the values are strings and numbers;
 - its answer serializer searches the model's ten members of every ``AttributeValue`` for the
   one present: here a string or a number is written directly;
 - it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
+- it serializes every answer by walking the operation's output model, though a touch's
+  result (its table's name and capacity) is the same every time: here a small result's
+  answer is kept;
 - a ``TransactWriteItems`` deep-copies each table it writes once per item, to undo it: here
   the copy holds the table's item containers, and a deep copy of each item it updates;
 - it lists its handler class's methods (``inspect.getmembers``) on every request to find the
@@ -65,8 +76,9 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy
 from datetime import datetime
 from functools import lru_cache
@@ -252,7 +264,9 @@ def _walk_faster() -> None:
     (``_SUBTREE_TYPES``, computed when first asked, so in the parsed AST once per expression
     and carried by its copies); a node whose subtree had a node replaced drops what it kept,
     to be computed anew when next asked. Processors only read the nodes below the one they
-    process (checked against moto's validators), so nothing else makes it stale.
+    process, and one that returns the node it was given has changed nothing (checked against
+    moto's validators), so nothing else makes it stale: the checks of a touch's REMOVE paths
+    leave what the copied AST holds as it was.
     """
     from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
 
@@ -268,6 +282,9 @@ def _walk_faster() -> None:
             answer = is_node[kind] = issubclass(kind, Node)
         return answer
 
+    # Each distinct set once: a pickle of the tree then holds, and rebuilds, each set once.
+    type_sets: dict[frozenset[type], frozenset[type]] = {}
+
     def subtree_types(node: Any) -> frozenset[type]:
         types: frozenset[type] | None = node.__dict__.get(_SUBTREE_TYPES)
         if types is None:
@@ -275,7 +292,8 @@ def _walk_faster() -> None:
             for child in node.children or ():
                 if node_class(type(child)):
                     found |= subtree_types(child)
-            types = node.__dict__[_SUBTREE_TYPES] = frozenset(found)
+            types = frozenset(found)
+            types = node.__dict__[_SUBTREE_TYPES] = type_sets.setdefault(types, types)
         return types
 
     def visit(
@@ -303,11 +321,13 @@ def _walk_faster() -> None:
                         continue
                 changed |= visit(self, child_node, i, walk)[1]
         if processed(self, processes, type(node)):
-            node = self.process(node)
-            node.parent = parent_node
+            result = self.process(node)
+            result.parent = parent_node
             if parent_node:
-                parent_node.children[child_id] = node
-            changed = True
+                parent_node.children[child_id] = result
+            # A processor that returns the node it was given has only read it (the checks).
+            changed |= result is not node
+            node = result
         if changed:
             node.__dict__.pop(_SUBTREE_TYPES, None)
         return node, changed
@@ -331,6 +351,7 @@ def _walk_faster() -> None:
 
     setattr(DepthFirstTraverser, "traverse_node_recursively", traverse_node_recursively)  # noqa: B010
     _resolve_by_parent_type()
+    _check_paths_set_or_removed_without_resolving()
     _find_clauses_by_type()
 
 
@@ -369,6 +390,56 @@ def _resolve_by_parent_type() -> None:
     )
 
 
+def _check_paths_set_or_removed_without_resolving() -> None:
+    """``ExpressionAttributeResolvingProcessor.process_expression_path_node`` for a path of
+    one name that an action sets or removes (its first operand: ``resolving`` is off), without
+    resolving it against the item.
+
+    moto resolves such a path only to refuse one whose parent does not exist; for a path of
+    one name there is no parent: the resolution either finds the attribute or makes a
+    ``NoneExistingPath`` it marks creatable, and the node is returned unchanged either way. What
+    it can raise it still does, in the same order: a placeholder missing from
+    ``ExpressionAttributeNames``, a reserved word, an item without attributes. A touch removes
+    a dozen stale counters this way. Longer paths, and any other node, go to moto's.
+    """
+    from moto.dynamodb.exceptions import ExpressionAttributeNameNotDefined
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        ExpressionAttribute,
+        ExpressionAttributeName,
+    )
+    from moto.dynamodb.parsing.validators import (
+        ExpressionAttributeResolvingProcessor,
+        ExpressionPathResolver,
+    )
+
+    process = ExpressionAttributeResolvingProcessor.process_expression_path_node
+
+    def process_expression_path_node(self: Any, node: Any) -> Any:
+        children = node.children
+        if self.resolving or len(children) != 1:
+            return process(self, node)
+        child = children[0]
+        kind = type(child)
+        if kind is not ExpressionAttributeName and kind is not ExpressionAttribute:
+            return process(self, node)
+        self.item.attrs  # noqa: B018 - moto reads it first, and fails here without an item
+        if kind is ExpressionAttributeName:
+            placeholder = child.get_attribute_name_placeholder()
+            try:
+                self.expression_attribute_names[placeholder]
+            except KeyError:
+                raise ExpressionAttributeNameNotDefined(placeholder) from None
+        else:
+            ExpressionPathResolver.raise_exception_if_keyword(child.get_attribute_name())
+        return node
+
+    setattr(  # noqa: B010
+        ExpressionAttributeResolvingProcessor,
+        "process_expression_path_node",
+        process_expression_path_node,
+    )
+
+
 def _find_clauses_by_type() -> None:
     """``Node.find_clauses``, which the executor and ``normalize`` run over the whole update
     AST, asking two ``abc`` ``isinstance`` questions of each child: whether to descend into a
@@ -397,6 +468,48 @@ def _find_clauses_by_type() -> None:
         return clauses
 
     setattr(Node, "find_clauses", find_clauses)  # noqa: B010
+
+
+def _unlink_update_asts_once_validated() -> None:
+    """Drop the parent links of a request's update AST once moto's validator is done with
+    it, so that it is freed at once rather than by the garbage collector.
+
+    moto's validator works on a copy of the AST (a touch's has some 75 nodes), whose nodes
+    point to their parents and so form cycles: every request left them for a collection,
+    about one every two touches, a tenth of a touch's CPU. Only the validator's walks read
+    ``parent`` (to put a processed node back in its place); ``normalize`` and the executor
+    after it read ``children`` alone. So once the walks are done, passed or failed, each
+    node's ``parent`` is cleared. Only moto AST nodes are touched, never the item's values.
+    """
+    from moto.dynamodb.parsing.ast_nodes import Node  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.validators import Validator
+
+    validate = Validator.validate
+    is_node: dict[type, bool] = {}
+
+    def unlink(root: Any) -> None:
+        nodes = [root]
+        while nodes:
+            node = nodes.pop()
+            node.parent = None
+            for child in node.children or ():
+                kind = type(child)
+                answer = is_node.get(kind)
+                if answer is None:
+                    answer = is_node[kind] = issubclass(kind, Node)
+                if answer:
+                    nodes.append(child)
+
+    def validate_and_unlink(self: Any) -> Any:
+        try:
+            result = validate(self)
+        finally:
+            unlink(self.node_to_validate)
+        if result is not self.node_to_validate:
+            unlink(result)
+        return result
+
+    setattr(Validator, "validate", validate_and_unlink)  # noqa: B010
 
 
 def _project_top_level_names_directly() -> None:
@@ -548,6 +661,84 @@ def _serialize_scalar_attribute_values_directly() -> None:
     setattr(BaseJSONSerializer, "_serialize_type_structure", serialize_type_structure)  # noqa: B010
 
 
+# Leaves of a result whose answer is kept (a touch's has two); larger ones are serialized anew.
+SERIALIZED_RESULT_LEAVES = 32
+# Answers kept at once: results of this size repeat (an UpdateItem's is its table's name and
+# capacity) or are not worth keeping; the bound keeps varied ones from growing the cache.
+SERIALIZED_RESULTS = 256
+
+
+def _result_key(value: Any, leaves: list[int]) -> Any:
+    """``value`` as a hashable key that tells apart everything serializing it could tell
+    apart (types included: ``1``, ``1.0`` and ``True``), or ``None`` if it holds anything but
+    dicts with string keys, lists, strings, numbers, booleans and ``None``, or too much."""
+    kind = type(value)
+    if kind is dict:
+        members = []
+        for name, member in value.items():
+            if type(name) is not str:
+                return None
+            key = _result_key(member, leaves)
+            if key is None:
+                return None
+            members.append((name, key))
+        return (dict, tuple(members))
+    if kind is list:
+        elements = []
+        for element in value:
+            key = _result_key(element, leaves)
+            if key is None:
+                return None
+            elements.append(key)
+        return (list, tuple(elements))
+    if kind in (str, int, float, bool) or value is None:
+        leaves[0] -= 1
+        # -0.0 == 0.0, but each is written as it is.
+        return None if leaves[0] < 0 else (kind, repr(value) if kind is float else value)
+    return None
+
+
+def _serialize_each_small_result_once() -> None:
+    """Serialize a small result once, where moto serializes every answer anew.
+
+    moto's serializer walks the botocore model of the operation's output for every answer:
+    for a touch's ``UpdateItem`` (whose result is its table's name and consumed capacity,
+    the same every time) about a tenth of the call. Its answer depends on the result, the
+    operation, the serializer class, moto's pretty-print setting and the handler's response
+    transformers alone, so it is kept under those, for results of plain values with a few
+    leaves; the headers are handed out as a copy each time, as moto adds its own to them.
+    Errors, larger results and results holding anything else are serialized as before.
+    """
+    from moto import settings
+    from moto.core.responses import ActionResult
+
+    execute_result = ActionResult.execute_result
+    answers: dict[Any, tuple[Any, dict[str, str], Any]] = {}
+
+    def execute_result_once(self: Any, context: Any) -> Any:
+        result = _result_key(self.result, [SERIALIZED_RESULT_LEAVES])
+        if result is None:
+            return execute_result(self, context)
+        transformers = getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)
+        key = (
+            result,
+            context.service_model.service_name,
+            context.operation_model.name,
+            context.serializer_class,
+            settings.PRETTIFY_RESPONSES,
+            None if transformers is None else tuple(transformers.items()),
+        )
+        answer = answers.get(key)
+        if answer is None:
+            status, headers, body = execute_result(self, context)
+            if len(answers) >= SERIALIZED_RESULTS:
+                answers.clear()
+            answer = answers[key] = (status, dict(headers), body)
+        return answer[0], dict(answer[1]), answer[2]
+
+    setattr(ActionResult, "execute_result", execute_result_once)  # noqa: B010
+
+
 def _copy_tables_for_transactions_by_item() -> None:
     """Keep what a ``TransactWriteItems`` needs to undo, not a deep copy of every table it
     writes once per item in it.
@@ -652,6 +843,61 @@ def _list_handler_methods_once() -> None:
     setattr(moto.core.responses, "method_names_from_class", method_names)  # noqa: B010
 
 
+class _LiveInstances:
+    """A moto model class's ``instances_tracked`` that holds its instances weakly: what
+    iterating it yields is the instances still alive, in the order they were made."""
+
+    def __init__(self, instances: Iterable[Any] = ()) -> None:
+        self._refs: dict[int, Callable[[], Any]] = {}
+        for instance in instances:
+            self.append(instance)
+
+    def append(self, instance: Any) -> None:
+        try:
+            self._refs[id(instance)] = weakref.KeyedRef(instance, self._forget, id(instance))
+        except TypeError:  # a class with ``__slots__`` and no weak reference: kept strongly
+            self._refs[id(instance)] = lambda: instance
+
+    def _forget(self, ref: weakref.KeyedRef[Any, int]) -> None:
+        key = ref.key
+        if self._refs.get(key) is ref:
+            del self._refs[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        for ref in list(self._refs.values()):
+            instance = ref()
+            if instance is not None:
+                yield instance
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+def _track_model_instances_weakly() -> None:
+    """Keep moto's list of every model instance from holding each one forever.
+
+    moto appends every instance of a ``BaseModel`` to its class's ``instances_tracked``, for
+    its dashboard (``/moto-api/data.json``) and to dispose of S3 keys on reset, and never
+    removes one: a DynamoDB ``UpdateItem`` makes two copies of the item (``Item`` is a model),
+    an SQS send a ``Message``, so the process grew by some 2.5 KB a touch, and every full
+    garbage collection walked all of them (0.2 s after a few thousand touches, more with
+    every minute of load). Here each class's list holds them weakly: the dashboard and a reset
+    see the instances alive, as many as plain moto's that anything still refers to. A list
+    that moto's reset replaced is converted on the next instance made.
+    """
+    from moto.core.common_models import BaseModel
+
+    new = BaseModel.__new__
+
+    def track_weakly(cls: type, *args: Any, **kwargs: Any) -> Any:
+        tracked = cls.instances_tracked  # type: ignore[attr-defined]
+        if type(tracked) is not _LiveInstances:
+            cls.instances_tracked = _LiveInstances(tracked)  # type: ignore[attr-defined]
+        return new(cls, *args, **kwargs)
+
+    setattr(BaseModel, "__new__", staticmethod(track_weakly))  # noqa: B010
+
+
 def _speed_up_moto() -> None:
     import moto.backends
     import moto.core.utils
@@ -670,13 +916,16 @@ def _speed_up_moto() -> None:
     # The names moto's SQS model imported from moto.core.utils, rebound where it looks them up.
     setattr(moto.sqs.models, "unix_time", unix_time)  # noqa: B010
     setattr(moto.sqs.models, "unix_time_millis", unix_time_millis)  # noqa: B010
+    _track_model_instances_weakly()
     _parse_each_expression_once()
     _check_names_once_per_expression()
     _walk_faster()
+    _unlink_update_asts_once_validated()
     _project_top_level_names_directly()
     _list_handler_methods_once()
     _parse_each_condition_once_per_request()
     _serialize_scalar_attribute_values_directly()
+    _serialize_each_small_result_once()
     _copy_tables_for_transactions_by_item()
 
 
@@ -790,6 +1039,70 @@ def _lean_front(app: Callable[..., Any]) -> Callable[..., Any]:
     return front
 
 
+def _answer_dynamodb_in_the_loop(server: Any) -> None:
+    """Have waitress's loop thread serve a DynamoDB call itself, where waitress hands every
+    request to one of its threads.
+
+    Handing a request over costs more CPU than reading it and writing its answer (the worker
+    is woken, takes the interpreter lock from the loop, and wakes the loop again when done),
+    and DynamoDB calls are answered one at a time anyway (``_lean_front``). A request that
+    arrives on a connection with none in service, and whose ``X-Amz-Target`` and credential
+    scope are DynamoDB's, is served right after the loop read it, by waitress's own
+    ``HTTPChannel.service``: same task, same app, same bytes. Anything else (an SQS long poll
+    above all, which must not hold up the loop), and a request that arrives while another on
+    its connection is in service, goes to waitress's threads as before.
+    """
+    from waitress.channel import HTTPChannel
+
+    class Channel(HTTPChannel):
+        receiving = False
+        serve_here = False
+
+        def received(self, data: bytes) -> bool:
+            # waitress adds the task while it holds the requests' lock, which service() takes.
+            self.receiving = True
+            try:
+                result: bool = super().received(data)
+            finally:
+                self.receiving = False
+            if self.serve_here:
+                self.serve_here = False
+                self.service()
+            return result
+
+    def dynamodb_call(request: Any) -> bool:
+        headers = request.headers
+        return (
+            not request.error
+            and str(headers.get("X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGET)
+            and _dynamodb_service(str(headers.get("AUTHORIZATION", "")))
+        )
+
+    add_task = server.add_task
+
+    def serve_dynamodb_here(channel: Any) -> None:
+        if channel.receiving and dynamodb_call(channel.requests[0]):
+            channel.serve_here = True
+        else:
+            add_task(channel)
+
+    accept = server.handle_accept
+
+    def accept_every_waiting_connection() -> None:
+        # waitress accepts one connection per turn of its loop, and a turn now serves a
+        # call on every ready connection: a burst of new ones (a thousand $connects) waited
+        # turn after turn, past the clients' read timeout.
+        while len(server.active_channels) < server.adj.connection_limit:
+            open_before = len(server.active_channels)
+            accept()
+            if len(server.active_channels) == open_before:
+                return
+
+    server.channel_class = Channel
+    server.add_task = serve_dynamodb_here
+    server.handle_accept = accept_every_waiting_connection
+
+
 def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -810,6 +1123,7 @@ def serve(fd: int, *, fast_path: bool = True) -> None:
         connection_limit=MOTO_CONNECTION_LIMIT,
     )
     if fast_path:
+        _answer_dynamodb_in_the_loop(server)
         # What is loaded by now lives as long as the process: full collections, which a
         # request's cyclic garbage (its update AST's parent links) sets off, skip it.
         gc.collect()

@@ -270,6 +270,36 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
             "SET l = list_append(if_not_exists(l, :l), :l), n = :v REMOVE a, b[0], c",
             {"ExpressionAttributeValues": {":v": {"N": "1"}, ":l": {"L": [{"S": "a"}]}}},
         ),
+        # Paths of one name set or removed, checked without resolving: present, absent,
+        # undefined placeholders, reserved words, in every action.
+        (
+            "SET #n = :v, #new = :v REMOVE #gone, #there",
+            {
+                "ExpressionAttributeNames": {
+                    "#n": "n",
+                    "#new": "new",
+                    "#gone": "gone",
+                    "#there": "connectionId",
+                }
+            },
+        ),
+        ("SET n = :v REMOVE #undefined", {}),
+        # Checked paths left as they were, then a missing operand found by a later walk.
+        ("REMOVE #gone, n SET m = missing, k = :v", {"ExpressionAttributeNames": {"#gone": "g"}}),
+        ("SET n = :v REMOVE #undefined", {"ExpressionAttributeNames": {"#u": "u"}}),
+        ("SET n = :v REMOVE name", {}),
+        ("SET name = :v", {}),
+        ("ADD #c :v", {"ExpressionAttributeNames": {"#c": "c"}}),
+        ("ADD #undefined :v", {}),
+        ("ADD size :v", {}),
+        (
+            "DELETE #s :s",
+            {
+                "ExpressionAttributeNames": {"#s": "s"},
+                "ExpressionAttributeValues": {":s": {"SS": ["a"]}},
+            },
+        ),
+        ("DELETE #undefined :s", {"ExpressionAttributeValues": {":s": {"SS": ["a"]}}}),
     ],
 )
 def test_update_expressions_and_their_errors_answer_alike(
@@ -523,3 +553,188 @@ def test_sqs_long_polls_never_hold_up_dynamodb_calls(pair: Pair) -> None:
         assert all(thread.is_alive() for thread in threads)
     for thread in threads:
         thread.join()
+
+
+def _tracked_items(moto: Moto) -> int:
+    """How many DynamoDB ``Item`` instances moto's dashboard lists."""
+    status, _, answer = moto.request("GET", "/moto-api/data.json", b"", {})
+    assert status == 200
+    return len(json.loads(answer)["dynamodb"]["Item"])
+
+
+def test_model_instances_are_listed_while_alive_not_kept_forever(pair: Pair) -> None:
+    """moto lists every model instance it ever made for its dashboard, and so keeps them all:
+    each ``UpdateItem`` copies the item twice. The fast path lists (and keeps) only those
+    alive: updates of a row leave the count where it was; moto's grows by two each."""
+    pair.ok("PutItem", Item=_row("tracked", "tracked-user"))
+    before = {moto: _tracked_items(moto) for moto in (pair.plain, pair.fast)}
+    updates = 5
+    for _ in range(updates):
+        assert _update(pair, "SET n = :v", Key=_key("tracked")) == "ok"
+    assert _tracked_items(pair.plain) == before[pair.plain] + 2 * updates
+    assert _tracked_items(pair.fast) == before[pair.fast]
+
+
+def test_dynamodb_calls_are_served_by_the_loop_and_the_rest_by_waitress_threads() -> None:
+    """In process, over a real socket: waitress's loop thread serves a DynamoDB call itself;
+    an SQS call (a long poll must never hold up the loop) and a request that arrives while
+    another on its connection is in service go to waitress's threads; answers come back in
+    order on a kept-alive connection."""
+    import socket
+
+    from waitress.server import create_server
+
+    from local.moto_process import _answer_dynamodb_in_the_loop
+
+    served: list[tuple[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        served.append((target, threading.current_thread().name))
+        body = target.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = create_server(app, sockets=[listener], threads=2)
+    _answer_dynamodb_in_the_loop(server)
+    loop = threading.Thread(target=server.run, name="loop", daemon=True)
+    loop.start()
+
+    def request(target: str, service: str) -> bytes:
+        return (
+            "POST / HTTP/1.1\r\nHost: moto\r\nContent-Length: 2\r\n"
+            f"X-Amz-Target: {target}\r\n"
+            f"Authorization: AWS4-HMAC-SHA256 Credential=t/20260101/us-east-1/{service}/"
+            "aws4_request, SignedHeaders=host, Signature=0\r\n\r\n{}"
+        ).encode()
+
+    dynamodb = request(_TARGET_PREFIX + "GetItem", "dynamodb")
+    sqs = request("AmazonSQS.ReceiveMessage", "sqs")
+    try:
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+            reader = client.makefile("rb")
+
+            def answer() -> bytes:
+                assert reader.readline().startswith(b"HTTP/1.1 200 ")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                return reader.read(length)
+
+            client.sendall(dynamodb)
+            assert answer() == (_TARGET_PREFIX + "GetItem").encode()
+            client.sendall(sqs)
+            assert answer() == b"AmazonSQS.ReceiveMessage"
+            client.sendall(dynamodb + dynamodb)  # the second arrives while the first is served
+            assert [answer(), answer()] == [(_TARGET_PREFIX + "GetItem").encode()] * 2
+    finally:
+        server.close()
+    threads = [name for _, name in served]
+    assert threads[0] == "loop"
+    assert threads[1] != "loop"
+    assert threads[2:] == ["loop", threads[3]]
+    assert threads[3] != "loop"
+
+
+def test_a_kept_answer_is_only_for_a_result_serialized_alike() -> None:
+    """The fast path keeps the answer to a small result under a key of that result: results
+    that moto could write differently (by type, sign of zero, order, nesting) have different
+    keys; results of anything else, or too large, have none and are serialized anew."""
+    from decimal import Decimal
+
+    from local.moto_process import SERIALIZED_RESULT_LEAVES, _result_key
+
+    def key(value: Any) -> Any:
+        return _result_key(value, [SERIALIZED_RESULT_LEAVES])
+
+    alike = [{"a": 1}, {"a": 1.0}, {"a": True}, {"a": "1"}, {"a": 0.0}, {"a": -0.0}, {"a": None}]
+    alike += [{"a": [1]}, {"a": {"b": 1}}, {"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": [1, 2]}]
+    keys = [key(value) for value in alike]
+    assert None not in keys
+    assert len(set(keys)) == len(alike)
+    assert keys == [key(value) for value in alike]
+    for other in ({"a": Decimal(1)}, {1: "a"}, {"a": (1,)}, {"a": b"1"}, ValueError("x")):
+        assert key(other) is None
+    assert key({"a": list(range(SERIALIZED_RESULT_LEAVES))}) is not None
+    assert key({"a": list(range(SERIALIZED_RESULT_LEAVES + 1))}) is None
+
+
+def test_a_validated_update_ast_is_freed_without_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In process, under ``mock_aws``: once moto's validator is done with its copy of a
+    touch-like update AST, the fast path has dropped the copy's parent links, so the copy is
+    freed as soon as nothing refers to it, with the collector off (moto's waited for one)."""
+    import gc
+    import weakref
+
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
+        UpdateExpressionParser,
+    )
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator, Validator
+
+    from local.moto_process import _unlink_update_asts_once_validated
+
+    monkeypatch.setattr(Validator, "validate", Validator.validate)  # undone after the test
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    _unlink_update_asts_once_validated()
+    expression = "SET #ttl = :ttl, #cur = if_not_exists(#cur, :zero) + :one REMOVE #old1, #old2"
+    names = {"#ttl": schema.TTL_ATTRIBUTE, "#cur": "c2", "#old1": "c1", "#old2": "c0"}
+    values = {":ttl": {"N": "2"}, ":zero": {"N": "0"}, ":one": {"N": "1"}}
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**schema.table_definition("validated"))  # type: ignore[arg-type]
+        client.put_item(TableName="validated", Item=_row("c", "u"))
+        table = dynamodb_backends["123456789012"]["us-east-1"].get_table("validated")
+        key = _key("c")[schema.PARTITION_KEY]
+        item = table.get_item(DynamoType(key), DynamoType(key))
+        ast = UpdateExpressionParser.make(expression)
+        gc.disable()
+        try:
+            validator = UpdateExpressionValidator(
+                ast,
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+                item=item,
+                table=table,
+            )
+            copy = weakref.ref(validator.node_to_validate)
+            validator.validate().normalize()
+            del validator
+            freed = copy() is None
+        finally:
+            gc.enable()
+    assert freed
+
+
+def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
+    """The loop serves calls itself, so a turn of it takes longer: it accepts every
+    connection waiting (up to waitress's limit) when it turns to the listening socket, where
+    waitress accepts one, and a burst of new connections does not wait turn after turn."""
+    import socket
+    import time
+
+    from waitress.server import create_server
+
+    from local.moto_process import _answer_dynamodb_in_the_loop
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = create_server(lambda *_: [], sockets=[listener], threads=1, connection_limit=4)
+    _answer_dynamodb_in_the_loop(server)
+    clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(6)]
+    try:
+        time.sleep(0.2)  # the handshakes complete in the kernel's backlog
+        server.handle_accept()
+        assert len(server.active_channels) == 4  # the limit
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
