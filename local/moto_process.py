@@ -52,7 +52,9 @@ of which changes what it answers (but its dashboard's list of dead instances):
   are picked directly when the values are strings and numbers;
 - its answer serializer searches the model's ten members of every ``AttributeValue`` for the
   one present: here a string or a number is written directly;
-- it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
+- it parses a request's ``ConditionExpression`` twice, with the same inputs, and every
+  request anew, though only the values in its leaves change: here once per text and names
+  used, each request's values filled into a copy of the kept tree;
 - it serializes every answer by walking the operation's output model, though a touch's
   result (its table's name and capacity) is the same every time: here a small result's
   answer is kept;
