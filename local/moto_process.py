@@ -52,7 +52,9 @@ of which changes what it answers (but its dashboard's list of dead instances):
   are picked directly when the values are strings and numbers;
 - its answer serializer searches the model's ten members of every ``AttributeValue`` for the
   one present: here a string or a number is written directly;
-- it parses a request's ``ConditionExpression`` twice, with the same inputs: here once;
+- it parses a request's ``ConditionExpression`` twice, with the same inputs, and every
+  request anew, though only the values in its leaves change: here once per text and names
+  used, each request's values filled into a copy of the kept tree;
 - it serializes every answer by walking the operation's output model, though a touch's
   result (its table's name and capacity) is the same every time: here a small result's
   answer is kept;
@@ -578,6 +580,93 @@ def _project_top_level_names_directly() -> None:
     setattr(Item, "project", project_names)  # noqa: B010
 
 
+def _parse_each_condition_once_per_expression() -> None:
+    """Parse a ``ConditionExpression`` once per expression string and the names it uses, and
+    fill in each request's values.
+
+    moto's parse (lex, paths, functions, comparators, parentheses...) builds the same tree
+    for the same text and the same values of the ``#names`` it looks up: the values it looks
+    up (``:value``) are only stored in their leaves, and read when the tree is turned into
+    the condition moto evaluates (``_make_op_condition``, run anew per request, so nothing
+    evaluated is shared). So the tree is kept, keyed by the text and the names it uses, and a
+    request gets a copy of the path to each value leaf holding its own value, the lists of
+    names and values found, and moto's own ``_make_op_condition``. A request whose names or
+    values lack one the expression uses, or whose names are not strings, is parsed by moto
+    as before, and fails where it did; a parse that fails is not kept.
+    """
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    parse = ConditionExpressionParser.parse
+    make_op_condition = ConditionExpressionParser._make_op_condition
+    value_kind = ConditionExpressionParser.Kind.EXPRESSION_ATTRIBUTE_VALUE
+    # Per expression string: the ``#names`` its parse looks up.
+    names_used: dict[str, tuple[str, ...]] = {}
+    # Per expression and values of those names: the tree, the names and the values found.
+    trees: dict[tuple[str, ...], tuple[Any, tuple[str, ...], tuple[str, ...]]] = {}
+
+    def key_of(expression: str, names: Any) -> tuple[str, ...] | None:
+        try:
+            key = (expression, *(names[name] for name in names_used[expression]))
+        except (KeyError, TypeError):
+            return None
+        return key if all(type(part) is str for part in key) else None
+
+    def parse_and_keep(self: Any) -> Any:
+        trees_made: list[Any] = []
+
+        def make_and_keep(node: Any) -> Any:
+            if not trees_made:  # the root; moto's recursion comes here too
+                trees_made.append(node)
+            return make_op_condition(self, node)
+
+        self._make_op_condition = make_and_keep
+        try:
+            result = parse(self)
+        finally:
+            del self._make_op_condition
+        expression = self.condition_expression
+        if trees_made and type(expression) is str:
+            names_found = tuple(self.expr_attr_names_found)
+            if len(names_used) >= EXPRESSION_CACHE_SIZE:
+                names_used.clear()
+            names_used[expression] = tuple(
+                dict.fromkeys(name for name in names_found if name.startswith("#"))
+            )
+            key = key_of(expression, self.expression_attribute_names)
+            if key is not None:
+                if len(trees) >= EXPRESSION_CACHE_SIZE:
+                    trees.clear()
+                trees[key] = (trees_made[0], names_found, tuple(self.expr_attr_values_found))
+        return result
+
+    def filled(node: Any, values: dict[str, Any]) -> Any:
+        if node.kind == value_kind:
+            return node._replace(value=values[node.text])
+        if not node.children:
+            return node
+        return node._replace(children=[filled(child, values) for child in node.children])
+
+    def parse_each_expression_once(self: Any) -> Any:
+        expression = self.condition_expression
+        if expression not in names_used:
+            return parse_and_keep(self)
+        key = key_of(expression, self.expression_attribute_names)
+        kept = None if key is None else trees.get(key)
+        if kept is None:
+            return parse_and_keep(self)
+        tree, names_found, values_found = kept
+        values = self.expression_attribute_values
+        if values_found and (
+            type(values) is not dict or not all(name in values for name in values_found)
+        ):
+            return parse(self)
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return make_op_condition(self, filled(tree, values) if values_found else tree)
+
+    setattr(ConditionExpressionParser, "parse", parse_each_expression_once)  # noqa: B010
+
+
 def _parse_each_condition_once_per_request() -> None:
     """Parse a request's ``ConditionExpression`` once where moto parses it twice.
 
@@ -923,6 +1012,7 @@ def _speed_up_moto() -> None:
     _unlink_update_asts_once_validated()
     _project_top_level_names_directly()
     _list_handler_methods_once()
+    _parse_each_condition_once_per_expression()
     _parse_each_condition_once_per_request()
     _serialize_scalar_attribute_values_directly()
     _serialize_each_small_result_once()

@@ -311,6 +311,93 @@ def test_update_expressions_and_their_errors_answer_alike(
     pair.assert_same_items()
 
 
+@pytest.mark.parametrize(
+    ("condition", "names", "values"),
+    [
+        ("attribute_exists(#pk) AND #t > :now", {"#pk": schema.PARTITION_KEY, "#t": "ttl"}, {}),
+        ("attribute_exists(#pk) AND #t > :now", {"#pk": schema.PARTITION_KEY, "#t": "n"}, {}),
+        ("attribute_exists(#pk) AND #t > :now", {"#pk": schema.PARTITION_KEY}, {}),
+        ("attribute_exists(#pk) AND #t > :now", {"#pk": schema.PARTITION_KEY, "#t": 1}, {}),
+        ("attribute_exists(#pk) AND #t > :now", {"#pk": "x", "#t": "ttl"}, {}),
+        ("#t > :now", {"#t": schema.TTL_ATTRIBUTE}, {":now": {"N": "2000000001"}}),
+        ("#t > :now", {"#t": schema.TTL_ATTRIBUTE}, {":v": {"N": "1"}}),
+        ("#t > :now", {"#t": schema.TTL_ATTRIBUTE}, {":now": {"S": "x"}}),
+        ("#t > :now", {"#t": schema.TTL_ATTRIBUTE}, {":now": {}}),
+        ("#t BETWEEN :v AND :now", {"#t": schema.TTL_ATTRIBUTE}, {}),
+        ("#t IN (:v, :now, :v)", {"#t": schema.TTL_ATTRIBUTE}, {}),
+        ("size(#t) < :now OR NOT begins_with(#u, :s)", {"#t": "ttl", "#u": "userId"}, {}),
+        ("(#t > :now) AND ((#t > :v))", {"#t": schema.TTL_ATTRIBUTE}, {}),
+        ("attribute_exists(PK)", None, None),
+        ("attribute_exists(#pk)", None, None),
+        ("n < :v", None, {":v": {"N": "1"}}),
+    ],
+)
+def test_conditions_and_their_errors_answer_alike(
+    pair: Pair, condition: str, names: dict[str, Any] | None, values: dict[str, Any] | None
+) -> None:
+    """The fast path keeps a condition's parse per text and names used, and fills in each
+    request's values: each condition is sent three times with values that change its outcome
+    (or lack, or break, what it needs), so the kept parse serves the later two."""
+    pair.ok("PutItem", Item=_row("expr", "expr-user"))
+    for now in ("1", "2000000001", "1"):
+        body: dict[str, Any] = {"Key": _key("expr"), "UpdateExpression": "SET n = :v"}
+        body["ConditionExpression"] = condition
+        body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if names is not None:
+            body["ExpressionAttributeNames"] = names
+        body["ExpressionAttributeValues"] = (
+            {":v": {"N": "1"}}
+            if values is None
+            else {":v": {"N": "1"}, ":now": {"N": now}, ":s": {"S": "expr"}, **values}
+        )
+        pair.call("UpdateItem", TableName=pair.table, **body)
+    pair.assert_same_items()
+
+
+def test_a_condition_is_parsed_once_per_text_and_names_with_each_requests_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In process: a condition parsed once is not parsed again for the same text and values
+    of the names it uses (whatever other names the request has), yet each request's parse
+    holds that request's values; other names used, or a value missing, parse anew."""
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    from local.moto_process import _parse_each_condition_once_per_expression
+
+    monkeypatch.setattr(ConditionExpressionParser, "parse", ConditionExpressionParser.parse)
+    _parse_each_condition_once_per_expression()
+    parsed: list[str] = []
+    parse_paths = ConditionExpressionParser._parse_paths
+
+    def counted(self: Any, nodes: Any) -> Any:
+        parsed.append(self.condition_expression)
+        return parse_paths(self, nodes)
+
+    monkeypatch.setattr(ConditionExpressionParser, "_parse_paths", counted)
+    condition = "attribute_exists(#pk) AND #t > :now"
+    item = Item(DynamoType({"S": "k"}), None, {"PK": {"S": "k"}, "ttl": {"N": "10"}})
+
+    def holds(names: dict[str, str], now: str) -> bool:
+        values = {":now": {"N": now}}
+        parser = ConditionExpressionParser(condition, names, values)
+        result = parser.parse()
+        assert parser.expr_attr_names_found == ["#pk", "#t"]
+        assert parser.expr_attr_values_found == [":now"]
+        return bool(result.expr(item))
+
+    names = {"#pk": "PK", "#t": "ttl"}
+    assert holds(names, "5")
+    assert not holds({**names, "#other": "x"}, "50")
+    assert holds(names, "9")
+    assert parsed == [condition]
+    assert not holds({"#pk": "PK", "#t": "missing"}, "5")
+    assert parsed == [condition] * 2
+    with pytest.raises(KeyError):
+        ConditionExpressionParser(condition, names, {}).parse()
+    assert parsed == [condition] * 3
+
+
 def test_projections_answer_alike(pair: Pair) -> None:
     """Queries on userId-index (projected by the index, then by a ProjectionExpression), and
     projections of strings and numbers (numbers as moto rewrites them: ``1e2`` as ``1E+2``),
