@@ -47,6 +47,8 @@ of which changes what it answers (but its dashboard's list of dead instances):
 - its validator's copy of the update AST links each node to its parent, so every request
   left a cycle of some 75 nodes for the garbage collector (a collection every two touches):
   here the links are dropped once the validator is done, and the copy is freed at once;
+- that copy is a copy of the whole AST, though no request changes a REMOVE clause of plain
+  paths (a touch's, 60 of its 75 nodes): here the copies hold the cached clause itself;
 - it projects an item (twice per item of a ``Query`` on ``userId-index``) through plain
   Python and back, every attribute, and re-checks the size at each: here the names asked for
   are picked directly when the values are strings and numbers;
@@ -72,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import logging
 import pickle
 import socket
@@ -158,6 +161,9 @@ def _count_actions_once(parser: Any) -> None:
     through a memo in Python; unpickling the same tree is C and about 6x faster (0.06 ms
     against 0.38 for a ping's), and yields the same objects. Anything else it copies (an
     ``if_not_exists`` operand) still goes through ``deepcopy``.
+
+    A REMOVE clause of plain paths (a touch's, 60 of its 75 nodes) is not copied: the copy
+    holds the cached clause itself (``_removes_to_share``), and the time to copy it is saved.
     """
     from moto.dynamodb.exceptions import TooManyClauses
     from moto.dynamodb.parsing import validators
@@ -174,7 +180,15 @@ def _count_actions_once(parser: Any) -> None:
             except TooManyClauses:
                 return ast
             setattr(ast, _ACTIONS_COUNTED, True)
-            setattr(ast, _PICKLED, pickle.dumps(ast, pickle.HIGHEST_PROTOCOL))
+            shared = _removes_to_share(ast)
+            for clause in shared:
+                setattr(clause, _SHARED, True)
+            kept = io.BytesIO()
+            pickler = pickle.Pickler(kept, pickle.HIGHEST_PROTOCOL)
+            ids = {id(clause): n for n, clause in enumerate(shared)}
+            pickler.persistent_id = lambda node: ids.get(id(node))  # type: ignore[method-assign]
+            pickler.dump(ast)
+            setattr(ast, _PICKLED, (kept.getvalue(), tuple(shared)))
         return ast
 
     def traverse(self: Any, node: Any) -> Any:
@@ -187,12 +201,77 @@ def _count_actions_once(parser: Any) -> None:
         pickled = getattr(node, _PICKLED, None)
         if pickled is None:
             return deepcopy(node, memo)
-        copy = pickle.loads(pickled)  # noqa: S301 - our own pickle of moto's AST
+        data, shared = pickled
+        unpickler = pickle.Unpickler(io.BytesIO(data))  # noqa: S301 - our own pickle of moto's AST
+        unpickler.persistent_load = shared.__getitem__  # type: ignore[method-assign]
+        copy = unpickler.load()
         setattr(copy, _ORIGIN, node)
         return copy
 
     # The name validators.py imported from ``copy``, rebound where it looks it up.
     setattr(validators, "deepcopy", copy_node)  # noqa: B010
+
+
+# Set on a REMOVE clause of a cached update AST that its copies share rather than copy.
+_SHARED = "_local_shared"
+
+
+def _removes_to_share(ast: Any) -> list[Any]:
+    """The REMOVE clauses of an update AST that no request's validation or execution changes,
+    so that each copy of the AST can hold them rather than copies of them.
+
+    Of the validator's walks, four put a new node in place of one (checked against moto's
+    validators): ``ExpressionAttributeValueProcessor`` for an ``ExpressionAttributeValue``,
+    ``UpdateExpressionFunctionEvaluator`` for an ``UpdateExpressionFunction``,
+    ``ExecuteOperations`` for an ``UpdateExpressionValue``, and
+    ``ExpressionAttributeResolvingProcessor`` for an ``UpdateExpressionPath`` while
+    ``resolving``, which it turns off before the first child of every action, and a
+    ``RemoveAction``'s one child is its path. The other walks return the node they were
+    given, or raise; ``normalize`` reorders the children of the ``UpdateExpression`` nodes
+    only, and the executor only reads. So a REMOVE clause (a clause of the expression, never
+    inside a function's arguments) holding none but the node classes of its actions and
+    their paths comes out of every request as it went in: walks only write back the parent
+    and child links it already has. Only the copy's nodes are unlinked (``_SHARED`` stops
+    ``_unlink_update_asts_once_validated``).
+    """
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        ExpressionAttribute,
+        ExpressionAttributeName,
+        ExpressionPathDescender,
+        ExpressionSelector,
+        Node,
+        UpdateExpression,
+        UpdateExpressionPath,
+        UpdateExpressionRemoveAction,
+        UpdateExpressionRemoveActions,
+        UpdateExpressionRemoveClause,
+    )
+
+    unchanged = {
+        UpdateExpressionRemoveClause,
+        UpdateExpressionRemoveActions,
+        UpdateExpressionRemoveAction,
+        UpdateExpressionPath,
+        ExpressionAttribute,
+        ExpressionAttributeName,
+        ExpressionSelector,
+        ExpressionPathDescender,
+    }
+
+    def only_unchanged(node: Any) -> bool:
+        return type(node) in unchanged and all(
+            only_unchanged(child) for child in node.children or () if isinstance(child, Node)
+        )
+
+    shared: list[Any] = []
+    expressions = [ast] if type(ast) is UpdateExpression else []
+    while expressions:
+        for child in expressions.pop().children or ():
+            if type(child) is UpdateExpression:
+                expressions.append(child)
+            elif type(child) is UpdateExpressionRemoveClause and only_unchanged(child):
+                shared.append(child)
+    return shared
 
 
 def _check_names_once_per_expression() -> None:
@@ -499,7 +578,8 @@ def _unlink_update_asts_once_validated() -> None:
                 answer = is_node.get(kind)
                 if answer is None:
                     answer = is_node[kind] = issubclass(kind, Node)
-                if answer:
+                # A shared clause keeps its links: it belongs to the cached AST.
+                if answer and _SHARED not in child.__dict__:
                     nodes.append(child)
 
     def validate_and_unlink(self: Any) -> Any:

@@ -284,6 +284,9 @@ def test_an_expression_that_passed_with_some_names_is_checked_again_with_others(
             },
         ),
         ("SET n = :v REMOVE #undefined", {}),
+        # A REMOVE clause the copies share: a path under a missing parent, a list index.
+        ("SET n = :v REMOVE nested.deep.gone, l[3]", {}),
+        ("SET n = :v REMOVE n.deep, l[3]", {}),
         # Checked paths left as they were, then a missing operand found by a later walk.
         ("REMOVE #gone, n SET m = missing, k = :v", {"ExpressionAttributeNames": {"#gone": "g"}}),
         ("SET n = :v REMOVE #undefined", {"ExpressionAttributeNames": {"#u": "u"}}),
@@ -825,3 +828,94 @@ def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
         for client in clients:
             client.close()
         server.close()
+
+
+def _links(node: Any) -> list[tuple[Any, ...]]:
+    """Every node of an update AST below ``node``: its class, identity, parent and children."""
+    rows: list[tuple[Any, ...]] = []
+    nodes = [node]
+    while nodes:
+        node = nodes.pop()
+        children = list(node.children or ())
+        rows.append((type(node), id(node), id(node.parent), [id(c) for c in children], children))
+        nodes.extend(child for child in children if hasattr(child, "children"))
+    return rows
+
+
+def test_copies_of_a_cached_update_ast_share_its_remove_clause_and_leave_it_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In process, under ``mock_aws``: the validator's copy of a touch-like update AST holds
+    the cached REMOVE clause itself (its SET clause is copied), and validating and running
+    it for several requests, with other names, a nested path and a list index, some failing,
+    leaves the cached clause exactly as it was: same nodes, links and children."""
+    from functools import lru_cache
+
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
+    from moto.dynamodb.parsing.expressions import (  # type: ignore[attr-defined]
+        UpdateExpressionParser,
+    )
+    from moto.dynamodb.parsing.validators import ActionCountValidator, UpdateExpressionValidator
+
+    from local.moto_process import _count_actions_once
+
+    # Undone after the test: the patches _count_actions_once makes.
+    monkeypatch.setattr(validators, "deepcopy", validators.deepcopy)
+    monkeypatch.setattr(ActionCountValidator, "traverse", ActionCountValidator.traverse)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    class Parser:
+        make = staticmethod(lru_cache(UpdateExpressionParser.make))
+
+    _count_actions_once(Parser)
+    expression = (
+        "SET #ttl = :ttl, #cur = if_not_exists(#cur, :zero) + :one REMOVE #old1, m.gone, l[0]"
+    )
+    ast = Parser.make(expression)
+    remove = ast.children[-1].children[0]
+    before = _links(remove)
+    values = {":ttl": {"N": "2"}, ":zero": {"N": "0"}, ":one": {"N": "1"}}
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**schema.table_definition("shared"))  # type: ignore[arg-type]
+        row = _row("c", "u") | {"m": {"M": {"gone": {"S": "x"}}}, "l": {"L": [{"S": "a"}]}}
+        client.put_item(TableName="shared", Item=row)
+        table = dynamodb_backends["123456789012"]["us-east-1"].get_table("shared")
+        key = _key("c")[schema.PARTITION_KEY]
+        item = table.get_item(DynamoType(key), DynamoType(key))
+        failures: list[str] = []
+        for n in range(4):
+            names = {"#ttl": schema.TTL_ATTRIBUTE, "#cur": f"c{n}", "#old1": f"c{n - 1}"}
+            if n == 3:  # a key attribute: refused while checking the REMOVE clause
+                names["#old1"] = schema.PARTITION_KEY
+            validator = UpdateExpressionValidator(
+                Parser.make(expression),
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+                item=item,
+                table=table,
+            )
+            copy = validator.node_to_validate
+            assert copy.children[-1].children[0] is remove
+            assert copy.children[0] is not ast.children[0]
+            try:
+                result = validator.validate()
+            except MockValidationException as error:
+                failures.append(str(error))
+                continue
+            result.normalize()
+            UpdateExpressionExecutor(result, item, names).execute()
+        assert len(failures) == 1
+        assert schema.PARTITION_KEY in failures[0]
+        attrs = item.to_json()["Attributes"]
+        assert (attrs["c2"], attrs["m"], attrs["l"]) == ({"N": "1"}, {"M": {}}, {"L": []})
+        assert "c0" not in attrs
+        assert "c1" not in attrs
+    assert _links(remove) == before
