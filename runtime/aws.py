@@ -101,29 +101,14 @@ def _read_timeout_seconds() -> int:
 
 @_BuiltOnce
 def _config() -> Config:
-    """DynamoDB's and SQS's client settings.
-
-    A pool as large as the management API's: where invocations share the client (local mode's
-    64 handler threads), botocore's default of 10 makes every call past the 10th open and close
-    a connection.
-
-    No client-side parameter validation: botocore's Config reference says it "can be disabled
-    for performance reasons" (https://docs.aws.amazon.com/botocore/latest/reference/config.html);
-    it was about a tenth of a ping's CPU (~0.1 ms on a DynamoDB update's nested values). Names,
-    presence and types of parameters are checked by mypy against the boto3 stubs (strict on
-    runtime/), the model's minimums hold by construction (a table name is a required setting,
-    batches are never empty). What users send ends up in string values, which botocore never
-    checked (no maximum, no pattern): the services check those, and a bad parameter comes back
-    as a ``ClientError`` that handlers answer with the same error frames as before
-    (``tests/unit/test_handlers.py``). moto checks less than AWS: a value of the wrong type
-    under ``Any`` that botocore refused may pass there.
-    """
+    # A pool as large as the management API's: where invocations share the client (local mode's
+    # 64 handler threads), botocore's default of 10 makes every call past the 10th open and
+    # close a connection.
     return Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=_read_timeout_seconds(),
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=64,
-        parameter_validation=False,
     )
 
 

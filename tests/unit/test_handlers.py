@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -354,29 +353,6 @@ def test_an_error_a_retry_cannot_fix_is_not_retryable(
     assert frame["clientMessageId"] == "m-1"
     assert "would fail the same way" in frame["message"]
     assert unexpected_failures(capsys) == 1
-
-
-def test_a_parameter_botocore_no_longer_checks_reaches_the_handler_as_the_services_error(
-    connected: MockedAws, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
-) -> None:
-    """``runtime.aws`` leaves parameter validation to DynamoDB and SQS (botocore's Config
-    reference: it "can be disabled for performance reasons",
-    https://docs.aws.amazon.com/botocore/latest/reference/config.html). An empty table name,
-    which botocore refused before sending (ParamValidationError: the model's minimum length),
-    now reaches DynamoDB (moto), which refuses it with a ClientError no retry fixes, so the ping
-    gets the non-retryable INTERNAL_ERROR frame it got before."""
-    config = dataclasses.replace(message.STORE.config, table_name="")
-    monkeypatch.setattr(message.STORE, "config", config)
-    frame = message_frame(chat_event('{"action":"ping"}', routeKey="ping", connectedAt=now_ms()))
-    assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "INTERNAL_ERROR", False)
-    assert "would fail the same way" in frame["message"]
-    records = [json.loads(line) for line in logs.getvalue().splitlines()]
-    (failure,) = [
-        r for r in records if r["message"] == "could not record activity on the connection"
-    ]
-    # botocore's modelled ClientError subclass, with ClientError's message
-    assert failure["exception_name"] == "ResourceNotFoundException"
-    assert "An error occurred (ResourceNotFoundException) when calling" in failure["exception"]
 
 
 def test_a_crash_is_an_error_frame_counted_as_unexpected(
