@@ -5,7 +5,9 @@
 
 - ``closed-loop``: ``--clients`` connections each send a message, wait for its echo, send the
   next; once every client has made ``--warmup-messages`` round trips and ``--warmup`` seconds
-  have passed, ``--duration`` seconds are measured (the peers).
+  have passed, ``--duration`` seconds are measured (the peers). With ``--cpu-of-session``,
+  also the CPU time the emulator's processes (that session's, ``benchmarks.cpu``) and this
+  client used in those seconds, per message and in cores.
 - ``open-loop``: ``--connections`` connections send ``--body`` at ``--rate`` messages/s in total,
   spread evenly and on schedule whatever the answers do; round trip = send to the next frame
   on that connection (the gateway load).
@@ -38,7 +40,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from benchmarks import stats
+from benchmarks import cpu, stats
 from benchmarks.load_connections import Errors, Tokens, close_all, open_all, until
 from benchmarks.load_driver import READY_LINE, REPORT_TIMEOUT_SECONDS, RESULT_MARKER
 
@@ -104,6 +106,28 @@ class _EchoClient:
         return completed
 
 
+class _CpuWindow:
+    """CPU time used from its creation to ``figures()``: by the processes of session
+    ``session`` (the emulator) and by this process (the load client)."""
+
+    def __init__(self, session: int | None) -> None:
+        self.session = session
+        self.before = cpu.session_cpu_seconds(session) if session is not None else {}
+        self.own_before = time.process_time()
+
+    def figures(self, messages: int, seconds: float) -> dict[str, Any]:
+        if self.session is None or messages == 0 or seconds <= 0:
+            return {}
+        used = {
+            "emulator": cpu.session_cpu_used(self.before, cpu.session_cpu_seconds(self.session)),
+            "load_client": time.process_time() - self.own_before,
+        }
+        return {
+            "cpu_ms_per_message": {k: round(v * 1000 / messages, 4) for k, v in used.items()},
+            "cpu_cores": {k: round(v / seconds, 3) for k, v in used.items()},
+        }
+
+
 async def closed_loop(
     url: str,
     clients: int,
@@ -111,6 +135,7 @@ async def closed_loop(
     warmup_messages: int,
     duration: float,
     padding_bytes: int,
+    cpu_of_session: int | None = None,
 ) -> dict[str, Any]:
     """Warm-up (every client, then a barrier), then ``duration`` seconds measured."""
     errors = Errors()
@@ -127,6 +152,7 @@ async def closed_loop(
         )
         warm_seconds = time.perf_counter() - warm_began
         measuring = [c for c, ok in zip(echo_clients, warm, strict=True) if ok]
+        cpu_window = _CpuWindow(cpu_of_session)
         began = time.perf_counter()
         completed = await asyncio.gather(
             *(c.measure(began + duration, rtt_ms, errors) for c in measuring)
@@ -134,9 +160,11 @@ async def closed_loop(
         # Until the last round trip ends: a slow emulator's in-flight echoes count, and so does
         # the time they took.
         elapsed = time.perf_counter() - began
+        cpu_figures = cpu_window.figures(sum(completed), elapsed)
     finally:
         await close_all(websockets)
     return {
+        **cpu_figures,
         "clients": clients,
         "connected": len(websockets),
         "warmup_seconds": round(warm_seconds, 2),
@@ -338,6 +366,9 @@ def _parser() -> argparse.ArgumentParser:
     closed.add_argument("--warmup-messages", type=int, default=5, help="per client, at least")
     closed.add_argument("--duration", type=float, required=True)
     closed.add_argument("--padding-bytes", type=int, default=64)
+    closed.add_argument(
+        "--cpu-of-session", type=int, help="also report the CPU of this session's processes"
+    )
     opened = scenarios.add_parser("open-loop")
     opened.add_argument("--url", required=True)
     opened.add_argument("--connections", type=int, required=True)
@@ -366,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             options.warmup_messages,
             options.duration,
             options.padding_bytes,
+            options.cpu_of_session,
         )
     elif options.scenario == "open-loop":
         scenario = open_loop(

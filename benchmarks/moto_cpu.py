@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from benchmarks.cpu import process_cpu_seconds
 from local.aws import EmbeddedAws
 from runtime.config import StoreConfig
 from runtime.connections import ConnectionStore
@@ -36,14 +35,6 @@ from runtime.connections import ConnectionStore
 USER = "moto-cpu-user"
 OTHER_USERS = 1000
 FAN_OUT = 1000
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and all its threads (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # utime and stime: fields 14 and 15 of proc(5), counted from 1 with the pid.
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
 class Moto:

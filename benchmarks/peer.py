@@ -9,13 +9,15 @@ and throughput, as medians over the rounds; and, for each peer, ours divided by 
 
 from __future__ import annotations
 
+import functools
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import PROJECT_ROOT, stats
+from benchmarks import PROJECT_ROOT, cpu, stats
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
 from benchmarks.mode import Mode
@@ -38,9 +40,12 @@ TARGET_P99_NOT_WORSE = ("serverless_offline",)
 def _drive(
     emulator: RunningEmulator, clients: int, warmup: float, warmup_messages: int, duration: float
 ) -> dict[str, Any]:
+    # Each emulator leads a session of its own (ServerProcess): its CPU is that session's.
+    measure_cpu = ["--cpu-of-session", str(emulator.process.pid)] if cpu.available() else []
     return run_scenario(
         [
             "closed-loop",
+            *measure_cpu,
             "--url",
             emulator.ws_url,
             "--clients",
@@ -57,17 +62,18 @@ def _drive(
     )
 
 
+def _at(data: Any, path: tuple[str, ...]) -> Any:
+    """``data[path[0]][path[1]]...``, or None where a key is missing."""
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the rounds of one emulator at one client count."""
 
     def median_of(path: tuple[str, ...]) -> float | None:
-        values = []
-        for sample in samples:
-            value: Any = sample
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            if isinstance(value, int | float):
-                values.append(float(value))
+        values = [float(v) for s in samples if isinstance(v := _at(s, path), int | float)]
         return round(stats.median(values), 2) if values else None
 
     return {
@@ -76,10 +82,22 @@ def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "rtt_p50_ms": median_of(("rtt_ms", "p50")),
         "rtt_p99_ms": median_of(("rtt_ms", "p99")),
         "connect_p50_ms": median_of(("connect_ms", "p50")),
+        **_cpu_figures(median_of),
         "messages": sum(int(s.get("messages", 0)) for s in samples),
         "errors": sum(int(s.get("errors", 0)) for s in samples),
         "samples": [_headline(sample) for sample in samples],
     }
+
+
+def _cpu_figures(value_of: Callable[[tuple[str, ...]], Any]) -> dict[str, Any]:
+    """The emulator's CPU per echo and in cores, and the load client's per echo, where the
+    round measured them (``benchmarks.cpu``; not on systems without ``/proc``)."""
+    figures = {
+        "cpu_ms_per_echo": value_of(("cpu_ms_per_message", "emulator")),
+        "cpu_cores": value_of(("cpu_cores", "emulator")),
+        "load_client_cpu_ms_per_echo": value_of(("cpu_ms_per_message", "load_client")),
+    }
+    return {key: value for key, value in figures.items() if value is not None}
 
 
 def _headline(sample: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +108,7 @@ def _headline(sample: dict[str, Any]) -> dict[str, Any]:
         "rtt_p50_ms": rtt.get("p50"),
         "rtt_p99_ms": rtt.get("p99"),
         "connect_p50_ms": connect.get("p50"),
+        **_cpu_figures(functools.partial(_at, sample)),
         "messages": sample.get("messages", 0),
         "errors": sample.get("errors", 0),
     }
@@ -181,6 +200,10 @@ def _section(
             "connect_latency_ratio": _ratio(
                 ours["clients_10"]["connect_p50_ms"], figure["clients_10"]["connect_p50_ms"]
             ),
+            "cpu_per_echo_ratio": _ratio(
+                ours["clients_10"].get("cpu_ms_per_echo"),
+                figure["clients_10"].get("cpu_ms_per_echo"),
+            ),
         }
         figure.update({key: value for key, value in ratios.items() if value is not None})
         target = TARGET_THROUGHPUT_RATIO[name]
@@ -196,8 +219,10 @@ def _section(
         "method": (
             "closed-loop echo round trips from a separate load-client process; same "
             "benchmarks/echo.py handler behind every emulator; warm-up not counted; medians over "
-            "rounds; *_ratio = ours / theirs (throughput: higher is better for ours; p99 and "
-            "connect latency: lower is better for ours)"
+            "rounds; *_ratio = ours / theirs (throughput: higher is better for ours; p99, "
+            "connect latency and CPU per echo: lower is better for ours); cpu_ms_per_echo and "
+            "cpu_cores: user + system CPU of every process of the emulator's session over the "
+            "measured seconds (/proc), per echo and in cores"
         ),
         "versions": versions,
         "rounds": rounds,

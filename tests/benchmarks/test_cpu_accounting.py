@@ -1,0 +1,146 @@
+"""CPU accounting of the peer comparison: each emulator's processes, per echo (``/proc``).
+
+Which process bounds a closed loop on a 2-vCPU machine is a question of CPU time, so the peer
+benchmark reports each emulator's CPU per echo beside its throughput. These tests check the
+accounting on real processes; no figure is asserted beyond what the work itself guarantees.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import cpu
+from benchmarks.environment import base_environment
+from benchmarks.load_driver import run_scenario
+from benchmarks.peer import _combine, _section
+from benchmarks.peer_emulators import start_ours
+from tests.support import PROJECT_ROOT
+
+pytestmark = pytest.mark.skipif(not cpu.available(), reason="reads /proc (Linux)")
+
+
+def _burn(seconds: float) -> str:
+    return (
+        f"import time\nend = time.process_time() + {seconds}\n"
+        "while time.process_time() < end: pass\n"
+    )
+
+
+def _burner(seconds: float) -> subprocess.Popen[bytes]:
+    """A session leader that spawns a child, both burning ``seconds`` of CPU, then waiting."""
+    spawn = (
+        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {_burn(seconds)!r}])\n"
+    )
+    return subprocess.Popen(  # noqa: S603 - this interpreter, our own script
+        [sys.executable, "-c", spawn + _burn(seconds) + "time.sleep(30)\n"],
+        start_new_session=True,
+    )
+
+
+def test_a_session_counts_its_leader_and_what_it_spawned_and_nothing_else() -> None:
+    process = _burner(0.4)
+    try:
+        before = cpu.session_cpu_seconds(process.pid)
+        assert process.pid in before
+        assert os.getpid() not in before
+        deadline = time.monotonic() + 20
+        while len(cpu.session_cpu_seconds(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # both burn 0.4 s of CPU, on two vCPUs or one
+        after = cpu.session_cpu_seconds(process.pid)
+        assert len(after) == 2, after  # the leader and its child
+        used = cpu.session_cpu_used(before, after)
+        # 0.8 s burnt in all, less what the leader had burnt before the first reading.
+        assert 0.4 <= used <= 0.8 + 0.3
+        assert cpu.session_cpu_used(after, after) == 0
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
+def test_a_process_started_between_readings_counts_from_zero() -> None:
+    assert cpu.session_cpu_used({1: 2.0}, {1: 2.5, 7: 0.25}) == pytest.approx(0.75)
+
+
+def _round(throughput: float, emulator_ms: float, cores: float) -> dict[str, Any]:
+    return {
+        "messages": int(throughput * 10),
+        "throughput_per_second": throughput,
+        "rtt_ms": {"p50": 10.0, "p99": 20.0},
+        "connect_ms": {"p50": 2.0},
+        "cpu_ms_per_message": {"emulator": emulator_ms, "load_client": 0.17},
+        "cpu_cores": {"emulator": cores, "load_client": 0.15},
+        "errors": 0,
+    }
+
+
+def test_the_rounds_keep_cpu_per_echo_and_the_section_compares_it() -> None:
+    ours = [_round(900, 1.8, 1.62), _round(1000, 1.7, 1.7), _round(800, 1.9, 1.52)]
+    theirs = [_round(700, 2.4, 1.68), _round(750, 2.3, 1.73), _round(600, 2.5, 1.5)]
+    combined = _combine(ours)
+    assert combined["cpu_ms_per_echo"] == 1.8
+    assert combined["cpu_cores"] == 1.62
+    assert combined["load_client_cpu_ms_per_echo"] == 0.17
+    assert combined["samples"][1]["cpu_ms_per_echo"] == 1.7
+    section = _section(
+        {
+            "ours": {1: ours, 10: ours},
+            "serverless_offline": {1: theirs, 10: theirs},
+        },
+        "versions",
+        3,
+        3.0,
+        10.0,
+    )
+    assert section.data["serverless_offline"]["cpu_per_echo_ratio"] == pytest.approx(
+        1.8 / 2.4, 0.01
+    )
+
+
+def test_rounds_without_cpu_figures_leave_them_out() -> None:
+    plain = {k: v for k, v in _round(900, 1.8, 1.6).items() if not k.startswith("cpu")}
+    combined = _combine([plain])
+    assert "cpu_ms_per_echo" not in combined
+    assert "cpu_ms_per_echo" not in combined["samples"][0]
+
+
+def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
+    tmp_path: Path,
+) -> None:
+    """The peer benchmark's own path: ``start_ours`` (the gateway, the echo handler in its
+    worker processes) driven by the closed-loop load client with ``--cpu-of-session``."""
+    ours = start_ours(tmp_path)
+    try:
+        result = run_scenario(
+            [
+                "closed-loop",
+                "--url",
+                ours.ws_url,
+                "--clients",
+                "2",
+                "--warmup",
+                "0.5",
+                "--duration",
+                "1",
+                "--cpu-of-session",
+                str(ours.process.pid),
+            ],
+            base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
+            timeout=120,
+        )
+    finally:
+        ours.process.stop()
+    assert result["errors"] == 0, result["error_kinds"]
+    assert result["messages"] > 0
+    per_message, cores = result["cpu_ms_per_message"], result["cpu_cores"]
+    # Every echo runs through the gateway and a worker's boto3 post: some CPU, never none.
+    assert per_message["emulator"] > 0
+    assert per_message["load_client"] > 0
+    assert 0 < cores["emulator"] <= (os.cpu_count() or 1) + 0.1
