@@ -171,12 +171,23 @@ def stream(results: dict[str, Any]) -> str:
     return "\n".join([*lines, "", f"({tokens} tokens at {rate} tokens/s.)"])
 
 
+def _cpu_per_echo(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """Each emulator's CPU per echo (all its processes) and the cores it kept busy."""
+    if ours.get("cpu_ms_per_echo") is None or theirs.get("cpu_ms_per_echo") is None:
+        return NOT_MEASURED
+    return " / ".join(
+        f"{_num(side.get('cpu_ms_per_echo'), '.2f', ' ms')} "
+        f"({_num(side.get('cpu_cores'), '.2f')} cores)"
+        for side in (ours, theirs)
+    )
+
+
 def peer_runs(results: dict[str, Any]) -> str:
     runs = _get(results, "peer.consecutive_runs") or []
     lines = [
         "| run | ours, 10 clients | serverless-offline, 10 clients | throughput ratio "
-        "| p99 ours / theirs | target |",
-        "|---|---|---|---|---|---|",
+        "| p99 ours / theirs | CPU per echo ours / theirs | target |",
+        "|---|---|---|---|---|---|---|",
     ]
     for index, run in enumerate(runs, start=1):
         ours = _get(run, "ours.clients_10") or {}
@@ -188,10 +199,11 @@ def peer_runs(results: dict[str, Any]) -> str:
             f"p99 {_num(theirs.get('rtt_p99_ms'), '.1f', ' ms')} "
             f"| {_num(_get(run, 'serverless_offline.throughput_ratio'), '.2f', 'x')} "
             f"| {_num(ours.get('rtt_p99_ms'), '.1f')} / {_num(theirs.get('rtt_p99_ms'), '.1f')} "
+            f"| {_cpu_per_echo(ours, theirs)} "
             f"| {_verdict(_get(run, 'serverless_offline.target.met'))} |"
         )
     if not runs:
-        lines.append(f"| - | {NOT_MEASURED} | | | | |")
+        lines.append(f"| - | {NOT_MEASURED} | | | | | |")
     return "\n".join(lines)
 
 
