@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.echo import POSTINGS
 from benchmarks.mode import Mode
 from benchmarks.report import (
     BENCHMARK_NAMES,
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="fanout: the latency injected into each PostToConnection (default 20)",
+    )
+    parser.add_argument(
+        "--echo-posting",
+        choices=POSTINGS,
+        default=None,
+        help="peer: how the shared echo handler posts back: with a boto3 client (default) or "
+        "on rag-websocket's lean path (runtime.posting)",
     )
     parser.add_argument(
         "--repeat",
@@ -154,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra: dict[str, Any] = {}
         if name == "fanout" and parsed.latency_ms is not None:
             extra["latency_ms"] = parsed.latency_ms
+        if name == "peer" and parsed.echo_posting is not None:
+            extra["echo_posting"] = parsed.echo_posting
         runs = [run_benchmark(name, mode, **extra) for _ in range(parsed.repeat)]
         sections.append(_consecutive(runs))
     write_results(sections, command, output)

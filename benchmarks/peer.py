@@ -117,7 +117,8 @@ def _headline(sample: dict[str, Any]) -> dict[str, Any]:
     return headline
 
 
-def run(mode: Mode) -> Section:
+def run(mode: Mode, echo_posting: str = "boto3") -> Section:
+    """``echo_posting``: how the shared echo handler posts back (``benchmarks.echo``)."""
     rounds = mode.pick(3, 1, 1)
     warmup = float(mode.pick(3, 1, 1))
     warmup_messages = mode.pick(5, 1, 1)
@@ -140,7 +141,7 @@ def run(mode: Mode) -> Section:
         try:
             for name in names:
                 began = time.perf_counter()
-                running.append(EMULATORS[name](work_dir))
+                running.append(EMULATORS[name](work_dir, echo_posting))
                 startup[name] = round(time.perf_counter() - began, 2)
             for _ in range(rounds):
                 order = list(running)
@@ -154,6 +155,7 @@ def run(mode: Mode) -> Section:
             for emulator in running:
                 emulator.process.stop()
     section = _section(samples, versions, rounds, warmup, duration)
+    section.data["echo_posting"] = echo_posting
     for name, seconds in startup.items():
         section.data[name]["startup_seconds"] = seconds
     if missing:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import PROJECT_ROOT
-from benchmarks.echo import ENDPOINT_VARIABLE
+from benchmarks.echo import ENDPOINT_VARIABLE, POSTING_VARIABLE
 from benchmarks.environment import LOOPBACK, REGION, base_environment, free_port
 from benchmarks.processes import ServerProcess
 
@@ -112,12 +112,13 @@ class RunningEmulator:
     process: ServerProcess
 
 
-def _handler_environment(management_endpoint: str) -> dict[str, str]:
+def _handler_environment(management_endpoint: str, echo_posting: str) -> dict[str, str]:
     """What every emulator's handler process needs: our python3, the project, fake AWS."""
     venv_bin = str(Path(sys.executable).parent)
     env = base_environment(
         {
             ENDPOINT_VARIABLE: management_endpoint,
+            POSTING_VARIABLE: echo_posting,
             "PYTHONPATH": str(PROJECT_ROOT),
         }
     )
@@ -135,9 +136,9 @@ def _wait(process: ServerProcess, *ports: int) -> None:
         raise
 
 
-def start_ours(work_dir: Path) -> RunningEmulator:
+def start_ours(work_dir: Path, echo_posting: str = "boto3") -> RunningEmulator:
     port = free_port()
-    env = _handler_environment(f"http://{LOOPBACK}:{port}/{OUR_STAGE}")
+    env = _handler_environment(f"http://{LOOPBACK}:{port}/{OUR_STAGE}", echo_posting)
     process = ServerProcess(
         "our gateway",
         [
@@ -162,7 +163,7 @@ def start_ours(work_dir: Path) -> RunningEmulator:
     return RunningEmulator("ours", f"ws://{LOOPBACK}:{port}/{OUR_STAGE}", process)
 
 
-def start_architect(work_dir: Path) -> RunningEmulator:
+def start_architect(work_dir: Path, echo_posting: str = "boto3") -> RunningEmulator:
     app = PEER_DIR / "architect-app"
     for route in ("connect", "disconnect", "default"):
         source = app / "src" / "ws" / route
@@ -174,8 +175,10 @@ def start_architect(work_dir: Path) -> RunningEmulator:
     http_port, internal_port = free_port(), free_port()
     management = f"http://{LOOPBACK}:{internal_port}/_arc/ws"
     # prefs.arc's @env reaches the handlers; Sandbox passes them little of its own environment.
-    (app / "prefs.arc").write_text(f"@env\ntesting\n  {ENDPOINT_VARIABLE} {management}\n")
-    env = _handler_environment(management)
+    (app / "prefs.arc").write_text(
+        f"@env\ntesting\n  {ENDPOINT_VARIABLE} {management}\n  {POSTING_VARIABLE} {echo_posting}\n"
+    )
+    env = _handler_environment(management, echo_posting)
     env.update(ARC_INTERNAL_PORT=str(internal_port), ARC_ENV="testing")
     process = ServerProcess(
         "architect sandbox",
@@ -188,7 +191,7 @@ def start_architect(work_dir: Path) -> RunningEmulator:
     return RunningEmulator("architect", f"ws://{LOOPBACK}:{http_port}", process)
 
 
-def start_serverless_offline(work_dir: Path) -> RunningEmulator:
+def start_serverless_offline(work_dir: Path, echo_posting: str = "boto3") -> RunningEmulator:
     app = PEER_DIR / "serverless-app"
     app.mkdir(parents=True, exist_ok=True)
     (app / "handler.py").write_text(REEXPORT)
@@ -211,7 +214,7 @@ def start_serverless_offline(work_dir: Path) -> RunningEmulator:
             "region": REGION,
             "stage": "local",
             "timeout": FUNCTION_TIMEOUT_SECONDS,
-            "environment": {ENDPOINT_VARIABLE: management},
+            "environment": {ENDPOINT_VARIABLE: management, POSTING_VARIABLE: echo_posting},
         },
         "functions": functions,
         "plugins": ["serverless-offline"],
@@ -226,7 +229,7 @@ def start_serverless_offline(work_dir: Path) -> RunningEmulator:
     }
     # JSON is YAML: serverless reads this file as serverless.yml.
     (app / "serverless.yml").write_text(json.dumps(config, indent=2) + "\n")
-    env = _handler_environment(management)
+    env = _handler_environment(management, echo_posting)
     env.update(SLS_TELEMETRY_DISABLED="1", SLS_NOTIFICATIONS_MODE="off")
     process = ServerProcess(
         "serverless-offline",
@@ -239,7 +242,7 @@ def start_serverless_offline(work_dir: Path) -> RunningEmulator:
     return RunningEmulator("serverless_offline", f"ws://{LOOPBACK}:{ws_port}", process)
 
 
-EMULATORS: dict[str, Callable[[Path], RunningEmulator]] = {
+EMULATORS: dict[str, Callable[[Path, str], RunningEmulator]] = {
     "ours": start_ours,
     "serverless_offline": start_serverless_offline,
     "architect": start_architect,

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from benchmarks import cpu
+from benchmarks import cpu, echo
+from benchmarks.echo import POSTINGS
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
 from benchmarks.peer import _combine, _section
@@ -111,12 +113,14 @@ def test_rounds_without_cpu_figures_leave_them_out() -> None:
     assert "cpu_ms_per_echo" not in combined["samples"][0]
 
 
+@pytest.mark.parametrize("echo_posting", POSTINGS)
 def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
-    tmp_path: Path,
+    tmp_path: Path, echo_posting: str
 ) -> None:
     """The peer benchmark's own path: ``start_ours`` (the gateway, the echo handler in its
-    worker processes) driven by the closed-loop load client with ``--cpu-of-session``."""
-    ours = start_ours(tmp_path)
+    worker processes, posting either way) driven by the closed-loop load client with
+    ``--cpu-of-session``. Every echo must come back: the handler raises if its post fails."""
+    ours = start_ours(tmp_path, echo_posting)
     try:
         result = run_scenario(
             [
@@ -144,3 +148,41 @@ def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
     assert per_message["emulator"] > 0
     assert per_message["load_client"] > 0
     assert 0 < cores["emulator"] <= (os.cpu_count() or 1) + 0.1
+
+
+class _Recorder:
+    def __init__(self, http_status: int = 200) -> None:
+        self.posts: list[tuple[str, bytes]] = []
+        self.http_status = http_status
+
+    def post(self, connection_id: str, data: bytes) -> Any:
+        self.posts.append((connection_id, data))
+        return SimpleNamespace(http_status=self.http_status)
+
+    def post_to_connection(self, ConnectionId: str, Data: bytes) -> None:
+        self.posts.append((ConnectionId, Data))
+
+
+@pytest.mark.parametrize("echo_posting", POSTINGS)
+def test_the_echo_handler_posts_the_way_echo_posting_says(
+    monkeypatch: pytest.MonkeyPatch, echo_posting: str
+) -> None:
+    lean, plain = _Recorder(), _Recorder()
+    monkeypatch.setattr(echo, "_lean_transport", lambda endpoint_url: lean)
+    monkeypatch.setattr(echo, "_management_api", lambda endpoint_url: plain)
+    monkeypatch.setenv(echo.ENDPOINT_VARIABLE, "http://127.0.0.1:9/bench")
+    monkeypatch.setenv(echo.POSTING_VARIABLE, echo_posting)
+    event = {"requestContext": {"eventType": "MESSAGE", "connectionId": "c1"}, "body": "hi"}
+    assert echo.handler(event, None) == {"statusCode": 200}
+    used, unused = (lean, plain) if echo_posting == "lean" else (plain, lean)
+    assert used.posts == [("c1", b"hi")]
+    assert unused.posts == []
+
+
+def test_a_failed_lean_post_fails_the_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(echo, "_lean_transport", lambda endpoint_url: _Recorder(410))
+    monkeypatch.setenv(echo.ENDPOINT_VARIABLE, "http://127.0.0.1:9/bench")
+    monkeypatch.setenv(echo.POSTING_VARIABLE, "lean")
+    event = {"requestContext": {"eventType": "MESSAGE", "connectionId": "c1"}, "body": "hi"}
+    with pytest.raises(RuntimeError, match="post to c1 failed"):
+        echo.handler(event, None)
