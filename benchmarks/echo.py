@@ -57,8 +57,10 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     connection_id, data = request_context["connectionId"], (event.get("body") or "").encode()
     endpoint_url = os.environ[ENDPOINT_VARIABLE]
     if os.environ.get(POSTING_VARIABLE) == "lean":
+        from runtime.posting import SendStatus
+
         answer = _lean_transport(endpoint_url).post(connection_id, data)
-        if answer.http_status != 200:
+        if answer.status is not SendStatus.SENT:  # any 2xx: serverless-offline answers 204
             raise RuntimeError(f"post to {connection_id} failed: {answer}")
     else:
         _management_api(endpoint_url).post_to_connection(ConnectionId=connection_id, Data=data)
