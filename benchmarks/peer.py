@@ -27,7 +27,7 @@ from benchmarks.peer_emulators import (
     RunningEmulator,
     ensure_installed,
 )
-from benchmarks.report import STATUS_SKIPPED, Section
+from benchmarks.report import STATUS_SKIPPED, Section, lookup
 
 NAME = "peer"
 CLIENT_COUNTS = (1, 10)
@@ -62,26 +62,19 @@ def _drive(
     )
 
 
-def _at(data: Any, path: tuple[str, ...]) -> Any:
-    """``data[path[0]][path[1]]...``, or None where a key is missing."""
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
 def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the rounds of one emulator at one client count."""
 
-    def median_of(path: tuple[str, ...]) -> float | None:
-        values = [float(v) for s in samples if isinstance(v := _at(s, path), int | float)]
+    def median_of(dotted: str) -> float | None:
+        values = [float(v) for s in samples if isinstance(v := lookup(s, dotted), int | float)]
         return round(stats.median(values), 2) if values else None
 
     return {
         "rounds": len(samples),
-        "throughput_per_second": median_of(("throughput_per_second",)),
-        "rtt_p50_ms": median_of(("rtt_ms", "p50")),
-        "rtt_p99_ms": median_of(("rtt_ms", "p99")),
-        "connect_p50_ms": median_of(("connect_ms", "p50")),
+        "throughput_per_second": median_of("throughput_per_second"),
+        "rtt_p50_ms": median_of("rtt_ms.p50"),
+        "rtt_p99_ms": median_of("rtt_ms.p99"),
+        "connect_p50_ms": median_of("connect_ms.p50"),
         **_cpu_figures(median_of),
         "messages": sum(int(s.get("messages", 0)) for s in samples),
         "errors": sum(int(s.get("errors", 0)) for s in samples),
@@ -89,13 +82,13 @@ def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _cpu_figures(value_of: Callable[[tuple[str, ...]], Any]) -> dict[str, Any]:
+def _cpu_figures(value_of: Callable[[str], Any]) -> dict[str, Any]:
     """The emulator's CPU per echo and in cores, and the load client's per echo, where the
     round measured them (``benchmarks.cpu``; not on systems without ``/proc``)."""
     figures = {
-        "cpu_ms_per_echo": value_of(("cpu_ms_per_message", "emulator")),
-        "cpu_cores": value_of(("cpu_cores", "emulator")),
-        "load_client_cpu_ms_per_echo": value_of(("cpu_ms_per_message", "load_client")),
+        "cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator"),
+        "cpu_cores": value_of("cpu_cores.emulator"),
+        "load_client_cpu_ms_per_echo": value_of("cpu_ms_per_message.load_client"),
     }
     return {key: value for key, value in figures.items() if value is not None}
 
@@ -108,7 +101,7 @@ def _headline(sample: dict[str, Any]) -> dict[str, Any]:
         "rtt_p50_ms": rtt.get("p50"),
         "rtt_p99_ms": rtt.get("p99"),
         "connect_p50_ms": connect.get("p50"),
-        **_cpu_figures(functools.partial(_at, sample)),
+        **_cpu_figures(functools.partial(lookup, sample)),
         "messages": sample.get("messages", 0),
         "errors": sample.get("errors", 0),
     }

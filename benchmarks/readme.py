@@ -15,19 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import PROJECT_ROOT
-from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH
+from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH, lookup
 
 PERFORMANCE_DOC = PROJECT_ROOT / "docs" / "performance.md"
 NOT_MEASURED = "not measured"
-
-
-def _get(results: dict[str, Any], dotted: str) -> Any:
-    value: Any = results
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 def _num(value: Any, spec: str, suffix: str = "") -> str:
@@ -43,35 +34,35 @@ def _verdict(met: Any) -> str:
 def targets(results: dict[str, Any]) -> str:
     """One row per target of the performance issues, with the figure that decides it."""
     cold = "cold_start.handlers"
-    chat = _get(results, f"{cold}.chat_message.vs_baseline_ratio")
-    connect = _get(results, f"{cold}.connect.vs_baseline_ratio")
-    disconnect = _get(results, f"{cold}.disconnect.vs_baseline_ratio")
-    authorizer = _get(results, f"{cold}.authorizer.vs_baseline_ratio")
+    chat = lookup(results, f"{cold}.chat_message.vs_baseline_ratio")
+    connect = lookup(results, f"{cold}.connect.vs_baseline_ratio")
+    disconnect = lookup(results, f"{cold}.disconnect.vs_baseline_ratio")
+    authorizer = lookup(results, f"{cold}.authorizer.vs_baseline_ratio")
     cold_values = (chat, connect, disconnect)
     cold_met = None if any(v is None for v in cold_values) else all(v <= 1.3 for v in cold_values)
-    fanout = _get(results, "fanout.n1000.speedup_ratio")
-    lost = _get(results, "fanout.n1000.messages_lost")
-    peer_runs = _get(results, "peer.consecutive_runs") or []
-    peer_met = [_get(run, "serverless_offline.target.met") for run in peer_runs]
+    fanout = lookup(results, "fanout.n1000.speedup_ratio")
+    lost = lookup(results, "fanout.n1000.messages_lost")
+    peer_runs = lookup(results, "peer.consecutive_runs") or []
+    peer_met = [lookup(run, "serverless_offline.target.met") for run in peer_runs]
     rows = [
         (
             "CPU per post, lean path <= 0.35x the boto3 client's",
-            _get(results, "sender.target.met"),
-            _num(_get(results, "sender.cpu_per_post_ratio"), ".2f", "x"),
+            lookup(results, "sender.target.met"),
+            _num(lookup(results, "sender.cpu_per_post_ratio"), ".2f", "x"),
         ),
         (
             "streamed answer: <= 0.15 frames per token (500 tokens at 50/s)",
             None
-            if _get(results, "stream.frames_per_token_ratio") is None
-            else _get(results, "stream.frames_per_token_ratio") <= 0.15,
-            _num(_get(results, "stream.frames_per_token_ratio"), ".3f"),
+            if lookup(results, "stream.frames_per_token_ratio") is None
+            else lookup(results, "stream.frames_per_token_ratio") <= 0.15,
+            _num(lookup(results, "stream.frames_per_token_ratio"), ".3f"),
         ),
         (
             "streamed answer: first token within 5 ms of a frame per token",
             None
-            if _get(results, "stream.first_token_delay_ms") is None
-            else _get(results, "stream.first_token_delay_ms") <= 5,
-            _num(_get(results, "stream.first_token_delay_ms"), "+.1f", " ms"),
+            if lookup(results, "stream.first_token_delay_ms") is None
+            else lookup(results, "stream.first_token_delay_ms") <= 5,
+            _num(lookup(results, "stream.first_token_delay_ms"), "+.1f", " ms"),
         ),
         (
             "fan-out to 1000 at 20 ms per post >= 20x the sequential loop, nothing lost",
@@ -87,15 +78,15 @@ def targets(results: dict[str, Any]) -> str:
             "cold start: authorizer <= 0.6x, without boto3",
             None
             if authorizer is None
-            else authorizer <= 0.6 and not _get(results, "cold_start.authorizer_imports_boto3"),
+            else authorizer <= 0.6 and not lookup(results, "cold_start.authorizer_imports_boto3"),
             _num(authorizer, ".2f", "x"),
         ),
         (
             "gateway emulator: p99 <= 20 ms at 1000 connections, 200 msg/s, 0 errors",
             None
-            if _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") is None
-            else _get(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") <= 1
-            and _get(results, "gateway.emulator.c1000_r200.errors") == 0,
+            if lookup(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") is None
+            else lookup(results, "gateway.emulator.c1000_r200.p99_vs_target_ratio") <= 1
+            and lookup(results, "gateway.emulator.c1000_r200.errors") == 0,
             _cell(results, "gateway.emulator.c1000_r200.rtt_ms.p99", ".1f", " ms"),
         ),
         (
@@ -103,7 +94,7 @@ def targets(results: dict[str, Any]) -> str:
             "three runs in a row",
             None if len(peer_met) < 3 else all(peer_met[-3:]),
             ", ".join(
-                _num(_get(run, "serverless_offline.throughput_ratio"), ".2f", "x")
+                _num(lookup(run, "serverless_offline.throughput_ratio"), ".2f", "x")
                 for run in peer_runs
             )
             or NOT_MEASURED,
@@ -115,7 +106,7 @@ def targets(results: dict[str, Any]) -> str:
 
 
 def _cell(results: dict[str, Any], dotted: str, spec: str, suffix: str = "") -> str:
-    return _num(_get(results, dotted), spec, suffix)
+    return _num(lookup(results, dotted), spec, suffix)
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -183,24 +174,24 @@ def _cpu_per_echo(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
 
 
 def peer_runs(results: dict[str, Any]) -> str:
-    runs = _get(results, "peer.consecutive_runs") or []
+    runs = lookup(results, "peer.consecutive_runs") or []
     lines = [
         "| run | ours, 10 clients | serverless-offline, 10 clients | throughput ratio "
         "| p99 ours / theirs | CPU per echo ours / theirs | target |",
         "|---|---|---|---|---|---|---|",
     ]
     for index, run in enumerate(runs, start=1):
-        ours = _get(run, "ours.clients_10") or {}
-        theirs = _get(run, "serverless_offline.clients_10") or {}
+        ours = lookup(run, "ours.clients_10") or {}
+        theirs = lookup(run, "serverless_offline.clients_10") or {}
         lines.append(
             f"| {index} | {_num(ours.get('throughput_per_second'), '.0f', ' msg/s')}, "
             f"p99 {_num(ours.get('rtt_p99_ms'), '.1f', ' ms')} "
             f"| {_num(theirs.get('throughput_per_second'), '.0f', ' msg/s')}, "
             f"p99 {_num(theirs.get('rtt_p99_ms'), '.1f', ' ms')} "
-            f"| {_num(_get(run, 'serverless_offline.throughput_ratio'), '.2f', 'x')} "
+            f"| {_num(lookup(run, 'serverless_offline.throughput_ratio'), '.2f', 'x')} "
             f"| {_num(ours.get('rtt_p99_ms'), '.1f')} / {_num(theirs.get('rtt_p99_ms'), '.1f')} "
             f"| {_cpu_per_echo(ours, theirs)} "
-            f"| {_verdict(_get(run, 'serverless_offline.target.met'))} |"
+            f"| {_verdict(lookup(run, 'serverless_offline.target.met'))} |"
         )
     if not runs:
         lines.append(f"| - | {NOT_MEASURED} | | | | | |")

@@ -67,6 +67,15 @@ class Section:
         return body
 
 
+def lookup(data: Any, dotted: str) -> Any:
+    """``data["a"]["b"]`` for ``"a.b"``, or None where a key is missing."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (the table goes to stdout at the end)."""
     print(f"[benchmarks] {message}", file=sys.stderr, flush=True)
