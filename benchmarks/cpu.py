@@ -57,3 +57,13 @@ def session_cpu_used(before: dict[int, float], after: dict[int, float]) -> float
     """CPU seconds the session's processes used between two ``session_cpu_seconds`` readings;
     a process started in between counts from zero."""
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def session_cpu_split(
+    before: dict[int, float], after: dict[int, float], session: int
+) -> dict[str, float]:
+    """``session_cpu_used`` in two parts: ``server``, the session leader itself (the process a
+    benchmark started: our gateway, serverless-offline's node), and ``spawned``, everything it
+    started (our handler workers and moto, serverless-offline's Python handler processes)."""
+    server = after.get(session, 0.0) - before.get(session, 0.0)
+    return {"server": server, "spawned": session_cpu_used(before, after) - server}

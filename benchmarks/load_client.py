@@ -108,7 +108,8 @@ class _EchoClient:
 
 class _CpuWindow:
     """CPU time used from its creation to ``figures()``: by the processes of session
-    ``session`` (the emulator) and by this process (the load client)."""
+    ``session`` (the emulator; ``emulator_server`` its leader, ``emulator_spawned`` the processes
+    it started) and by this process (the load client)."""
 
     def __init__(self, session: int | None) -> None:
         self.session = session
@@ -118,8 +119,12 @@ class _CpuWindow:
     def figures(self, messages: int, seconds: float) -> dict[str, Any]:
         if self.session is None or messages == 0 or seconds <= 0:
             return {}
+        after = cpu.session_cpu_seconds(self.session)
+        split = cpu.session_cpu_split(self.before, after, self.session)
         used = {
-            "emulator": cpu.session_cpu_used(self.before, cpu.session_cpu_seconds(self.session)),
+            "emulator": cpu.session_cpu_used(self.before, after),
+            "emulator_server": split["server"],
+            "emulator_spawned": split["spawned"],
             "load_client": time.process_time() - self.own_before,
         }
         return {

@@ -83,10 +83,14 @@ def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cpu_figures(value_of: Callable[[str], Any]) -> dict[str, Any]:
-    """The emulator's CPU per echo and in cores, and the load client's per echo, where the
-    round measured them (``benchmarks.cpu``; not on systems without ``/proc``)."""
+    """The emulator's CPU per echo (in all, and split into its server process and the processes
+    it spawned: our gateway and its handler workers, serverless-offline's node and its Python
+    handler processes) and in cores, and the load client's per echo, where the round measured
+    them (``benchmarks.cpu``; not on systems without ``/proc``)."""
     figures = {
         "cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator"),
+        "server_cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator_server"),
+        "spawned_cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator_spawned"),
         "cpu_cores": value_of("cpu_cores.emulator"),
         "load_client_cpu_ms_per_echo": value_of("cpu_ms_per_message.load_client"),
     }
@@ -217,7 +221,9 @@ def _section(
             "rounds; *_ratio = ours / theirs (throughput: higher is better for ours; p99, "
             "connect latency and CPU per echo: lower is better for ours); cpu_ms_per_echo and "
             "cpu_cores: user + system CPU of every process of the emulator's session over the "
-            "measured seconds (/proc), per echo and in cores"
+            "measured seconds (/proc), per echo and in cores; server_cpu_ms_per_echo is the "
+            "session leader's share (our gateway, serverless-offline's node), "
+            "spawned_cpu_ms_per_echo that of the processes it started (the handlers)"
         ),
         "versions": versions,
         "rounds": rounds,

@@ -163,11 +163,20 @@ def stream(results: dict[str, Any]) -> str:
 
 
 def _cpu_per_echo(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    """Each emulator's CPU per echo (all its processes) and the cores it kept busy."""
+    """Each emulator's CPU per echo (all its processes; where measured, its server process +
+    the handler processes it spawned) and the cores it kept busy."""
     if ours.get("cpu_ms_per_echo") is None or theirs.get("cpu_ms_per_echo") is None:
         return NOT_MEASURED
+
+    def split(side: dict[str, Any]) -> str:
+        server, spawned = side.get("server_cpu_ms_per_echo"), side.get("spawned_cpu_ms_per_echo")
+        if server is None or spawned is None:
+            return ""
+        # Medians over the rounds, each of its own: the parts need not add up to the total.
+        return f" [server {_num(server, '.2f')}, handlers {_num(spawned, '.2f')}]"
+
     return " / ".join(
-        f"{_num(side.get('cpu_ms_per_echo'), '.2f', ' ms')} "
+        f"{_num(side.get('cpu_ms_per_echo'), '.2f', ' ms')}{split(side)} "
         f"({_num(side.get('cpu_cores'), '.2f')} cores)"
         for side in (ours, theirs)
     )

@@ -22,6 +22,7 @@ from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
 from benchmarks.peer import _combine, _section
 from benchmarks.peer_emulators import start_ours
+from benchmarks.readme import peer_runs
 from runtime.posting import Answer
 from tests.support import PROJECT_ROOT
 
@@ -62,6 +63,11 @@ def test_a_session_counts_its_leader_and_what_it_spawned_and_nothing_else() -> N
         # 0.8 s burnt in all, less what the leader had burnt before the first reading.
         assert 0.4 <= used <= 0.8 + 0.3
         assert cpu.session_cpu_used(after, after) == 0
+        split = cpu.session_cpu_split(before, after, process.pid)
+        assert split["server"] + split["spawned"] == pytest.approx(used)
+        # The child started after the first reading: all of its 0.4 s is the spawned part.
+        assert 0.4 <= split["spawned"] <= 0.4 + 0.3
+        assert split["server"] <= 0.4 + 0.3
     finally:
         os.killpg(process.pid, 9)
         process.wait()
@@ -77,7 +83,12 @@ def _round(throughput: float, emulator_ms: float, cores: float) -> dict[str, Any
         "throughput_per_second": throughput,
         "rtt_ms": {"p50": 10.0, "p99": 20.0},
         "connect_ms": {"p50": 2.0},
-        "cpu_ms_per_message": {"emulator": emulator_ms, "load_client": 0.17},
+        "cpu_ms_per_message": {
+            "emulator": emulator_ms,
+            "emulator_server": round(emulator_ms * 0.3, 4),
+            "emulator_spawned": round(emulator_ms * 0.7, 4),
+            "load_client": 0.17,
+        },
         "cpu_cores": {"emulator": cores, "load_client": 0.15},
         "errors": 0,
     }
@@ -91,6 +102,9 @@ def test_the_rounds_keep_cpu_per_echo_and_the_section_compares_it() -> None:
     assert combined["cpu_cores"] == 1.62
     assert combined["load_client_cpu_ms_per_echo"] == 0.17
     assert combined["samples"][1]["cpu_ms_per_echo"] == 1.7
+    assert combined["server_cpu_ms_per_echo"] == 0.54
+    assert combined["spawned_cpu_ms_per_echo"] == 1.26
+    assert combined["samples"][2]["spawned_cpu_ms_per_echo"] == 1.33
     section = _section(
         {
             "ours": {1: ours, 10: ours},
@@ -147,6 +161,12 @@ def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
     # Every echo runs through the gateway and a worker's boto3 post: some CPU, never none.
     assert per_message["emulator"] > 0
     assert per_message["load_client"] > 0
+    # The gateway relays every echo and a worker runs every post: both parts did some work.
+    assert per_message["emulator_server"] > 0
+    assert per_message["emulator_spawned"] > 0
+    assert per_message["emulator_server"] + per_message["emulator_spawned"] == pytest.approx(
+        per_message["emulator"], abs=0.001
+    )
     assert 0 < cores["emulator"] <= (os.cpu_count() or 1) + 0.1
 
 
@@ -189,3 +209,19 @@ def test_a_failed_lean_post_fails_the_invocation(monkeypatch: pytest.MonkeyPatch
     event = {"requestContext": {"eventType": "MESSAGE", "connectionId": "c1"}, "body": "hi"}
     with pytest.raises(RuntimeError, match="post to c1 failed"):
         echo.handler(event, None)
+
+
+def test_the_runs_table_shows_each_side_split_into_server_and_handlers() -> None:
+    ours = _combine([_round(900, 1.8, 1.62)])
+    theirs = {k: v for k, v in _combine([_round(700, 2.4, 1.68)]).items() if "_cpu_" not in k}
+    row = peer_runs(
+        {
+            "peer": {
+                "consecutive_runs": [
+                    {"ours": {"clients_10": ours}, "serverless_offline": {"clients_10": theirs}}
+                ]
+            }
+        }
+    ).splitlines()[-1]
+    # Ours has the split; theirs (a round without it) shows its total alone.
+    assert "1.80 ms [server 0.54, handlers 1.26] (1.62 cores) / 2.40 ms (1.68 cores)" in row
