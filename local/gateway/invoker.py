@@ -23,7 +23,7 @@ import importlib.util
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -192,20 +192,23 @@ class Invoker:
 
     async def invoke(self, function: Function, event: dict[str, Any]) -> Any:
         """The handler's JSON-safe result; ``FunctionError`` or ``IntegrationTimeout`` else."""
-        running: Awaitable[Any]
-        # Until a worker has loaded (its cold start), the gateway's threads run the function.
-        if self.processes is not None and function.ref is not None and self.processes.available():
-            running = self.processes.invoke(function.ref, event, self._context(function))
-        else:
+        limit = min(self.function_timeout_seconds, self.timeout_seconds)
+        function_times_out = self.function_timeout_seconds < self.timeout_seconds
+        try:
+            # Until a worker has loaded (its cold start), the gateway's threads run the function.
+            if (
+                self.processes is not None
+                and function.ref is not None
+                and self.processes.available()
+            ):
+                return await self.processes.invoke(
+                    function.ref, event, self._context(function), limit
+                )
             loop = asyncio.get_running_loop()
             running = loop.run_in_executor(
                 self._pool, _run, function, event, self._context(function)
             )
-        function_times_out = self.function_timeout_seconds < self.timeout_seconds
-        try:
-            return await asyncio.wait_for(
-                running, min(self.function_timeout_seconds, self.timeout_seconds)
-            )
+            return await asyncio.wait_for(running, limit)
         except TimeoutError:
             if function_times_out:
                 message = f"Task timed out after {self.function_timeout_seconds:.2f} seconds"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -50,12 +51,20 @@ def error_response(error: GatewayError) -> web.Response:
     )
 
 
-@web.middleware
-async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except GatewayError as error:
-        return error_response(error)
+def typed_errors(handler: Handler) -> Handler:
+    """``handler`` answering a ``GatewayError`` it raises as API Gateway does (typed error).
+
+    Wrapped once per route: an aiohttp middleware would build its call chain on every request
+    (the management API's posts are the hot path)."""
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as error:
+            return error_response(error)
+
+    return answer
 
 
 def _iso(epoch_ms: int) -> str:

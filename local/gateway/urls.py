@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from local.gateway.responses import GatewayResponses, gateway_errors
+from local.gateway.responses import GatewayResponses, typed_errors
 
 JWKS_PATH = "/.well-known/jwks.json"
 # The management API's bodies are checked against the 128 KB limit by the handler (413 with
@@ -41,15 +41,17 @@ def quiet_unparsable_requests() -> None:
 
 def url_paths(responses: GatewayResponses) -> list[web.RouteDef]:
     return [
-        web.get(JWKS_PATH, responses.jwks),
-        web.route("*", "/{stage}/@connections/{connection_id:.+}", responses.connections),
-        web.get("/{stage}", responses.websocket),
-        web.route("*", "/{tail:.*}", responses.unknown),
+        web.get(JWKS_PATH, typed_errors(responses.jwks)),
+        web.route(
+            "*", "/{stage}/@connections/{connection_id:.+}", typed_errors(responses.connections)
+        ),
+        web.get("/{stage}", typed_errors(responses.websocket)),
+        web.route("*", "/{tail:.*}", typed_errors(responses.unknown)),
     ]
 
 
 def build_app(responses: GatewayResponses, pages: Sequence[web.RouteDef] = ()) -> web.Application:
-    app = web.Application(middlewares=[gateway_errors], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     # Pages first: the API's last route answers every other path.
     app.add_routes([*pages, *url_paths(responses)])
     return app

@@ -165,6 +165,11 @@ class _Channel(asyncio.Protocol):
         self.transport.write(_frame(message))
 
 
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class WorkerProcesses:
     """``count`` spawned workers, each running up to ``max_threads`` invocations at once; an
     invocation goes to the loaded worker with the fewest running. A worker that died is
@@ -213,14 +218,21 @@ class WorkerProcesses:
                 self._channels[index] = self._spawn()
         return any(channel.loaded for channel in self._channels)
 
-    async def invoke(self, ref: str, event: dict[str, Any], context: LambdaContext) -> Any:
-        """The handler's JSON-safe result, or its ``FunctionError``; when ``available()``."""
+    async def invoke(
+        self, ref: str, event: dict[str, Any], context: LambdaContext, within: float
+    ) -> Any:
+        """The handler's JSON-safe result, or its ``FunctionError``; when ``available()``.
+        ``TimeoutError`` when no answer came ``within`` seconds (a late one is dropped).
+
+        One timer on the answer's future, not ``asyncio.wait_for``: that wraps the wait in a
+        task of its own, on every message of every connection."""
         loaded = [channel for channel in self._channels if channel.loaded]
         if not loaded:  # the last one exited since available()
             raise FunctionError(EXIT_ERROR, EXIT_MESSAGE)
         channel = min(loaded, key=lambda channel: len(channel.pending))
         self._next_id += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         channel.send(
             {
                 "id": self._next_id,
@@ -230,7 +242,11 @@ class WorkerProcesses:
             },
             future,
         )
-        return await future
+        timer = loop.call_later(within, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def shutdown(self) -> None:
         """Close the sockets: each worker exits when it reads the end of its socket."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -89,6 +90,21 @@ def test_a_handler_past_its_function_timeout_in_a_worker_fails_like_a_lambda_tim
         assert _ask(ws, "sleep 2")["message"] == "Internal server error"
         assert _ask(ws, "after")["body"] == "after"
     assert [r.status for r in access_log if r.eventType == "MESSAGE"][-2:] == [502, 200]
+
+
+def test_a_handler_past_the_integration_timeout_in_a_worker_answers_endpoint_request_timed_out(
+    start_gateway, access_log
+):
+    """The 29 s integration timeout (here 0.5 s) bounds a worker's invocation like a thread's:
+    API Gateway's own frame, and the late answer is dropped, not sent."""
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1, integration_timeout_seconds=0.5)
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as ws:
+        assert _ask(ws, "sleep 2")["message"] == "Endpoint request timed out"
+        assert _ask(ws, "after")["body"] == "after"
+        time.sleep(2)  # the slept invocation answers now, to nobody
+        assert _ask(ws, "last")["body"] == "last"
+    assert [r.status for r in access_log if r.eventType == "MESSAGE"][-3:] == [504, 200, 200]
 
 
 def test_a_worker_that_exits_fails_its_invocation_and_is_replaced(start_gateway, access_log):
