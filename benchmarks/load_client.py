@@ -119,10 +119,11 @@ class _CpuWindow:
     def figures(self, messages: int, seconds: float) -> dict[str, Any]:
         if self.session is None or messages == 0 or seconds <= 0:
             return {}
-        after = cpu.session_cpu_seconds(self.session)
-        split = cpu.session_cpu_split(self.before, after, self.session)
+        split = cpu.session_cpu_split(
+            self.before, cpu.session_cpu_seconds(self.session), self.session
+        )
         used = {
-            "emulator": cpu.session_cpu_used(self.before, after),
+            "emulator": split["server"] + split["spawned"],
             "emulator_server": split["server"],
             "emulator_spawned": split["spawned"],
             "load_client": time.process_time() - self.own_before,
