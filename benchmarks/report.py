@@ -30,6 +30,7 @@ RESULTS_PATH = Path(__file__).with_name("results.json")
 # Where a run writes by default: outside the tracked tree, so a run leaves the worktree clean.
 RUN_RESULTS_PATH = PROJECT_ROOT / ".build" / "bench" / "results.json"
 RATIO_SUFFIX = "_ratio"
+RESULTS_WIDTH = 100  # columns: see to_json_text
 
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -168,8 +169,32 @@ def write_results(
     document["command"] = command
     check_ratios(document)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    path.write_text(to_json_text(document) + "\n")
     return document
+
+
+def to_json_text(value: Any, indent: int = 0) -> str:
+    """``value`` as indented JSON, where an object or list stays on one line when it holds no
+    object or list (a round's sample: one line, not a dozen) or fits in ``RESULTS_WIDTH``
+    columns at its depth. A new run of the peer comparison then changes a few hundred lines of
+    the committed file instead of two thousand, and the nesting still reads at a glance."""
+    flat = json.dumps(value)
+    if not isinstance(value, dict | list) or indent + len(flat) <= RESULTS_WIDTH:
+        return flat
+    children = value.values() if isinstance(value, dict) else value
+    if not any(isinstance(child, dict | list) for child in children):
+        return flat
+    inner = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [
+            f"{inner}{json.dumps(key)}: {to_json_text(item, indent + 2)}"
+            for key, item in value.items()
+        ]
+        opening, closing = "{", "}"
+    else:
+        items = [f"{inner}{to_json_text(item, indent + 2)}" for item in value]
+        opening, closing = "[", "]"
+    return opening + "\n" + ",\n".join(items) + "\n" + " " * indent + closing
 
 
 def render_table(sections: Iterable[Section]) -> str:

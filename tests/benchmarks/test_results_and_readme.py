@@ -136,3 +136,31 @@ def test_peer_rounds_keep_their_headline_figures_only() -> None:
         "messages": 6000,
         "errors": 0,
     }
+
+
+def test_the_results_file_keeps_a_sample_on_one_line_and_the_nesting_readable() -> None:
+    from benchmarks.report import RESULTS_WIDTH, to_json_text
+
+    sample = {f"figure_{n}": n * 1.25 for n in range(20)}  # wider than RESULTS_WIDTH
+    document = {
+        "peer": {"ours": {"samples": [sample, sample], "throughput_per_second": 700.0}},
+        "command": "python -m benchmarks peer",
+        "versions": ["a", "b"],
+        "empty": {},
+    }
+    text = to_json_text(document)
+    assert json.loads(text) == document
+    lines = text.splitlines()
+    assert lines[0] == "{"
+    assert lines[4:6] == [" " * 8 + json.dumps(sample) + ",", " " * 8 + json.dumps(sample)]
+    assert '  "peer": {' in lines
+    assert '  "versions": ["a", "b"],' in lines
+    assert len(json.dumps(sample)) > RESULTS_WIDTH
+
+
+def test_the_committed_results_are_written_as_write_results_writes_them() -> None:
+    """``--update-results`` output, not a hand edit or an older layout."""
+    from benchmarks.report import to_json_text
+
+    text = RESULTS_PATH.read_text()
+    assert text == to_json_text(json.loads(text)) + "\n"
