@@ -1273,10 +1273,29 @@ def _answer_dynamodb_in_the_loop(server: Any) -> None:
     server.handle_accept = accept_every_waiting_connection
 
 
+def waitress_server(app: Callable[..., Any], listener: socket.socket, **adjustments: Any) -> Any:
+    """waitress serving ``app`` on ``listener`` as moto's process does; ``adjustments`` (waitress's
+    settings) override its threads and connection limit.
+
+    Its loop waits with ``poll()``, not waitress's default ``select()``: ``select()`` fails on
+    any socket numbered 1024 or more (``ValueError: filedescriptor out of range``), which ended
+    the loop thread and left moto answering nothing once that many were open; with
+    ``MOTO_CONNECTION_LIMIT`` connections, and a file limit above 1024, they can be. A socket
+    closed under ``poll()`` is reported on it, where ``select()`` raised ``EBADF``.
+    """
+    from waitress.server import create_server
+
+    settings: dict[str, Any] = {
+        "threads": MOTO_THREADS,
+        "connection_limit": MOTO_CONNECTION_LIMIT,
+        "asyncore_use_poll": True,
+    }
+    return create_server(app, sockets=[listener], **(settings | adjustments))
+
+
 def serve(fd: int, *, fast_path: bool = True) -> None:
     """Serve moto on the listening socket ``fd`` until stdin closes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from waitress.server import create_server
 
     patch_moto()
     if fast_path:
@@ -1286,12 +1305,7 @@ def serve(fd: int, *, fast_path: bool = True) -> None:
     app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
     if fast_path:
         app = _lean_front(app)
-    server = create_server(
-        app,
-        sockets=[socket.socket(fileno=fd)],
-        threads=MOTO_THREADS,
-        connection_limit=MOTO_CONNECTION_LIMIT,
-    )
+    server = waitress_server(app, socket.socket(fileno=fd))
     if fast_path:
         _answer_dynamodb_in_the_loop(server)
         # What is loaded by now lives as long as the process: full collections, which a

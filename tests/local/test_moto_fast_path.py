@@ -672,9 +672,7 @@ def test_dynamodb_calls_are_served_by_the_loop_and_the_rest_by_waitress_threads(
     order on a kept-alive connection."""
     import socket
 
-    from waitress.server import create_server
-
-    from local.moto_process import _answer_dynamodb_in_the_loop
+    from local.moto_process import _answer_dynamodb_in_the_loop, waitress_server
 
     served: list[tuple[str, str]] = []
 
@@ -686,7 +684,7 @@ def test_dynamodb_calls_are_served_by_the_loop_and_the_rest_by_waitress_threads(
         return [body]
 
     listener = socket.create_server(("127.0.0.1", 0))
-    server = create_server(app, sockets=[listener], threads=2)
+    server = waitress_server(app, listener, threads=2)
     _answer_dynamodb_in_the_loop(server)
     loop = threading.Thread(target=server.run, name="loop", daemon=True)
     loop.start()
@@ -812,12 +810,10 @@ def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
     import socket
     import time
 
-    from waitress.server import create_server
-
-    from local.moto_process import _answer_dynamodb_in_the_loop
+    from local.moto_process import _answer_dynamodb_in_the_loop, waitress_server
 
     listener = socket.create_server(("127.0.0.1", 0))
-    server = create_server(lambda *_: [], sockets=[listener], threads=1, connection_limit=4)
+    server = waitress_server(lambda *_: [], listener, threads=1, connection_limit=4)
     _answer_dynamodb_in_the_loop(server)
     clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(6)]
     try:
@@ -828,6 +824,54 @@ def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
         for client in clients:
             client.close()
         server.close()
+
+
+def test_moto_serves_on_sockets_numbered_past_1024() -> None:
+    """waitress's default ``select()`` raises ``ValueError: filedescriptor out of range`` for a
+    socket numbered 1024 or more (CPython's ``select`` module: FD_SETSIZE), which ends its loop
+    thread and leaves moto answering nothing. moto's process holds up to
+    ``MOTO_CONNECTION_LIMIT`` (1024) keep-alive connections, so its sockets can get there when
+    the file limit allows: its server waits with ``poll()`` and answers on them all the same."""
+    import os
+    import resource
+    import socket
+
+    from local.moto_process import waitress_server
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1100:
+        pytest.skip(f"the file limit ({soft}) keeps every socket below 1024 here")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    try:
+        listener = socket.create_server(("127.0.0.1", 0))
+        assert listener.fileno() >= 1024
+        server = waitress_server(app, listener, threads=1)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                server.run()
+            except BaseException as exc:  # the assertion below names it
+                errors.append(exc)
+
+        loop = threading.Thread(target=run, name="moto-loop", daemon=True)
+        loop.start()
+        try:
+            with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: moto\r\n\r\n")
+                answer = client.recv(1024)
+        finally:
+            server.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), (answer, errors)
+        assert errors == []
+    finally:
+        for fd in filler:
+            os.close(fd)
 
 
 def _links(node: Any) -> list[tuple[Any, ...]]:
