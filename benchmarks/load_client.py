@@ -43,6 +43,7 @@ from websockets.exceptions import ConnectionClosed
 from benchmarks import cpu, stats
 from benchmarks.load_connections import Errors, Tokens, close_all, open_all, until
 from benchmarks.load_driver import READY_LINE, REPORT_TIMEOUT_SECONDS, RESULT_MARKER
+from local.loop import raise_open_file_limit
 
 ANSWER_TIMEOUT_SECONDS = 30.0  # above API Gateway's 29 s integration timeout
 
@@ -394,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
+    raise_open_file_limit()  # a thousand connections are over most shells' 1024
     scenario: Awaitable[dict[str, Any]]
     if options.scenario == "closed-loop":
         scenario = closed_loop(

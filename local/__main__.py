@@ -24,7 +24,7 @@ from local import IMPORTED_AT
 from local.gateway.access_log import LOG_FORMATS
 from local.gateway.invoker import split_reference
 from local.gateway.models import RouteTable
-from local.loop import keep_startup_objects, run
+from local.loop import keep_startup_objects, raise_open_file_limit, run
 from local.project import FUNCTION_MEMORY_MB, FUNCTION_TIMEOUT_SECONDS
 from local.stack import DEFAULT_HANDLER_PROCESSES, LocalStack, LocalStackSettings
 from local.tokens import DEFAULT_STATE_DIR, DEFAULT_TOKEN_TTL_SECONDS, DevTokens
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     # Powertools warns on every invocation that records no metric (ping): noise locally.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     settings = settings_from(args)
+    raise_open_file_limit()  # before moto's process and the workers start: they inherit it
     try:
         run(serve(settings))
     except OSError as exc:

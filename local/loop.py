@@ -21,6 +21,12 @@ except ImportError:  # Windows: asyncio's loop
 
 R = TypeVar("R")
 
+# Open files (sockets) a local process may hold: a thousand WebSocket connections, moto's pools
+# and the workers' sockets, with room. macOS refuses more than OPEN_MAX_MACOS whatever the hard
+# limit says.
+OPEN_FILES_WANTED = 16384
+OPEN_MAX_MACOS = 10240
+
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     if uvloop is None:
@@ -42,3 +48,28 @@ def keep_startup_objects() -> None:
     Only for a process that serves until it exits (``python -m local``, a handler worker)."""
     gc.collect()
     gc.freeze()
+
+
+def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int | None:
+    """Raise this process's soft limit on open files to ``wanted``, or to the hard limit when that
+    is lower, as Go's runtime does for every program; the processes it starts inherit it. The
+    soft limit most systems start a shell with (1024 on Linux, 256 on macOS) is below what a
+    gateway holding a thousand connections needs, and it then fails to accept with ``EMFILE``.
+    The soft limit now; ``None`` where there is none to read (Windows)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    for candidate in (target, min(target, OPEN_MAX_MACOS)):
+        if candidate <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (candidate, hard))
+        except (ValueError, OSError):
+            continue
+        return candidate
+    return soft

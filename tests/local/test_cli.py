@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -166,3 +167,91 @@ def test_serve_banner_json_access_log_and_ctrl_c(served):
     assert closed.value.rcvd.code == 1001
     assert process.wait(timeout=30) == 0
     _next_matching(lines, r"^stopped$")
+
+
+def _open_files_soft_limit(pid: int) -> int:
+    for line in open(f"/proc/{pid}/limits").read().splitlines():  # noqa: SIM115 - /proc
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for thread in os.listdir(f"/proc/{pid}/task")
+        for child in open(f"/proc/{pid}/task/{thread}/children").read().split()
+    ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_serve_raises_its_open_file_limit_for_itself_and_what_it_starts(tmp_path):
+    """Started from a shell whose soft limit is 256 (macOS's default; Linux's is 1024), local
+    mode could not hold the thousand connections its gateway benchmark opens: it raises the
+    soft limit up to the hard one (at most ``OPEN_FILES_WANTED``) before it starts moto's
+    process and the handler workers, which inherit it."""
+    import resource
+
+    from local.loop import OPEN_FILES_WANTED
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(OPEN_FILES_WANTED, hard)
+    if expected <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    command = [
+        sys.executable, "-m", "local", "--port", "0",
+        # Named "module:function", so they run in the handler worker processes.
+        "--handlers", "benchmarks.echo:ROUTES", "--handler-processes", "2",
+        "--state-dir", str(tmp_path),
+    ]  # fmt: skip
+    process = subprocess.Popen(  # noqa: S603 - this project's own CLI, fixed arguments
+        command,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in _lines(process.stdout)], daemon=True
+    ).start()
+    try:
+        _next_matching(lines, r"ready in ([0-9.]+) s")
+        children = _children(process.pid)
+        deadline = time.monotonic() + 30
+        while len(children) < 3 and time.monotonic() < deadline:  # workers spawn on their own
+            time.sleep(0.1)
+            children = _children(process.pid)
+        assert (
+            len(children) >= 3
+        )  # moto's process, two handler workers (and multiprocessing's tracker)
+        assert _open_files_soft_limit(process.pid) == expected
+        assert {_open_files_soft_limit(pid) for pid in children} == {expected}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def test_the_open_file_limit_goes_no_higher_than_the_hard_limit():
+    """With a hard limit under ``OPEN_FILES_WANTED``, the soft limit is raised to it."""
+    code = (
+        "import resource; from local.loop import raise_open_file_limit; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2000)); "
+        "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    completed = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert completed.stdout.split() == ["2000", "(2000,", "2000)"]
