@@ -37,12 +37,15 @@ def _burn(seconds: float) -> str:
 
 
 def _burner(seconds: float) -> subprocess.Popen[bytes]:
-    """A session leader that spawns a child, both burning ``seconds`` of CPU, then waiting."""
+    """A session leader that, once it reads a line, spawns a child, both burning ``seconds`` of
+    CPU, then waiting."""
     spawn = (
-        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {_burn(seconds)!r}])\n"
+        "import subprocess, sys; sys.stdin.readline()\n"
+        f"subprocess.Popen([sys.executable, '-c', {_burn(seconds)!r}])\n"
     )
     return subprocess.Popen(  # noqa: S603 - this interpreter, our own script
         [sys.executable, "-c", spawn + _burn(seconds) + "time.sleep(30)\n"],
+        stdin=subprocess.PIPE,
         start_new_session=True,
     )
 
@@ -53,6 +56,9 @@ def test_a_session_counts_its_leader_and_what_it_spawned_and_nothing_else() -> N
         before = cpu.session_cpu_seconds(process.pid)
         assert process.pid in before
         assert os.getpid() not in before
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")  # the child starts only now, after the first reading
+        process.stdin.flush()
         deadline = time.monotonic() + 20
         while len(cpu.session_cpu_seconds(process.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -71,6 +77,8 @@ def test_a_session_counts_its_leader_and_what_it_spawned_and_nothing_else() -> N
     finally:
         os.killpg(process.pid, 9)
         process.wait()
+        assert process.stdin is not None
+        process.stdin.close()
 
 
 def test_a_process_started_between_readings_counts_from_zero() -> None:
