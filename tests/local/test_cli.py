@@ -3,6 +3,7 @@ the startup banner, and Ctrl-C stopping everything cleanly (a real subprocess)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -13,7 +14,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,13 +101,12 @@ def _lines(stream) -> Iterator[str]:
     yield from iter(stream.readline, "")
 
 
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    """``python -m local`` serving the echo table with JSON access logs, on a free port."""
-    command = [
-        sys.executable, "-m", "local", "--port", "0", "--log-format", "json",
-        "--handlers", "tests.local.gateway_handlers:ROUTES", "--state-dir", str(tmp_path),
-    ]  # fmt: skip
+@contextlib.contextmanager
+def _serving(
+    state_dir: Path, *flags: str, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """``python -m local --port 0 *flags`` in a subprocess, and a queue of its stdout lines."""
+    command = [sys.executable, "-m", "local", "--port", "0", "--state-dir", str(state_dir), *flags]
     process = subprocess.Popen(  # noqa: S603 - this project's own CLI, fixed arguments
         command,
         cwd=PROJECT_ROOT,
@@ -113,6 +114,7 @@ def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=preexec_fn,
     )
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
@@ -126,6 +128,15 @@ def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """``python -m local`` serving the echo table with JSON access logs, on a free port."""
+    with _serving(
+        tmp_path, "--log-format", "json", "--handlers", "tests.local.gateway_handlers:ROUTES"
+    ) as served:
+        yield served
 
 
 def _next_matching(lines: queue.Queue[str], pattern: str) -> re.Match[str]:
@@ -198,44 +209,25 @@ def test_serve_raises_its_open_file_limit_for_itself_and_what_it_starts(tmp_path
     expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(OPEN_FILES_WANTED, hard)
     if expected <= 256:
         pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
-    command = [
-        sys.executable, "-m", "local", "--port", "0",
-        # Named "module:function", so they run in the handler worker processes.
-        "--handlers", "benchmarks.echo:ROUTES", "--handler-processes", "2",
-        "--state-dir", str(tmp_path),
-    ]  # fmt: skip
-    process = subprocess.Popen(  # noqa: S603 - this project's own CLI, fixed arguments
-        command,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    # Named "module:function", the handlers run in the handler worker processes.
+    flags = ("--handlers", "benchmarks.echo:ROUTES", "--handler-processes", "2")
+    with _serving(
+        tmp_path,
+        *flags,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in _lines(process.stdout)], daemon=True
-    ).start()
-    try:
+    ) as (process, lines):
         _next_matching(lines, r"ready in ([0-9.]+) s")
         children = _children(process.pid)
         deadline = time.monotonic() + 30
         while len(children) < 3 and time.monotonic() < deadline:  # workers spawn on their own
             time.sleep(0.1)
             children = _children(process.pid)
-        assert (
-            len(children) >= 3
-        )  # moto's process, two handler workers (and multiprocessing's tracker)
+        # moto's process and the two handler workers (and multiprocessing's resource tracker)
+        assert len(children) >= 3
         assert _open_files_soft_limit(process.pid) == expected
         assert {_open_files_soft_limit(pid) for pid in children} == {expected}
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
 
 
 def test_the_open_file_limit_goes_no_higher_than_the_hard_limit():
