@@ -9,7 +9,7 @@ shared config and credentials files are masked so no profile can point anywhere 
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import socket
 import subprocess
 import sys
@@ -165,7 +165,11 @@ class EmbeddedAws:
     @staticmethod
     def _wait_until_ready(process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        readable, _, _ = select.select([process.stdout], [], [], MOTO_READY_TIMEOUT_SECONDS)
+        # A selector, not select.select(): that refuses a pipe numbered 1024 or more, which a
+        # process holding many connections (a test run, raised open-file limits) gets.
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            readable = selector.select(MOTO_READY_TIMEOUT_SECONDS)
         line = process.stdout.readline().strip() if readable else ""
         if line != READY_LINE:
             raise RuntimeError(
