@@ -3,6 +3,7 @@ handlers receive, and a real boto3 management API client."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,24 @@ from botocore.config import Config
 from local.background import Background
 from local.gateway import AccessRecord, Gateway, GatewaySettings
 from tests.local.gateway_support import Recorder
+
+
+@pytest.fixture
+def over_1024_files() -> Iterator[None]:
+    """1030 more files open in this process while the test runs, so that whatever it opens next
+    is numbered 1024 or more (``select.select()`` refuses those); skipped where the file limit
+    does not allow that many."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1100:
+        pytest.skip(f"the file limit ({soft}) keeps every file below 1024 here")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        yield
+    finally:
+        for fd in filler:
+            os.close(fd)
 
 
 @pytest.fixture

@@ -45,21 +45,12 @@ def test_table_and_queues_match_the_schema_and_only_moto_is_reachable():
     assert environment["AWS_SHARED_CREDENTIALS_FILE"] == os.devnull
 
 
+@pytest.mark.usefixtures("over_1024_files")
 def test_embedded_aws_starts_in_a_process_holding_over_1024_files():
     """The wait for moto's READY line must not use ``select.select()``, which raises
     ``ValueError: filedescriptor out of range`` for a pipe numbered 1024 or more."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 1100:
-        pytest.skip(f"the file limit ({soft}) keeps every pipe below 1024 here")
-    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
-    try:
-        with EmbeddedAws() as aws:
-            assert aws.dynamodb().describe_table(TableName=aws.table_name)["Table"]
-    finally:
-        for fd in filler:
-            os.close(fd)
+    with EmbeddedAws() as aws:
+        assert aws.dynamodb().describe_table(TableName=aws.table_name)["Table"]
 
 
 def test_a_second_start_begins_empty():

@@ -826,52 +826,42 @@ def test_the_loop_accepts_every_waiting_connection_in_one_turn() -> None:
         server.close()
 
 
+@pytest.mark.usefixtures("over_1024_files")
 def test_moto_serves_on_sockets_numbered_past_1024() -> None:
     """waitress's default ``select()`` raises ``ValueError: filedescriptor out of range`` for a
     socket numbered 1024 or more (CPython's ``select`` module: FD_SETSIZE), which ends its loop
     thread and leaves moto answering nothing. moto's process holds up to
     ``MOTO_CONNECTION_LIMIT`` (1024) keep-alive connections, so its sockets can get there when
     the file limit allows: its server waits with ``poll()`` and answers on them all the same."""
-    import os
-    import resource
     import socket
 
     from local.moto_process import waitress_server
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 1100:
-        pytest.skip(f"the file limit ({soft}) keeps every socket below 1024 here")
-    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
-    try:
-        listener = socket.create_server(("127.0.0.1", 0))
-        assert listener.fileno() >= 1024
-        server = waitress_server(app, listener, threads=1)
-        errors: list[BaseException] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    assert listener.fileno() >= 1024
+    server = waitress_server(app, listener, threads=1)
+    errors: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                server.run()
-            except BaseException as exc:  # the assertion below names it
-                errors.append(exc)
-
-        loop = threading.Thread(target=run, name="moto-loop", daemon=True)
-        loop.start()
+    def run() -> None:
         try:
-            with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
-                client.sendall(b"GET / HTTP/1.1\r\nHost: moto\r\n\r\n")
-                answer = client.recv(1024)
-        finally:
-            server.close()
-        assert answer.startswith(b"HTTP/1.1 200 "), (answer, errors)
-        assert errors == []
+            server.run()
+        except BaseException as exc:  # the assertion below names it
+            errors.append(exc)
+
+    loop = threading.Thread(target=run, name="moto-loop", daemon=True)
+    loop.start()
+    try:
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: moto\r\n\r\n")
+            answer = client.recv(1024)
     finally:
-        for fd in filler:
-            os.close(fd)
+        server.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), (answer, errors)
+    assert errors == []
 
 
 def _links(node: Any) -> list[tuple[Any, ...]]:
