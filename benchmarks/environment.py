@@ -15,12 +15,14 @@ from typing import Any
 
 import boto3
 
+from local.aws import create_stack_resources
 from runtime import schema
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 TABLE_NAME = "rag-websocket-bench-connections"
 QUEUE_NAME = "rag-websocket-bench-chat.fifo"
+DEAD_LETTER_QUEUE_NAME = "rag-websocket-bench-chat-dlq.fifo"
 LOOPBACK = "127.0.0.1"
 
 FAKE_CREDENTIALS = {
@@ -89,7 +91,7 @@ class AwsResources:
 
 
 def create_resources(endpoint_url: str | None) -> AwsResources:
-    """The connections table and the chat FIFO queue, in moto at ``endpoint_url``.
+    """The connections table and the chat FIFO queue (and its DLQ), in moto at ``endpoint_url``.
 
     With ``endpoint_url=None`` they are created wherever boto3 points (``mock_aws``).
     """
@@ -100,14 +102,14 @@ def create_resources(endpoint_url: str | None) -> AwsResources:
             aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
-    # schema.py's plain dicts pass through as they are (it stays free of boto3 types).
-    table: Any = schema.table_definition(TABLE_NAME)
-    attributes: Any = schema.fifo_queue_attributes()
-    boto3.client("dynamodb", **options).create_table(**table)
-    queue_url = boto3.client("sqs", **options).create_queue(
-        QueueName=QUEUE_NAME, Attributes=attributes
-    )["QueueUrl"]
-    return AwsResources(endpoint_url, TABLE_NAME, queue_url)
+    queues = create_stack_resources(
+        boto3.client("dynamodb", **options),
+        boto3.client("sqs", **options),
+        TABLE_NAME,
+        QUEUE_NAME,
+        DEAD_LETTER_QUEUE_NAME,
+    )
+    return AwsResources(endpoint_url, TABLE_NAME, queues.queue_url)
 
 
 @contextmanager

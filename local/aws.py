@@ -103,6 +103,51 @@ class AwsResources:
         )
 
 
+@dataclass(frozen=True)
+class StackQueues:
+    """The chat FIFO queue and its dead-letter queue, as ``create_stack_resources`` made them."""
+
+    queue_url: str
+    queue_arn: str
+    dead_letter_queue_url: str
+
+
+def create_stack_resources(
+    dynamodb: DynamoDBClient,
+    sqs: SQSClient,
+    table_name: str,
+    queue_name: str,
+    dead_letter_queue_name: str,
+) -> StackQueues:
+    """The stack's AWS resources in an emulator (moto), from ``runtime/schema.py``'s
+    definitions as the Pulumi components use them: the connections table with TTL on, the
+    chat FIFO queue and its dead-letter queue. Local mode, the benchmarks and the tests all
+    create them here."""
+    # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
+    table: Any = schema.table_definition(table_name)
+    dynamodb.create_table(**table)
+    dynamodb.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
+    )
+    dlq_url: str = sqs.create_queue(
+        QueueName=dead_letter_queue_name,
+        Attributes={
+            "FifoQueue": "true",
+            "MessageRetentionPeriod": str(schema.DLQ_RETENTION_SECONDS),
+        },
+    )["QueueUrl"]
+    attributes: Any = schema.fifo_queue_attributes(_queue_arn(sqs, dlq_url))
+    queue_url: str = sqs.create_queue(QueueName=queue_name, Attributes=attributes)["QueueUrl"]
+    return StackQueues(queue_url, _queue_arn(sqs, queue_url), dlq_url)
+
+
+def _queue_arn(sqs: SQSClient, queue_url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    arn: str = attributes["Attributes"]["QueueArn"]
+    return arn
+
+
 class EmbeddedAws:
     """Starts moto in its own process and creates the table and queues; ``stop()`` ends it.
 
@@ -182,39 +227,17 @@ class EmbeddedAws:
         # The clients are built while moto loads in its process: start-up overlaps.
         dynamodb, sqs = draft.dynamodb(), draft.sqs()
         self._wait_until_ready(process)
-        # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
-        table: Any = schema.table_definition(self._table_name)
-        dynamodb.create_table(**table)
-        dynamodb.update_time_to_live(
-            TableName=self._table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
+        queues = create_stack_resources(
+            dynamodb, sqs, self._table_name, self._queue_name, self._dead_letter_queue_name
         )
-        dlq_url: str = sqs.create_queue(
-            QueueName=self._dead_letter_queue_name,
-            Attributes={
-                "FifoQueue": "true",
-                "MessageRetentionPeriod": str(schema.DLQ_RETENTION_SECONDS),
-            },
-        )["QueueUrl"]
-        dlq_arn = self._queue_arn(sqs, dlq_url)
-        attributes: Any = schema.fifo_queue_attributes(dlq_arn)
-        queue_url: str = sqs.create_queue(QueueName=self._queue_name, Attributes=attributes)[
-            "QueueUrl"
-        ]
         return AwsResources(
             endpoint_url=endpoint_url,
             region=self._region,
             table_name=self._table_name,
-            queue_url=queue_url,
-            queue_arn=self._queue_arn(sqs, queue_url),
-            dead_letter_queue_url=dlq_url,
+            queue_url=queues.queue_url,
+            queue_arn=queues.queue_arn,
+            dead_letter_queue_url=queues.dead_letter_queue_url,
         )
-
-    @staticmethod
-    def _queue_arn(sqs: SQSClient, queue_url: str) -> str:
-        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-        arn: str = attributes["Attributes"]["QueueArn"]
-        return arn
 
     @property
     def pid(self) -> int | None:

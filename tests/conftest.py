@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from local.aws import AwsResources, EmbeddedAws
+from local.aws import AwsResources, EmbeddedAws, create_stack_resources
 from local.gateway import AccessRecord
 from local.stack import LocalStack, background_stack
 from runtime.config import StoreConfig
@@ -47,24 +47,18 @@ def aws() -> Iterator[MockedAws]:
     from moto import mock_aws
 
     from runtime import aws as runtime_aws
-    from runtime import schema
 
     runtime_aws.reset_clients()
     with mock_aws():
-        boto3.client("dynamodb").create_table(**schema.table_definition(TABLE_NAME))
-        sqs = boto3.client("sqs")
-        dlq_url = sqs.create_queue(
-            QueueName=f"{QUEUE_NAME.removesuffix('.fifo')}-dlq.fifo",
-            Attributes={"FifoQueue": "true"},
-        )["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        queue_url = sqs.create_queue(
-            QueueName=QUEUE_NAME, Attributes=schema.fifo_queue_attributes(dlq_arn)
-        )["QueueUrl"]
-        assert queue_url == TEST_ENV["CHAT_QUEUE_URL"]
-        yield MockedAws(TABLE_NAME, queue_url, dlq_url)
+        queues = create_stack_resources(
+            boto3.client("dynamodb"),
+            boto3.client("sqs"),
+            TABLE_NAME,
+            QUEUE_NAME,
+            f"{QUEUE_NAME.removesuffix('.fifo')}-dlq.fifo",
+        )
+        assert queues.queue_url == TEST_ENV["CHAT_QUEUE_URL"]
+        yield MockedAws(TABLE_NAME, queues.queue_url, queues.dead_letter_queue_url)
     runtime_aws.reset_clients()
 
 
