@@ -67,3 +67,30 @@ def session_cpu_split(
     started (our handler workers and moto, serverless-offline's Python handler processes)."""
     server = after.get(session, 0.0) - before.get(session, 0.0)
     return {"server": server, "spawned": session_cpu_used(before, after) - server}
+
+
+# /proc/stat's first line: the whole machine's CPU time by state since boot, in clock ticks
+# (proc(5); guest time is already counted in user and nice, so it is left out).
+_MACHINE_STATES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_cpu_ticks() -> dict[str, int]:
+    """All vCPUs' time by state since boot (``/proc/stat``), for ``machine_shares``."""
+    fields = (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]
+    return {state: int(value) for state, value in zip(_MACHINE_STATES, fields, strict=False)}
+
+
+def machine_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Which share of the machine's CPU time between two ``machine_cpu_ticks`` readings was
+    ``idle`` (no process wanted it; iowait included) and ``steal`` (a process wanted it, but the
+    hypervisor ran another guest on that vCPU). Steal is a shared host's noise, beyond any
+    process's control: a round that lost a fifth of its vCPU time to it is slower for that
+    alone. Empty when no time passed."""
+    elapsed = {state: after.get(state, 0) - before.get(state, 0) for state in _MACHINE_STATES}
+    total = sum(elapsed.values())
+    if total <= 0:
+        return {}
+    return {
+        "idle": round((elapsed["idle"] + elapsed["iowait"]) / total, 3),
+        "steal": round(elapsed["steal"] / total, 3),
+    }

@@ -119,11 +119,13 @@ class _EchoClient:
 class _CpuWindow:
     """CPU time used from its creation to ``figures()``: by the processes of session
     ``session`` (the emulator; ``emulator_server`` its leader, ``emulator_spawned`` the processes
-    it started) and by this process (the load client)."""
+    it started) and by this process (the load client); and the machine's idle and stolen
+    shares of its vCPU time meanwhile (``cpu.machine_shares``)."""
 
     def __init__(self, session: int | None) -> None:
         self.session = session
         self.before = cpu.session_cpu_seconds(session) if session is not None else {}
+        self.machine_before = cpu.machine_cpu_ticks() if session is not None else {}
         self.own_before = time.process_time()
 
     def figures(self, messages: int, seconds: float) -> dict[str, Any]:
@@ -141,6 +143,7 @@ class _CpuWindow:
         return {
             "cpu_ms_per_message": {k: round(v * 1000 / messages, 4) for k, v in used.items()},
             "cpu_cores": {k: round(v / seconds, 3) for k, v in used.items()},
+            "machine_share": cpu.machine_shares(self.machine_before, cpu.machine_cpu_ticks()),
         }
 
 

@@ -86,13 +86,16 @@ def _cpu_figures(value_of: Callable[[str], Any]) -> dict[str, Any]:
     """The emulator's CPU per echo (in all, and split into its server process and the processes
     it spawned: our gateway and its handler workers, serverless-offline's node and its Python
     handler processes) and in cores, and the load client's per echo, where the round measured
-    them (``benchmarks.cpu``; not on systems without ``/proc``)."""
+    them (``benchmarks.cpu``; not on systems without ``/proc``); and the shares of the whole
+    machine's vCPU time that were stolen by the hypervisor or idle meanwhile."""
     figures = {
         "cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator"),
         "server_cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator_server"),
         "spawned_cpu_ms_per_echo": value_of("cpu_ms_per_message.emulator_spawned"),
         "cpu_cores": value_of("cpu_cores.emulator"),
         "load_client_cpu_ms_per_echo": value_of("cpu_ms_per_message.load_client"),
+        "machine_steal_share": value_of("machine_share.steal"),
+        "machine_idle_share": value_of("machine_share.idle"),
     }
     return {key: value for key, value in figures.items() if value is not None}
 
@@ -223,7 +226,10 @@ def _section(
             "cpu_cores: user + system CPU of every process of the emulator's session over the "
             "measured seconds (/proc), per echo and in cores; server_cpu_ms_per_echo is the "
             "session leader's share (our gateway, serverless-offline's node), "
-            "spawned_cpu_ms_per_echo that of the processes it started (the handlers)"
+            "spawned_cpu_ms_per_echo that of the processes it started (the handlers); "
+            "machine_steal_share and machine_idle_share: the shares of the whole machine's "
+            "vCPU time over the measured seconds that the hypervisor gave another guest "
+            "(steal, a shared host's noise) and that nothing wanted (idle), /proc/stat"
         ),
         "versions": versions,
         "rounds": rounds,

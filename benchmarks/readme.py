@@ -184,14 +184,26 @@ def _cpu_per_echo(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
 
 def peer_runs(results: dict[str, Any]) -> str:
     runs = lookup(results, "peer.consecutive_runs") or []
+    sides = [
+        (lookup(run, "ours.clients_10") or {}, lookup(run, "serverless_offline.clients_10") or {})
+        for run in runs
+    ]
+    # Runs made before the benchmark read /proc/stat have no steal share: no column for them.
+    steal = any("machine_steal_share" in side for pair in sides for side in pair)
     lines = [
         "| run | ours, 10 clients | serverless-offline, 10 clients | throughput ratio "
-        "| p99 ours / theirs | CPU per echo ours / theirs | target |",
-        "|---|---|---|---|---|---|---|",
+        "| p99 ours / theirs | CPU per echo ours / theirs "
+        + ("| vCPU time stolen ours / theirs " if steal else "")
+        + "| target |",
+        "|---|---|---|---|---|---|" + ("---|" if steal else "") + "---|",
     ]
-    for index, run in enumerate(runs, start=1):
-        ours = lookup(run, "ours.clients_10") or {}
-        theirs = lookup(run, "serverless_offline.clients_10") or {}
+    for index, (run, (ours, theirs)) in enumerate(zip(runs, sides, strict=True), start=1):
+        stolen = (
+            f"| {_percent(ours.get('machine_steal_share'))} / "
+            f"{_percent(theirs.get('machine_steal_share'))} "
+            if steal
+            else ""
+        )
         lines.append(
             f"| {index} | {_num(ours.get('throughput_per_second'), '.0f', ' msg/s')}, "
             f"p99 {_num(ours.get('rtt_p99_ms'), '.1f', ' ms')} "
@@ -200,11 +212,16 @@ def peer_runs(results: dict[str, Any]) -> str:
             f"| {_num(lookup(run, 'serverless_offline.throughput_ratio'), '.2f', 'x')} "
             f"| {_num(ours.get('rtt_p99_ms'), '.1f')} / {_num(theirs.get('rtt_p99_ms'), '.1f')} "
             f"| {_cpu_per_echo(ours, theirs)} "
+            f"{stolen}"
             f"| {_verdict(lookup(run, 'serverless_offline.target.met'))} |"
         )
     if not runs:
         lines.append(f"| - | {NOT_MEASURED} | | | | | |")
     return "\n".join(lines)
+
+
+def _percent(share: Any) -> str:
+    return _num(share * 100 if isinstance(share, int | float) else None, ".0f", "%")
 
 
 def runs(results: dict[str, Any]) -> str:

@@ -82,6 +82,30 @@ def test_a_session_counts_its_leader_and_what_it_spawned_and_nothing_else() -> N
         process.stdin.close()
 
 
+def test_the_machine_shares_are_idle_and_stolen_time_over_all_of_it() -> None:
+    before = dict.fromkeys(("user", "nice", "system", "idle", "iowait", "irq", "softirq"), 0)
+    before["steal"] = 0
+    after = {**before, "user": 500, "system": 100, "idle": 150, "iowait": 50, "steal": 200}
+    assert cpu.machine_shares(before, after) == {"idle": 0.2, "steal": 0.2}
+    assert cpu.machine_shares(after, after) == {}
+
+
+def test_the_machine_is_read_from_proc_stat_by_state() -> None:
+    """proc(5): /proc/stat's ``cpu`` line is user, nice, system, idle, iowait, irq, softirq,
+    steal, ... in clock ticks since boot."""
+    first = cpu.machine_cpu_ticks()
+    assert list(first)[:4] == ["user", "nice", "system", "idle"]
+    assert "steal" in first
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    second = cpu.machine_cpu_ticks()
+    assert second["user"] + second["system"] > first["user"] + first["system"]
+    shares = cpu.machine_shares(first, second)
+    assert 0 <= shares["steal"] <= 1
+    assert 0 <= shares["idle"] <= 1
+
+
 def test_a_process_started_between_readings_counts_from_zero() -> None:
     assert cpu.session_cpu_used({1: 2.0}, {1: 2.5, 7: 0.25}) == pytest.approx(0.75)
 
@@ -99,6 +123,7 @@ def _round(throughput: float, emulator_ms: float, cores: float) -> dict[str, Any
             "load_client": 0.17,
         },
         "cpu_cores": {"emulator": cores, "load_client": 0.15},
+        "machine_share": {"idle": 0.05, "steal": round(cores / 20, 3)},
         "errors": 0,
     }
 
@@ -114,6 +139,9 @@ def test_the_rounds_keep_cpu_per_echo_and_the_section_compares_it() -> None:
     assert combined["server_cpu_ms_per_echo"] == 0.54
     assert combined["spawned_cpu_ms_per_echo"] == 1.26
     assert combined["samples"][2]["spawned_cpu_ms_per_echo"] == 1.33
+    assert combined["machine_steal_share"] == 0.08  # the median round's 0.081, to 2 places
+    assert combined["samples"][1]["machine_steal_share"] == 0.085
+    assert combined["machine_idle_share"] == 0.05
     section = _section(
         {
             "ours": {1: ours, 10: ours},
@@ -180,6 +208,9 @@ def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
         per_message["emulator"], abs=0.001
     )
     assert 0 < cores["emulator"] <= (os.cpu_count() or 1) + 0.1
+    shares = result["machine_share"]
+    assert 0 <= shares["steal"] <= 1
+    assert 0 <= shares["idle"] < 1  # the machine ran the echoes meanwhile
 
 
 class _Recorder:
@@ -237,3 +268,26 @@ def test_the_runs_table_shows_each_side_split_into_server_and_handlers() -> None
     ).splitlines()[-1]
     # Ours has the split; theirs (a round without it) shows its total alone.
     assert "1.80 ms [server 0.54, handlers 1.26] (1.62 cores) / 2.40 ms (1.68 cores)" in row
+    # The rounds read the machine's stolen vCPU time: a column of its own.
+    assert "| 8% / 8% |" in row
+
+
+def test_runs_without_a_steal_share_get_no_column_for_it() -> None:
+    def without_steal(round_: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in _combine([round_]).items() if not k.startswith("machine_")}
+
+    table = peer_runs(
+        {
+            "peer": {
+                "consecutive_runs": [
+                    {
+                        "ours": {"clients_10": without_steal(_round(900, 1.8, 1.62))},
+                        "serverless_offline": {"clients_10": without_steal(_round(700, 2.4, 1.6))},
+                    }
+                ]
+            }
+        }
+    )
+    assert "stolen" not in table
+    header, rule, row = table.splitlines()
+    assert header.count("|") == rule.count("|") == row.count("|") == 8
