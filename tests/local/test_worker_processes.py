@@ -4,6 +4,7 @@ a worker has loaded, the gateway's threads answer: each test first waits for a w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -69,6 +70,24 @@ def test_one_worker_runs_many_invocations_at_once(start_gateway):
         with pytest.raises(TimeoutError):
             slow.recv(timeout=0)  # "fast" was answered while "sleep 3" still ran
         assert json.loads(slow.recv(timeout=30))["body"] == "sleep 3"
+
+
+def test_a_worker_hands_the_reading_on_each_time_every_thread_is_busy(start_gateway):
+    """Leader and followers: the thread that reads an invocation runs it, so another must take
+    over the reading. Four held at once in one worker, then a fifth is still answered while the
+    four run: a thread was started for each, none left the socket unread."""
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1)
+    _workers_loaded(gateway, 1)
+    with contextlib.ExitStack() as stack:
+        slow = [stack.enter_context(connect(gateway.ws_url)) for _ in range(4)]
+        for ws in slow:
+            ws.send("sleep 3")
+        with connect(gateway.ws_url) as fast:
+            assert _ask(fast, "fast")["body"] == "fast"
+        for ws in slow:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0)  # still running when "fast" was answered
+        assert [json.loads(ws.recv(timeout=30))["body"] for ws in slow] == ["sleep 3"] * 4
 
 
 def test_function_errors_in_a_worker_answer_internal_server_error(start_gateway, access_log):
