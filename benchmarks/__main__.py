@@ -4,8 +4,9 @@ With no name, every benchmark runs, in the order of ``BENCHMARK_NAMES``. A bench
 or must be skipped (npm absent...) says why in its row and in the results; the others still
 run, and the exit status is 1 when any failed. Results go to ``.build/bench/results.json``
 (``--output`` elsewhere); ``--update-results`` writes the committed ``benchmarks/results.json``
-(then ``python -m benchmarks.readme`` renders docs/performance.md's tables). ``--repeat N`` runs
-each benchmark N times in a row and keeps every run's figures under ``consecutive_runs``.
+(then ``python -m benchmarks.readme`` renders docs/performance.md's tables and README.md's
+cost). ``--repeat N`` runs each benchmark N times in a row and keeps every run's figures under
+``consecutive_runs``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""docs/performance.md's tables, rendered from the committed ``benchmarks/results.json``.
+"""docs/performance.md's tables and README.md's cost, rendered from ``benchmarks/results.json``.
 
 ``python -m benchmarks.readme`` rewrites each block between ``<!-- bench:NAME -->`` and
-``<!-- /bench:NAME -->`` in docs/performance.md; ``--check`` only says whether they match (the test
+``<!-- /bench:NAME -->`` in those two files; ``--check`` only says whether they match (the test
 ``tests/benchmarks/test_results_and_readme.py`` does the same). Figures are never pasted by hand.
 """
 
@@ -18,6 +18,7 @@ from benchmarks import PROJECT_ROOT
 from benchmarks.report import BENCHMARK_NAMES, RESULTS_PATH, lookup
 
 PERFORMANCE_DOC = PROJECT_ROOT / "docs" / "performance.md"
+README_DOC = PROJECT_ROOT / "README.md"
 NOT_MEASURED = "not measured"
 
 
@@ -162,6 +163,28 @@ def stream(results: dict[str, Any]) -> str:
     return "\n".join([*lines, "", f"({tokens} tokens at {rate} tokens/s.)"])
 
 
+def cost(results: dict[str, Any]) -> str:
+    """README's price list: a million chat messages, and a million streamed answers both ways."""
+    tokens = _cell(results, "stream.tokens", "d")
+    rows = (
+        (
+            "chat messages, before the answer (API Gateway, Lambda, DynamoDB, SQS)",
+            "aws_calls.cost.usd_per_million_chat_messages",
+        ),
+        (
+            f"{tokens}-token answers streamed coalesced (the default): their frames",
+            "stream.usd_per_million_answers.coalesced",
+        ),
+        (
+            f"{tokens}-token answers streamed a frame per token: their frames",
+            "stream.usd_per_million_answers.per_token",
+        ),
+    )
+    lines = [_row(("a million", "USD")), "|---|---|"]
+    lines += [_row((label, _cell(results, dotted, ",.2f"))) for label, dotted in rows]
+    return "\n".join(lines)
+
+
 def _cpu_per_echo(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     """Each emulator's CPU per echo (all its processes; where measured, its server process +
     the handler processes it spawned) and the cores it kept busy."""
@@ -259,6 +282,8 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stream": stream,
     "peer-runs": peer_runs,
 }
+README_BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {"cost": cost}
+DOCUMENTS = ((PERFORMANCE_DOC, BLOCKS), (README_DOC, README_BLOCKS))
 
 
 def _pattern(name: str) -> re.Pattern[str]:
@@ -274,14 +299,19 @@ def _replacement(text: str) -> Callable[[re.Match[str]], str]:
     return replace
 
 
-def render(readme: str, results: dict[str, Any]) -> str:
-    """``readme`` with every bench block rendered from ``results``."""
-    for name, block in BLOCKS.items():
+def render(
+    text: str,
+    results: dict[str, Any],
+    blocks: dict[str, Callable[[dict[str, Any]], str]] = BLOCKS,
+) -> str:
+    """``text`` (docs/performance.md unless ``blocks`` says otherwise) with every one of
+    ``blocks`` rendered from ``results``."""
+    for name, block in blocks.items():
         pattern = _pattern(name)
-        if not pattern.search(readme):
-            raise ValueError(f"docs/performance.md has no <!-- bench:{name} --> block")
-        readme = pattern.sub(_replacement(block(results)), readme)
-    return readme
+        if not pattern.search(text):
+            raise ValueError(f"no <!-- bench:{name} --> block to render")
+        text = pattern.sub(_replacement(block(results)), text)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,14 +319,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check; exit 1 on a mismatch")
     arguments = parser.parse_args(argv)
     results = json.loads(RESULTS_PATH.read_text())
-    current = PERFORMANCE_DOC.read_text()
-    rendered = render(current, results)
-    if arguments.check:
-        if rendered != current:
-            print("docs/performance.md's tables differ: run python -m benchmarks.readme")
-            return 1
-        return 0
-    PERFORMANCE_DOC.write_text(rendered)
+    stale = []
+    for path, blocks in DOCUMENTS:
+        current = path.read_text()
+        rendered = render(current, results, blocks)
+        if rendered == current:
+            continue
+        stale.append(path.relative_to(PROJECT_ROOT))
+        if not arguments.check:
+            path.write_text(rendered)
+    if arguments.check and stale:
+        names = " and ".join(str(path) for path in stale)
+        print(f"{names}: tables differ from the results: run python -m benchmarks.readme")
+        return 1
     return 0
 
 

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.__main__ import _consecutive, _parser
-from benchmarks.readme import BLOCKS, PERFORMANCE_DOC, render
+from benchmarks.readme import DOCUMENTS, main, render
 from benchmarks.report import RESULTS_PATH, RUN_RESULTS_PATH, STATUS_FAILED, Section
 from tests.support import PROJECT_ROOT
 
@@ -26,12 +28,40 @@ def test_updating_the_committed_results_is_an_explicit_flag() -> None:
     assert RESULTS_PATH.parent.name == "benchmarks"
 
 
-def test_the_performance_tables_are_rendered_from_the_committed_results() -> None:
-    readme = PERFORMANCE_DOC.read_text()
+def test_the_performance_tables_and_the_cost_are_rendered_from_the_committed_results() -> None:
     results = json.loads(RESULTS_PATH.read_text())
-    assert render(readme, results) == readme, "regenerate them: python -m benchmarks.readme"
-    for name in BLOCKS:
-        assert f"<!-- bench:{name} -->" in readme
+    for path, blocks in DOCUMENTS:
+        text = path.read_text()
+        assert render(text, results, blocks) == text, "regenerate them: python -m benchmarks.readme"
+        for name in blocks:
+            assert f"<!-- bench:{name} -->" in text, path
+
+
+def test_the_readme_prices_a_million_answers_both_ways() -> None:
+    results = json.loads(RESULTS_PATH.read_text())
+    (readme, blocks) = DOCUMENTS[1]
+    cost = blocks["cost"](results)
+    prices = results["stream"]["usd_per_million_answers"]
+    assert f"streamed coalesced (the default): their frames | {prices['coalesced']:,.2f} |" in cost
+    assert f"a frame per token: their frames | {prices['per_token']:,.2f} |" in cost
+    assert cost in readme.read_text()
+
+
+def test_the_check_names_the_file_whose_tables_are_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import benchmarks.readme as rendering
+
+    stale = tmp_path / "README.md"
+    stale.write_text("<!-- bench:cost -->\nold\n<!-- /bench:cost -->\n")
+    monkeypatch.setattr(rendering, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(rendering, "DOCUMENTS", ((stale, rendering.README_BLOCKS),))
+    assert main(["--check"]) == 1
+    assert "README.md: tables differ" in capsys.readouterr().out
+    assert "old" in stale.read_text()  # --check writes nothing
+    assert main([]) == 0
+    assert "old" not in stale.read_text()
+    assert main(["--check"]) == 0
 
 
 def test_the_three_peer_runs_are_in_the_committed_results() -> None:
