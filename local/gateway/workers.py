@@ -269,7 +269,9 @@ class WorkerProcesses:
             timer.cancel()
 
     def shutdown(self) -> None:
-        """Close the sockets: each worker exits when it reads the end of its socket."""
+        """Close the sockets: each worker exits when it reads the end of its socket. A worker
+        with invocations still running is killed: its threads may all be in handlers, none
+        reading, and the end of its socket would cut those invocations off anyway."""
         self._stopped = True
         for connecting in self._connecting:
             connecting.cancel()
@@ -278,4 +280,6 @@ class WorkerProcesses:
                 channel.transport.close()
             else:
                 channel.sock.close()
+            if channel.pending:
+                channel.process.kill()
         self._channels = []

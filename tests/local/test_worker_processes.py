@@ -174,6 +174,24 @@ def test_a_worker_whose_gateway_stopped_while_it_loaded_exits_quietly(
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_worker_whose_threads_are_all_in_handlers_ends_when_its_gateway_stops() -> None:
+    """The thread that reads a worker's socket is also one that runs handlers: with every one
+    busy, none reads the end of the socket when the gateway stops. Stopping must still end the
+    worker (its running invocations are cut off, as they were when a reader saw the end)
+    rather than leave it until its handlers return."""
+    settings = GatewaySettings(
+        port=0, handler_processes=1, max_concurrent_invocations=1, access_log=lambda record: None
+    )
+    with Background(Gateway(PROCESS_ROUTES, settings)) as gateway:
+        _workers_loaded(gateway, 1)
+        (channel,) = gateway._invoker.processes._channels
+        with connect(gateway.ws_url) as ws:
+            ws.send("sleep 120")
+            wait_until(lambda: len(channel.pending) == 1, 30)
+    channel.process.join(60)
+    assert channel.process.exitcode is not None, "the worker outlived its gateway"
+
+
 def test_frames_are_taken_whole_however_the_socket_splits_them() -> None:
     """A worker reads its socket in chunks that need not end where a frame does: a large event
     arrives in pieces, a burst of small ones in one read."""
