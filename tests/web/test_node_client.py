@@ -30,11 +30,19 @@ def websocket_flag() -> list[str]:
 
 
 def drop_first_connection(store: ConnectionStore, management: Any, stop: threading.Event) -> None:
-    """Delete the first connection ``DROP_USER`` opens, once."""
+    """Delete the first connection ``DROP_USER`` opens, once.
+
+    The row is written by ``$connect``, before the handshake completes, and until then the
+    management API answers 410 ``GoneException`` for the connection, as API Gateway does
+    ("A message was posted to the WebSocket API before the connection was established",
+    https://repost.aws/knowledge-center/410-gone-api-gateway): so a 410 means "try again"."""
     while not stop.wait(0.05):
         connections = store.list_for_user(DROP_USER)
         if connections:
-            management.delete_connection(ConnectionId=connections[0].connection_id)
+            try:
+                management.delete_connection(ConnectionId=connections[0].connection_id)
+            except management.exceptions.GoneException:
+                continue
             return
 
 
