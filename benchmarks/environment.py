@@ -22,7 +22,6 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 TABLE_NAME = "rag-websocket-bench-connections"
 QUEUE_NAME = "rag-websocket-bench-chat.fifo"
-DEAD_LETTER_QUEUE_NAME = "rag-websocket-bench-chat-dlq.fifo"
 LOOPBACK = "127.0.0.1"
 
 FAKE_CREDENTIALS = {
@@ -107,7 +106,6 @@ def create_resources(endpoint_url: str | None) -> AwsResources:
         boto3.client("sqs", **options),
         TABLE_NAME,
         QUEUE_NAME,
-        DEAD_LETTER_QUEUE_NAME,
     )
     return AwsResources(endpoint_url, TABLE_NAME, queues.queue_url)
 

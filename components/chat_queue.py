@@ -13,7 +13,6 @@ from components.naming import physical_name
 from runtime import schema
 
 COMPONENT_TYPE = "rag-websocket:components:ChatQueue"
-FIFO_SUFFIX = ".fifo"
 MAX_QUEUE_NAME_LENGTH = 80
 
 
@@ -59,7 +58,11 @@ class ChatQueue(pulumi.ComponentResource):
         fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self.dead_letter_queue = aws.sqs.Queue(
             f"{name}-dlq",
-            name=physical_name(f"{name}-dlq", max_length=MAX_QUEUE_NAME_LENGTH, suffix=FIFO_SUFFIX),
+            name=physical_name(
+                f"{name}{schema.DLQ_NAME_SUFFIX}",
+                max_length=MAX_QUEUE_NAME_LENGTH,
+                suffix=schema.FIFO_SUFFIX,
+            ),
             fifo_queue=True,
             sqs_managed_sse_enabled=True,
             message_retention_seconds=schema.DLQ_RETENTION_SECONDS,
@@ -68,7 +71,7 @@ class ChatQueue(pulumi.ComponentResource):
         )
         self.queue = aws.sqs.Queue(
             name,
-            name=physical_name(name, max_length=MAX_QUEUE_NAME_LENGTH, suffix=FIFO_SUFFIX),
+            name=physical_name(name, max_length=MAX_QUEUE_NAME_LENGTH, suffix=schema.FIFO_SUFFIX),
             fifo_queue=attributes["FifoQueue"] == "true",
             content_based_deduplication=attributes["ContentBasedDeduplication"] == "true",
             deduplication_scope=attributes["DeduplicationScope"],

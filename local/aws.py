@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 LOCAL_TABLE_NAME = "rag-websocket-local-connections"
 LOCAL_QUEUE_NAME = "rag-websocket-local-chat.fifo"
-LOCAL_DEAD_LETTER_QUEUE_NAME = "rag-websocket-local-chat-dlq.fifo"
 MOTO_READY_TIMEOUT_SECONDS = 30.0
 MOTO_STOP_TIMEOUT_SECONDS = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -112,17 +111,24 @@ class StackQueues:
     dead_letter_queue_url: str
 
 
+def dead_letter_queue_name(queue_name: str) -> str:
+    """The dead-letter queue's name for the FIFO queue ``queue_name``, as the stack names it
+    (``components.chat_queue``)."""
+    stem = queue_name.removesuffix(schema.FIFO_SUFFIX)
+    return f"{stem}{schema.DLQ_NAME_SUFFIX}{schema.FIFO_SUFFIX}"
+
+
 def create_stack_resources(
     dynamodb: DynamoDBClient,
     sqs: SQSClient,
     table_name: str,
     queue_name: str,
-    dead_letter_queue_name: str,
+    dead_letter_queue: str | None = None,
 ) -> StackQueues:
     """The stack's AWS resources in an emulator (moto), from ``runtime/schema.py``'s
     definitions as the Pulumi components use them: the connections table with TTL on, the
-    chat FIFO queue and its dead-letter queue. Local mode, the benchmarks and the tests all
-    create them here."""
+    chat FIFO queue and its dead-letter queue (``dead_letter_queue``, else named after the
+    queue). Local mode, the benchmarks and the tests all create them here."""
     # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
     table: Any = schema.table_definition(table_name)
     dynamodb.create_table(**table)
@@ -131,7 +137,7 @@ def create_stack_resources(
         TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
     )
     dlq_url: str = sqs.create_queue(
-        QueueName=dead_letter_queue_name,
+        QueueName=dead_letter_queue or dead_letter_queue_name(queue_name),
         Attributes={
             "FifoQueue": "true",
             "MessageRetentionPeriod": str(schema.DLQ_RETENTION_SECONDS),
@@ -163,7 +169,7 @@ class EmbeddedAws:
         region: str = LOCAL_REGION,
         table_name: str = LOCAL_TABLE_NAME,
         queue_name: str = LOCAL_QUEUE_NAME,
-        dead_letter_queue_name: str = LOCAL_DEAD_LETTER_QUEUE_NAME,
+        dead_letter_queue_name: str | None = None,  # None: named after the queue
         *,
         fast_path: bool = True,
     ) -> None:

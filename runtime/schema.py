@@ -176,6 +176,8 @@ DLQ_MAX_RECEIVE_COUNT: Final = 5
 QUEUE_VISIBILITY_TIMEOUT_SECONDS: Final = 60
 QUEUE_RETENTION_SECONDS: Final = 4 * 24 * 60 * 60
 DLQ_RETENTION_SECONDS: Final = 14 * 24 * 60 * 60
+FIFO_SUFFIX: Final = ".fifo"  # SQS requires it at the end of a FIFO queue's name
+DLQ_NAME_SUFFIX: Final = "-dlq"  # the dead-letter queue is named after its queue: <name>-dlq.fifo
 
 
 def fifo_queue_attributes(dead_letter_arn: str | None = None) -> dict[str, str]:

@@ -55,7 +55,6 @@ def aws() -> Iterator[MockedAws]:
             boto3.client("sqs"),
             TABLE_NAME,
             QUEUE_NAME,
-            f"{QUEUE_NAME.removesuffix('.fifo')}-dlq.fifo",
         )
         assert queues.queue_url == TEST_ENV["CHAT_QUEUE_URL"]
         yield MockedAws(TABLE_NAME, queues.queue_url, queues.dead_letter_queue_url)

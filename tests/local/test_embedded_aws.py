@@ -10,7 +10,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from local.aws import EmbeddedAws
+from local.aws import EmbeddedAws, dead_letter_queue_name
 from runtime import schema
 
 
@@ -227,3 +227,11 @@ def test_cached_expression_parses_still_refuse_conditions_and_apply_each_request
                     ConditionExpression="n < :v",
                     ExpressionAttributeValues={":v": {"N": "1"}, ":unused": {"N": "2"}},
                 )
+
+
+def test_the_dead_letter_queue_is_named_after_its_queue_as_the_stack_names_it() -> None:
+    """One convention for local mode, the tests and the benchmarks: ``<name>-dlq.fifo``, the
+    name ``components.chat_queue`` gives it (before its physical-name suffix)."""
+    assert dead_letter_queue_name("rag-websocket-local-chat.fifo") == (
+        "rag-websocket-local-chat-dlq.fifo"
+    )
