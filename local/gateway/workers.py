@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import multiprocessing
 import os
 import socket
 import struct
+import sys
 import threading
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
@@ -59,6 +61,25 @@ def _take_frames(buffer: bytearray) -> list[bytes]:
 # --- in the worker process -------------------------------------------------------------------
 
 
+def _defer_to_the_gateway() -> None:
+    """Run this worker's threads (those started later inherit it) as ``SCHED_BATCH``: Linux
+    never lets a woken ``SCHED_BATCH`` thread preempt the running one (sched(7)); it runs when a
+    core is free or the running thread's slice ends.
+
+    The gateway wakes a worker thread with each invocation and each management API answer; as
+    ``SCHED_OTHER`` threads they preempted the gateway's event loop, whose next write then
+    waited behind a handler. Measured on 2 vCPUs, alternating 8 s peer rounds at 10 clients
+    against the same workers without it: more echoes per second in 11 of 14 pairs (medians
+    1.06x and 1.10x in two runs), 8-9% less CPU per echo, and per echo 0.58 preemptions of the
+    gateway instead of 1.09 and 1.6 blocking waits of a worker instead of 2.8. Not on other
+    systems (no ``SCHED_BATCH``), nor where a sandbox forbids it: only speed depends on it.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> None:
     """A worker's life: load ``refs``, then run invocations until the gateway closes.
 
@@ -71,6 +92,7 @@ def serve(channel: socket.socket, refs: tuple[str, ...], max_threads: int) -> No
     ``ThreadPoolExecutor``: nothing here needs the Future, work item and idle-semaphore check
     it makes per invocation.
     """
+    _defer_to_the_gateway()
     functions = {ref: function_for(ref) for ref in refs}
     keep_startup_objects()
     try:

@@ -37,6 +37,13 @@ ROUTES = RouteTable(routes={"$default": echo}, authorizer=allow_all)
 PLAIN_ROUTES = {"$default": "tests.local.gateway_handlers:echo"}
 
 
+def _scheduled_as_batch() -> bool | None:
+    """Whether the calling thread runs under Linux's ``SCHED_BATCH`` (None: not Linux)."""
+    if sys.platform != "linux":
+        return None
+    return os.sched_getscheduler(0) == os.SCHED_BATCH
+
+
 def describe(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Answers with what a handler sees of its process and its Lambda context; ``sleep`` in the
     body holds the invocation that long first, ``exit`` ends the process, ``sys.exit`` raises
@@ -63,6 +70,7 @@ def describe(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "request_id": context.aws_request_id,
                 "remaining": context.get_remaining_time_in_millis(),
                 "memory": context.memory_limit_in_mb,
+                "batch": _scheduled_as_batch(),
             }
         ),
     }

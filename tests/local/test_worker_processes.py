@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -88,6 +89,28 @@ def test_a_worker_hands_the_reading_on_each_time_every_thread_is_busy(start_gate
             with pytest.raises(TimeoutError):
                 ws.recv(timeout=0)  # still running when "fast" was answered
         assert [json.loads(ws.recv(timeout=30))["body"] for ws in slow] == ["sleep 3"] * 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is Linux's")
+def test_worker_threads_defer_to_the_gateway_and_the_gateways_own_do_not(start_gateway):
+    """A worker's threads run as ``SCHED_BATCH`` (see ``_defer_to_the_gateway``), the one
+    started for a second invocation held alongside the first too (threads inherit it); the
+    gateway's own threads, which answer until a worker has loaded, keep the normal policy."""
+    gateway = start_gateway(PROCESS_ROUTES, handler_processes=1)
+    with connect(gateway.ws_url) as ws:
+        first = _ask(ws, "probe")  # sent at once: the gateway's threads may answer it
+    if first["pid"] == os.getpid():
+        assert first["batch"] is False
+    _workers_loaded(gateway, 1)
+    with connect(gateway.ws_url) as held, connect(gateway.ws_url) as other:
+        held.send("sleep 1")
+        time.sleep(0.2)  # the worker's first thread is in the handler: a second one reads
+        beside = _ask(other, "beside")
+        alone = json.loads(held.recv(timeout=30))
+    assert beside["pid"] == alone["pid"] != os.getpid()
+    assert beside["batch"] is True
+    assert alone["batch"] is True
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the gateway's process is untouched
 
 
 def test_function_errors_in_a_worker_answer_internal_server_error(start_gateway, access_log):
