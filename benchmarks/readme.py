@@ -1,4 +1,5 @@
-"""docs/performance.md's tables and README.md's cost, rendered from ``benchmarks/results.json``.
+"""docs/performance.md's tables and README.md's cost and peer runs, rendered from
+``benchmarks/results.json``.
 
 ``python -m benchmarks.readme`` rewrites each block between ``<!-- bench:NAME -->`` and
 ``<!-- /bench:NAME -->`` in those two files; ``--check`` only says whether they match (the test
@@ -243,6 +244,39 @@ def peer_runs(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def peer_summary(results: dict[str, Any]) -> str:
+    """README's speed table: each committed peer run at 10 clients, ours against
+    serverless-offline (the whole table, with CPU and steal, is ``peer_runs``)."""
+    peer = results.get("peer") or {}
+    runs = peer.get("consecutive_runs") or []
+    lines = [
+        _row(
+            ("run", "ours", "serverless-offline", "throughput ratio", "p99 ours / theirs", "target")
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for index, run in enumerate(runs, start=1):
+        ours = lookup(run, "ours.clients_10") or {}
+        theirs = lookup(run, "serverless_offline.clients_10") or {}
+        lines.append(
+            _row(
+                (
+                    str(index),
+                    _num(ours.get("throughput_per_second"), ".0f", " msg/s"),
+                    _num(theirs.get("throughput_per_second"), ".0f", " msg/s"),
+                    _num(lookup(run, "serverless_offline.throughput_ratio"), ".2f", "x"),
+                    f"{_num(ours.get('rtt_p99_ms'), '.1f')} / "
+                    f"{_num(theirs.get('rtt_p99_ms'), '.1f', ' ms')}",
+                    _verdict(lookup(run, "serverless_offline.target.met")),
+                )
+            )
+        )
+    if not runs:
+        lines.append(_row(("-", NOT_MEASURED, "", "", "", "")))
+    command = f"`{peer['command']}`" if "command" in peer else NOT_MEASURED
+    return "\n".join([*lines, "", f"(10 clients, the same echo handler behind both: {command}.)"])
+
+
 def _percent(share: Any) -> str:
     return _num(share * 100 if isinstance(share, int | float) else None, ".0f", "%")
 
@@ -282,7 +316,10 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stream": stream,
     "peer-runs": peer_runs,
 }
-README_BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {"cost": cost}
+README_BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "cost": cost,
+    "peer": peer_summary,
+}
 DOCUMENTS = ((PERFORMANCE_DOC, BLOCKS), (README_DOC, README_BLOCKS))
 
 

@@ -47,13 +47,39 @@ def test_the_readme_prices_a_million_answers_both_ways() -> None:
     assert cost in readme.read_text()
 
 
+def test_the_readme_reports_the_three_committed_peer_runs() -> None:
+    """Issue 14: the README reports all three runs of the peer comparison, each with its
+    throughput ratio, both p99s and its verdict, and the command that made them."""
+    results = json.loads(RESULTS_PATH.read_text())
+    (readme, blocks) = DOCUMENTS[1]
+    table = blocks["peer"](results)
+    runs = results["peer"]["consecutive_runs"]
+    assert len(runs) == 3
+    for index, run in enumerate(runs, start=1):
+        ours = run["ours"]["clients_10"]
+        theirs = run["serverless_offline"]["clients_10"]
+        verdict = "**met**" if run["serverless_offline"]["target"]["met"] else "**missed**"
+        assert (
+            f"| {index} | {ours['throughput_per_second']:.0f} msg/s "
+            f"| {theirs['throughput_per_second']:.0f} msg/s "
+            f"| {run['serverless_offline']['throughput_ratio']:.2f}x "
+            f"| {ours['rtt_p99_ms']:.1f} / {theirs['rtt_p99_ms']:.1f} ms | {verdict} |"
+        ) in table
+    assert results["peer"]["command"] in table
+    assert table in readme.read_text()
+
+
 def test_the_check_names_the_file_whose_tables_are_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import benchmarks.readme as rendering
 
     stale = tmp_path / "README.md"
-    stale.write_text("<!-- bench:cost -->\nold\n<!-- /bench:cost -->\n")
+    stale.write_text(
+        "".join(
+            f"<!-- bench:{name} -->\nold\n<!-- /bench:{name} -->\n" for name in ("cost", "peer")
+        )
+    )
     monkeypatch.setattr(rendering, "PROJECT_ROOT", tmp_path)
     monkeypatch.setattr(rendering, "DOCUMENTS", ((stale, rendering.README_BLOCKS),))
     assert main(["--check"]) == 1
