@@ -10,6 +10,7 @@ and throughput, as medians over the rounds; and, for each peer, ours divided by 
 from __future__ import annotations
 
 import functools
+import os
 import random
 import tempfile
 import time
@@ -37,12 +38,28 @@ TARGET_THROUGHPUT_RATIO = {"serverless_offline": 1.5, "architect": 5.0}
 TARGET_P99_NOT_WORSE = ("serverless_offline",)
 
 
+def other_cores(sample: dict[str, Any], vcpus: int) -> float | None:
+    """The cores busy during a round outside the emulator's processes and the load client:
+    processes outside the emulator's session, the kernel's work for none of them. None where
+    not measured."""
+    share, cores = sample.get("machine_share") or {}, sample.get("cpu_cores") or {}
+    if (
+        not {"idle", "steal"} <= share.keys()
+        or "emulator" not in cores
+        or "load_client" not in cores
+    ):
+        return None
+    busy = (1.0 - share["idle"] - share["steal"]) * vcpus
+    other: float = round(busy - cores["emulator"] - cores["load_client"], 3)
+    return other
+
+
 def _drive(
     emulator: RunningEmulator, clients: int, warmup: float, warmup_messages: int, duration: float
 ) -> dict[str, Any]:
     # Each emulator leads a session of its own (ServerProcess): its CPU is that session's.
     measure_cpu = ["--cpu-of-session", str(emulator.process.pid)] if cpu.available() else []
-    return run_scenario(
+    sample = run_scenario(
         [
             "closed-loop",
             *measure_cpu,
@@ -60,6 +77,10 @@ def _drive(
         base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
         timeout=warmup + duration + 180,
     )
+    other = other_cores(sample, os.cpu_count() or 1)
+    if other is not None:
+        sample["machine_other_cores"] = other
+    return sample
 
 
 def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,6 +117,7 @@ def _cpu_figures(value_of: Callable[[str], Any]) -> dict[str, Any]:
         "load_client_cpu_ms_per_echo": value_of("cpu_ms_per_message.load_client"),
         "machine_steal_share": value_of("machine_share.steal"),
         "machine_idle_share": value_of("machine_share.idle"),
+        "machine_other_cores": value_of("machine_other_cores"),
     }
     return {key: value for key, value in figures.items() if value is not None}
 
@@ -229,7 +251,9 @@ def _section(
             "spawned_cpu_ms_per_echo that of the processes it started (the handlers); "
             "machine_steal_share and machine_idle_share: the shares of the whole machine's "
             "vCPU time over the measured seconds that the hypervisor gave another guest "
-            "(steal, a shared host's noise) and that nothing wanted (idle), /proc/stat"
+            "(steal, a shared host's noise) and that nothing wanted (idle), /proc/stat; "
+            "machine_other_cores: the cores busy meanwhile outside the emulator and the load "
+            "client (another guest's work is in steal, not here)"
         ),
         "versions": versions,
         "rounds": rounds,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import local.loop
-from benchmarks import cpu, echo
+from benchmarks import cpu, echo, peer
 from benchmarks.echo import POSTINGS
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
@@ -291,3 +291,13 @@ def test_runs_without_a_steal_share_get_no_column_for_it() -> None:
     assert "stolen" not in table
     header, rule, row = table.splitlines()
     assert header.count("|") == rule.count("|") == row.count("|") == 8
+
+
+def test_the_cores_busy_outside_the_emulator_and_the_load_client_are_reported() -> None:
+    sample = {
+        "machine_share": {"idle": 0.068, "steal": 0.032},
+        "cpu_cores": {"emulator": 1.283, "load_client": 0.11},
+    }
+    assert peer.other_cores(sample, 2) == pytest.approx(1.8 - 1.283 - 0.11, abs=1e-3)
+    assert peer.other_cores({"cpu_cores": {"emulator": 1.0}}, 2) is None
+    assert _combine([{**sample, "machine_other_cores": 0.407}])["machine_other_cores"] == 0.41
