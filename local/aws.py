@@ -123,12 +123,11 @@ def create_stack_resources(
     sqs: SQSClient,
     table_name: str,
     queue_name: str,
-    dead_letter_queue: str | None = None,
 ) -> StackQueues:
     """The stack's AWS resources in an emulator (moto), from ``runtime/schema.py``'s
     definitions as the Pulumi components use them: the connections table with TTL on, the
-    chat FIFO queue and its dead-letter queue (``dead_letter_queue``, else named after the
-    queue). Local mode, the benchmarks and the tests all create them here."""
+    chat FIFO queue and its dead-letter queue (named after it: ``dead_letter_queue_name``).
+    Local mode, the benchmarks and the tests all create them here."""
     # schema.py stays free of boto3 types: its plain dicts are passed through as they are.
     table: Any = schema.table_definition(table_name)
     dynamodb.create_table(**table)
@@ -137,7 +136,7 @@ def create_stack_resources(
         TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
     )
     dlq_url: str = sqs.create_queue(
-        QueueName=dead_letter_queue or dead_letter_queue_name(queue_name),
+        QueueName=dead_letter_queue_name(queue_name),
         Attributes={
             "FifoQueue": "true",
             "MessageRetentionPeriod": str(schema.DLQ_RETENTION_SECONDS),
@@ -169,7 +168,6 @@ class EmbeddedAws:
         region: str = LOCAL_REGION,
         table_name: str = LOCAL_TABLE_NAME,
         queue_name: str = LOCAL_QUEUE_NAME,
-        dead_letter_queue_name: str | None = None,  # None: named after the queue
         *,
         fast_path: bool = True,
     ) -> None:
@@ -178,7 +176,6 @@ class EmbeddedAws:
         self._region = region
         self._table_name = table_name
         self._queue_name = queue_name
-        self._dead_letter_queue_name = dead_letter_queue_name
         self._fast_path = fast_path
         self._process: subprocess.Popen[str] | None = None
         self.resources: AwsResources | None = None
@@ -233,9 +230,7 @@ class EmbeddedAws:
         # The clients are built while moto loads in its process: start-up overlaps.
         dynamodb, sqs = draft.dynamodb(), draft.sqs()
         self._wait_until_ready(process)
-        queues = create_stack_resources(
-            dynamodb, sqs, self._table_name, self._queue_name, self._dead_letter_queue_name
-        )
+        queues = create_stack_resources(dynamodb, sqs, self._table_name, self._queue_name)
         return AwsResources(
             endpoint_url=endpoint_url,
             region=self._region,
