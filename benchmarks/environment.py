@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 
-from local.aws import create_stack_resources
+from local.aws import create_stack_resources, fake_credentials
 from runtime import schema
 
 REGION = "us-east-1"
@@ -24,13 +24,7 @@ TABLE_NAME = "rag-websocket-bench-connections"
 QUEUE_NAME = "rag-websocket-bench-chat.fifo"
 LOOPBACK = "127.0.0.1"
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "benchmark",
-    "AWS_SECRET_ACCESS_KEY": "benchmark",
-    "AWS_SESSION_TOKEN": "benchmark",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-}
+FAKE_CREDENTIALS = fake_credentials(REGION)
 # Variables that could point a benchmark at a real account or a stray endpoint.
 _UNSET = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 

@@ -50,6 +50,19 @@ _MANAGEMENT_CONFIG = Config(
 )
 
 
+def fake_credentials(region: str) -> dict[str, str]:
+    """The variables that give boto3 credentials moto accepts, and ``region``, with no file or
+    profile needed: for any process pointed at the embedded AWS (local mode, the benchmarks)."""
+    return {
+        "AWS_ACCESS_KEY_ID": FAKE_SECRET,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_SESSION_TOKEN": FAKE_SECRET,
+        "AWS_SECURITY_TOKEN": FAKE_SECRET,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+    }
+
+
 @dataclass(frozen=True)
 class AwsResources:
     """Where the embedded AWS listens and what was created in it."""
@@ -65,12 +78,7 @@ class AwsResources:
         """What points boto3 (in any handler) at moto; ``None`` removes a variable."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": FAKE_SECRET,
-            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
-            "AWS_SESSION_TOKEN": FAKE_SECRET,
-            "AWS_SECURITY_TOKEN": FAKE_SECRET,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
+            **fake_credentials(self.region),
             "AWS_PROFILE": None,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
