@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import PROJECT_ROOT
+from benchmarks import PROJECT_ROOT, cpu
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
 from benchmarks.local_stack import RunningStack, local_stack
@@ -84,9 +84,12 @@ def _configurations(mode: Mode) -> tuple[Configuration, ...]:
 
 def _drive(stack: RunningStack, load: Load, duration: float, target_p99: float) -> dict[str, Any]:
     env = base_environment({"PYTHONPATH": str(PROJECT_ROOT)})
+    # The stack leads a session of its own (ServerProcess): the gateway, its workers and moto.
+    measure_cpu = ["--cpu-of-session", str(stack.process.pid)] if cpu.available() else []
     result = run_scenario(
         [
             "open-loop",
+            *measure_cpu,
             "--url",
             stack.ws_url,
             "--connections",
@@ -145,6 +148,20 @@ def run(mode: Mode) -> Section:
     return _section(results, duration)
 
 
+def _host_note(load: dict[str, Any]) -> str:
+    """The stack's CPU per ping and what the host did meanwhile, where the round measured it:
+    a slow round on a host busy elsewhere or stealing the vCPUs reads differently from one on a
+    quiet host."""
+    share, other = load.get("machine_share") or {}, load.get("machine_other_cores")
+    per_ping = (load.get("cpu_ms_per_message") or {}).get("emulator")
+    if per_ping is None or not {"idle", "steal"} <= share.keys() or other is None:
+        return ""
+    return (
+        f"; CPU {per_ping:.1f} ms/ping; host: {share['steal']:.0%} stolen, "
+        f"{share['idle']:.0%} idle, {other:.2f} cores busy elsewhere"
+    )
+
+
 def _met(figures: dict[str, Any], target_p99: float) -> bool:
     return bool(figures["rtt_ms"].get("p99", math.inf) <= target_p99 and figures["errors"] == 0)
 
@@ -162,7 +179,10 @@ def _section(results: dict[str, Any], duration: float) -> Section:
             "open-loop pings at a fixed total rate from a separate load-client process; the "
             "configurations run one after the other in one run; RSS of the local-mode process "
             "(gateway, and the handlers when they run on its threads; moto and the handler "
-            "workers are processes of their own)"
+            "workers are processes of their own); CPU per ping of all of local mode's processes "
+            "(cpu_ms_per_message.emulator), and the machine's stolen and idle shares and the "
+            "cores busy outside local mode and the load client meanwhile (machine_share, "
+            "machine_other_cores), where /proc has them"
         ),
         "duration_seconds": duration,
         "target": {
@@ -190,7 +210,7 @@ def _section(results: dict[str, Any], duration: float) -> Section:
             note = (
                 f"p99 {rtt.get('p99', math.nan):.1f} ms; {load['errors']} errors; "
                 f"{load['achieved_rate_per_second']:.0f} msg/s sent; "
-                f"RSS {load['gateway_rss'].get('rss_mb', 0):.0f} MB"
+                f"RSS {load['gateway_rss'].get('rss_mb', 0):.0f} MB" + _host_note(load)
             )
             if (
                 target is not None

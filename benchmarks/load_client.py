@@ -7,10 +7,11 @@
   next; once every client has made ``--warmup-messages`` round trips and ``--warmup`` seconds
   have passed, ``--duration`` seconds are measured (the peers). With ``--cpu-of-session``,
   also the CPU time the emulator's processes (that session's, ``benchmarks.cpu``) and this
-  client used in those seconds, per message and in cores.
+  client used in those seconds, per message and in cores, and what the machine did meanwhile.
 - ``open-loop``: ``--connections`` connections send ``--body`` at ``--rate`` messages/s in total,
   spread evenly and on schedule whatever the answers do; round trip = send to the next frame
-  on that connection (the gateway load).
+  on that connection (the gateway load). ``--cpu-of-session`` as for ``closed-loop``, from half
+  a second before the first message is sent until the last answer.
 - ``hold``: ``--connections`` connections of one user that only receive; prints ``READY``, then
   on each ``report <per-connection> [<total>]`` line of stdin waits (10 s at most) until every
   connection holds that many frames (and all of them the total, when given) and prints what
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import random
 import sys
 import time
@@ -116,11 +118,21 @@ class _EchoClient:
         return completed
 
 
+def other_cores(share: dict[str, float], cores: dict[str, float], vcpus: int) -> float | None:
+    """The cores busy outside the emulator's processes and the load client: processes outside
+    the emulator's session, the kernel's work for none of them. None where not measured."""
+    if not {"idle", "steal"} <= share.keys() or not {"emulator", "load_client"} <= cores.keys():
+        return None
+    busy = (1.0 - share["idle"] - share["steal"]) * vcpus
+    return round(busy - cores["emulator"] - cores["load_client"], 3)
+
+
 class _CpuWindow:
     """CPU time used from its creation to ``figures()``: by the processes of session
     ``session`` (the emulator; ``emulator_server`` its leader, ``emulator_spawned`` the processes
     it started) and by this process (the load client); and the machine's idle and stolen
-    shares of its vCPU time meanwhile (``cpu.machine_shares``)."""
+    shares of its vCPU time meanwhile (``cpu.machine_shares``), and the cores busy outside
+    both (``other_cores``): what else the host ran while the figures were made."""
 
     def __init__(self, session: int | None) -> None:
         self.session = session
@@ -140,11 +152,17 @@ class _CpuWindow:
             "emulator_spawned": split["spawned"],
             "load_client": time.process_time() - self.own_before,
         }
-        return {
+        cores = {k: round(v / seconds, 3) for k, v in used.items()}
+        share = cpu.machine_shares(self.machine_before, cpu.machine_cpu_ticks())
+        figures: dict[str, Any] = {
             "cpu_ms_per_message": {k: round(v * 1000 / messages, 4) for k, v in used.items()},
-            "cpu_cores": {k: round(v / seconds, 3) for k, v in used.items()},
-            "machine_share": cpu.machine_shares(self.machine_before, cpu.machine_cpu_ticks()),
+            "cpu_cores": cores,
+            "machine_share": share,
         }
+        other = other_cores(share, cores, os.cpu_count() or 1)
+        if other is not None:
+            figures["machine_other_cores"] = other
+        return figures
 
 
 async def closed_loop(
@@ -256,6 +274,7 @@ async def open_loop(
     expect: str,
     tokens: Tokens,
     user_prefix: str,
+    cpu_of_session: int | None = None,
 ) -> dict[str, Any]:
     errors = Errors()
     urls = [tokens.url(url, f"{user_prefix}{index}") for index in range(connections)]
@@ -275,6 +294,7 @@ async def open_loop(
     ]
     started = time.perf_counter() + 0.5
     stop_at = started + duration
+    cpu_window, window_began = _CpuWindow(cpu_of_session), time.perf_counter()
     try:
         sent = await asyncio.gather(
             *(
@@ -291,6 +311,7 @@ async def open_loop(
             )
         )
         await until(lambda: not any(queues), ANSWER_TIMEOUT_SECONDS)
+        cpu_figures = cpu_window.figures(len(rtt_ms), time.perf_counter() - window_began)
     finally:
         await close_all(websockets)
         for task in receivers:
@@ -301,6 +322,7 @@ async def open_loop(
         errors.kinds[f"answer: none within {ANSWER_TIMEOUT_SECONDS:.0f} s"] = unanswered
     total_sent = sum(sent)
     return {
+        **cpu_figures,
         "connections": connections,
         "connected": len(websockets),
         "connect_seconds": round(connect_seconds, 2),
@@ -397,6 +419,9 @@ def _parser() -> argparse.ArgumentParser:
     opened.add_argument("--expect", default='"pong"', help="text every good answer contains")
     opened.add_argument("--token-state-dir", type=Path)
     opened.add_argument("--user-prefix", default="load-user-")
+    opened.add_argument(
+        "--cpu-of-session", type=int, help="also report the CPU of this session's processes"
+    )
     held = scenarios.add_parser("hold")
     held.add_argument("--url", required=True)
     held.add_argument("--connections", type=int, required=True)
@@ -429,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             options.expect,
             Tokens(options.token_state_dir),
             options.user_prefix,
+            options.cpu_of_session,
         )
     else:
         scenario = hold(

@@ -10,7 +10,6 @@ and throughput, as medians over the rounds; and, for each peer, ours divided by 
 from __future__ import annotations
 
 import functools
-import os
 import random
 import tempfile
 import time
@@ -38,28 +37,12 @@ TARGET_THROUGHPUT_RATIO = {"serverless_offline": 1.5, "architect": 5.0}
 TARGET_P99_NOT_WORSE = ("serverless_offline",)
 
 
-def other_cores(sample: dict[str, Any], vcpus: int) -> float | None:
-    """The cores busy during a round outside the emulator's processes and the load client:
-    processes outside the emulator's session, the kernel's work for none of them. None where
-    not measured."""
-    share, cores = sample.get("machine_share") or {}, sample.get("cpu_cores") or {}
-    if (
-        not {"idle", "steal"} <= share.keys()
-        or "emulator" not in cores
-        or "load_client" not in cores
-    ):
-        return None
-    busy = (1.0 - share["idle"] - share["steal"]) * vcpus
-    other: float = round(busy - cores["emulator"] - cores["load_client"], 3)
-    return other
-
-
 def _drive(
     emulator: RunningEmulator, clients: int, warmup: float, warmup_messages: int, duration: float
 ) -> dict[str, Any]:
     # Each emulator leads a session of its own (ServerProcess): its CPU is that session's.
     measure_cpu = ["--cpu-of-session", str(emulator.process.pid)] if cpu.available() else []
-    sample = run_scenario(
+    return run_scenario(
         [
             "closed-loop",
             *measure_cpu,
@@ -77,10 +60,6 @@ def _drive(
         base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
         timeout=warmup + duration + 180,
     )
-    other = other_cores(sample, os.cpu_count() or 1)
-    if other is not None:
-        sample["machine_other_cores"] = other
-    return sample
 
 
 def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import local.loop
-from benchmarks import cpu, echo, peer
+from benchmarks import cpu, echo, gateway, load_client
 from benchmarks.echo import POSTINGS
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import run_scenario
@@ -294,10 +294,78 @@ def test_runs_without_a_steal_share_get_no_column_for_it() -> None:
 
 
 def test_the_cores_busy_outside_the_emulator_and_the_load_client_are_reported() -> None:
-    sample = {
-        "machine_share": {"idle": 0.068, "steal": 0.032},
-        "cpu_cores": {"emulator": 1.283, "load_client": 0.11},
-    }
-    assert peer.other_cores(sample, 2) == pytest.approx(1.8 - 1.283 - 0.11, abs=1e-3)
-    assert peer.other_cores({"cpu_cores": {"emulator": 1.0}}, 2) is None
-    assert _combine([{**sample, "machine_other_cores": 0.407}])["machine_other_cores"] == 0.41
+    share = {"idle": 0.068, "steal": 0.032}
+    cores = {"emulator": 1.283, "load_client": 0.11}
+    assert load_client.other_cores(share, cores, 2) == pytest.approx(1.8 - 1.283 - 0.11, abs=1e-3)
+    assert load_client.other_cores(share, {"emulator": 1.0}, 2) is None
+    assert load_client.other_cores({}, cores, 2) is None
+    sample = {"machine_share": share, "cpu_cores": cores, "machine_other_cores": 0.407}
+    assert _combine([sample])["machine_other_cores"] == 0.41
+
+
+def test_the_open_loop_client_reports_the_cpu_and_the_host_like_the_closed_loop(
+    tmp_path: Path,
+) -> None:
+    """The gateway benchmark's path: ``--cpu-of-session`` on the open-loop scenario gives its
+    rounds the figures the peer rounds have (local mode's CPU per message, the machine's stolen
+    and idle shares, the cores busy elsewhere), so that a slow round can be told from a busy
+    host. Our gateway with the echo handler, which posts each body back."""
+    ours = start_ours(tmp_path, "boto3")
+    try:
+        result = run_scenario(
+            [
+                "open-loop",
+                "--url",
+                ours.ws_url,
+                "--connections",
+                "3",
+                "--rate",
+                "30",
+                "--duration",
+                "1",
+                "--body",
+                '{"hello":"again"}',
+                "--expect",
+                "again",
+                "--cpu-of-session",
+                str(ours.process.pid),
+            ],
+            base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
+            timeout=120,
+        )
+    finally:
+        ours.process.stop()
+    assert result["errors"] == 0, result["error_kinds"]
+    assert result["answered"] == result["sent"] > 0
+    assert result["cpu_ms_per_message"]["emulator"] > 0
+    assert result["cpu_ms_per_message"]["emulator_spawned"] > 0  # the echo ran in a worker
+    assert 0 <= result["machine_share"]["idle"] < 1
+    vcpus = os.cpu_count() or 1
+    # What the other processes used, less what /proc's tick granularity gets wrong.
+    assert -0.2 < result["machine_other_cores"] <= vcpus
+
+
+def test_the_gateway_rows_say_what_the_host_did_where_it_was_measured() -> None:
+    def load(**extra: Any) -> dict[str, Any]:
+        return {
+            "connections": 100,
+            "target_rate_per_second": 200.0,
+            "achieved_rate_per_second": 200.0,
+            "rtt_ms": {"p50": 8.0, "p99": 40.0},
+            "errors": 0,
+            "gateway_rss": {"rss_mb": 90.0},
+            **extra,
+        }
+
+    measured = load(
+        cpu_ms_per_message={"emulator": 5.94},
+        machine_share={"idle": 0.412, "steal": 0.031},
+        machine_other_cores=0.052,
+    )
+    rows = gateway._section(
+        {"local_stack": {"c100_r200": measured}, "local_stack_threads": {"c100_r200": load()}},
+        20.0,
+    ).rows
+    with_host, without = (row.comparison for row in rows)
+    assert "CPU 5.9 ms/ping; host: 3% stolen, 41% idle, 0.05 cores busy elsewhere" in with_host
+    assert "host:" not in without
