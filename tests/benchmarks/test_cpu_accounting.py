@@ -164,6 +164,20 @@ def test_rounds_without_cpu_figures_leave_them_out() -> None:
     assert "cpu_ms_per_echo" not in combined["samples"][0]
 
 
+def _measured_on_ours(tmp_path: Path, echo_posting: str, scenario: list[str]) -> dict[str, Any]:
+    """The load client's ``scenario`` against ``start_ours`` (the gateway, the echo handler in
+    its worker processes), with ``--cpu-of-session`` on the gateway's session."""
+    ours = start_ours(tmp_path, echo_posting)
+    try:
+        return run_scenario(
+            [*scenario, "--url", ours.ws_url, "--cpu-of-session", str(ours.process.pid)],
+            base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
+            timeout=120,
+        )
+    finally:
+        ours.process.stop()
+
+
 @pytest.mark.parametrize("echo_posting", POSTINGS)
 def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
     tmp_path: Path, echo_posting: str
@@ -173,27 +187,11 @@ def test_the_closed_loop_client_reports_the_cpu_of_our_gateway_and_its_workers(
     ``--cpu-of-session``. Every echo must come back: the handler raises if its post fails.
     The client runs on the loop the gateway runs on (uvloop's here, ``local.loop``): on
     asyncio's its CPU per echo was about half again as much, taken from the emulators."""
-    ours = start_ours(tmp_path, echo_posting)
-    try:
-        result = run_scenario(
-            [
-                "closed-loop",
-                "--url",
-                ours.ws_url,
-                "--clients",
-                "2",
-                "--warmup",
-                "0.5",
-                "--duration",
-                "1",
-                "--cpu-of-session",
-                str(ours.process.pid),
-            ],
-            base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
-            timeout=120,
-        )
-    finally:
-        ours.process.stop()
+    result = _measured_on_ours(
+        tmp_path,
+        echo_posting,
+        ["closed-loop", "--clients", "2", "--warmup", "0.5", "--duration", "1"],
+    )
     assert result["errors"] == 0, result["error_kinds"]
     assert result["messages"] > 0
     assert result["event_loop"] == ("asyncio" if local.loop.uvloop is None else "uvloop")
@@ -310,31 +308,14 @@ def test_the_open_loop_client_reports_the_cpu_and_the_host_like_the_closed_loop(
     rounds the figures the peer rounds have (local mode's CPU per message, the machine's stolen
     and idle shares, the cores busy elsewhere), so that a slow round can be told from a busy
     host. Our gateway with the echo handler, which posts each body back."""
-    ours = start_ours(tmp_path, "boto3")
-    try:
-        result = run_scenario(
-            [
-                "open-loop",
-                "--url",
-                ours.ws_url,
-                "--connections",
-                "3",
-                "--rate",
-                "30",
-                "--duration",
-                "1",
-                "--body",
-                '{"hello":"again"}',
-                "--expect",
-                "again",
-                "--cpu-of-session",
-                str(ours.process.pid),
-            ],
-            base_environment({"PYTHONPATH": str(PROJECT_ROOT)}),
-            timeout=120,
-        )
-    finally:
-        ours.process.stop()
+    result = _measured_on_ours(
+        tmp_path,
+        "boto3",
+        [
+            *("open-loop", "--connections", "3", "--rate", "30", "--duration", "1"),
+            *("--body", '{"hello":"again"}', "--expect", "again"),
+        ],
+    )
     assert result["errors"] == 0, result["error_kinds"]
     assert result["answered"] == result["sent"] > 0
     assert result["cpu_ms_per_message"]["emulator"] > 0
