@@ -81,8 +81,12 @@ def expiry(now_seconds: float, connected_at_ms: int, idle_timeout_seconds: int) 
     """The sliding TTL: ``min(lastSeen + idleTimeout, connectedAt + 2 h)`` in epoch seconds.
 
     The idle deadline is rounded UP to a whole ``TTL_STEP_SECONDS`` (or a whole idle timeout,
-    when that is shorter), so a row is never expired while API Gateway still holds the socket,
-    and a touch changes ``ttl`` — and so rewrites the userId-index item — at most once a step.
+    when that is shorter), so a row is never expired while API Gateway still holds the socket
+    of a client that sends a message at least once per idle timeout (both clients ``ping``
+    every 300 s), and a touch changes ``ttl`` — and so rewrites the userId-index item — at most
+    once a step. Only a client's message slides it: frames posted to a socket keep API
+    Gateway's idle timer from closing it too, but reach no handler, so a client that only
+    listens and never sends outlives its row, and broadcasts stop reaching it.
     """
     step = min(schema.TTL_STEP_SECONDS, idle_timeout_seconds)
     idle_deadline = math.ceil((now_seconds + idle_timeout_seconds) / step) * step

@@ -152,7 +152,11 @@ class ClientSocket:
         return self.facts.connection_id
 
     def touch(self) -> None:
-        """Client activity: resets the idle timer and moves ``lastActiveAt``."""
+        """Activity either way, a client's message or a frame posted to it: resets the idle
+        timer and moves ``lastActiveAt``. API Gateway's idle timer counts messages in both
+        directions: a socket that only receives a server's message every 9.5 minutes stays open
+        until the 2-hour limit (a captured ``wscat`` session,
+        https://hotsock.io/docs/connections/keep-alive)."""
         self.last_active_ms = now_ms()
         self.last_active_monotonic = time.monotonic()
 

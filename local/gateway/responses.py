@@ -19,7 +19,6 @@ from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 
-from local.events import now_ms
 from local.gateway.exceptions import (
     BadRequestException,
     ConnectRejected,
@@ -120,7 +119,7 @@ class GatewayResponses:
             raise PayloadTooLargeException()
         connection = self.backend.get_open(connection_id)
         await connection.send(data)
-        connection.last_active_ms = now_ms()
+        connection.touch()
         return web.Response(status=200)
 
     def _get(self, connection_id: str) -> web.StreamResponse:

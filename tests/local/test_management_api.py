@@ -44,6 +44,25 @@ def test_post_delivers_a_text_frame(start_gateway, routes, recorder, management_
         assert ws.recv(timeout=5) == frame
 
 
+def test_posts_keep_a_connection_from_idling(start_gateway, routes, recorder, management_client):
+    """API Gateway's idle timer counts messages either way: a ``wscat`` session that only
+    received a server's keep-alive every 9.5 minutes stayed open until the 2-hour limit
+    (https://hotsock.io/docs/connections/keep-alive). Here a client that never sends outlives
+    twice the idle timeout on posts alone, and is closed 1001 once they stop."""
+    gateway = start_gateway(routes, idle_timeout_seconds=0.6)
+    client = management_client(gateway)
+    with connect(gateway.ws_url) as ws:
+        connection_id = _connection_id(recorder)
+        for index in range(6):  # 1.2 s in all: twice the idle timeout
+            client.post_to_connection(ConnectionId=connection_id, Data=str(index).encode())
+            assert ws.recv(timeout=5) == str(index)
+            threading.Event().wait(0.2)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == schema.CLOSE_GOING_AWAY
+
+
 def test_ids_like_aws_with_dash_underscore_and_equals_are_url_decoded(
     start_gateway, routes, recorder, management_client
 ):
