@@ -164,7 +164,9 @@ class ConnectionRunner:
         try:
             answer = await self.invoker.invoke(self.authorizer, event)
         except FunctionError as exc:
-            if exc.error_type == "Exception" and exc.error_message == UNAUTHORIZED:
+            # The error's message decides, whatever its type: AWS's own authorizer example
+            # answers 401 with Node's ``callback("Unauthorized")``, Python's is an ``Exception``.
+            if exc.error_message == UNAUTHORIZED:
                 raise UnauthorizedException() from None
             raise AuthorizerConfigurationException() from None
         except IntegrationTimeout:

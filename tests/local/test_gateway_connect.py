@@ -29,6 +29,13 @@ def _rejected(url: str) -> tuple[int, bytes, Headers]:
     return response.status_code, bytes(response.body or b""), response.headers
 
 
+def _raises(error: Exception) -> Any:
+    def fail(event: dict[str, Any]) -> Any:
+        raise error
+
+    return fail
+
+
 def _guarded(recorder: Recorder, answer: Any = None, **routes: Any) -> RouteTable:
     """Routes recording every event, behind an authorizer answering ``answer``."""
     table = {"$connect": recorder.handler(), "$default": recorder.handler(), **routes}
@@ -44,9 +51,24 @@ def test_no_token_is_401_without_invoking_the_authorizer(start_gateway, recorder
     assert [(r.eventType, r.status) for r in access_log] == [("CONNECT", 401)] * 3
 
 
-def test_authorizer_unauthorized_exception_is_401(start_gateway, recorder, access_log):
+class Unauthorized(Exception):
+    """An authorizer's own exception class: Lambda reports its name as the error type."""
+
+
+class Forbidden(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [Exception, Unauthorized, PermissionError])
+def test_authorizer_unauthorized_exception_is_401(start_gateway, recorder, access_log, error):
+    """API Gateway answers 401 for an authorizer that fails with the message "Unauthorized",
+    whatever the error's type: AWS's authorizer example does it with Node's
+    ``callback("Unauthorized"); // Return a 401 Unauthorized response``
+    (https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-use-lambda-authorizer.html),
+    whose type is no Python ``Exception``; a Python class of one's own has its own name."""
+
     def unauthorized(event: dict[str, Any]) -> Any:
-        raise Exception("Unauthorized")
+        raise error("Unauthorized")
 
     gateway = start_gateway(_guarded(recorder, unauthorized))
     status, body, headers = _rejected(gateway.ws_url + "?token=bad")
@@ -96,6 +118,7 @@ def test_wildcards_that_cover_method_arn_are_allowed(start_gateway, recorder):
         pytest.param(lambda event: "Allow", id="not-an-object"),
         pytest.param(allow(context={"nested": {"a": 1}}), id="object-in-context"),
         pytest.param(lambda event: 1 / 0, id="authorizer-crash"),
+        pytest.param(_raises(Forbidden("Forbidden")), id="another-message"),
     ],
 )
 def test_a_broken_authorizer_is_500(start_gateway, recorder, answer):
