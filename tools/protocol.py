@@ -43,6 +43,7 @@ LIMITS = {
     "maxConnectionSeconds": schema.MAX_CONNECTION_SECONDS,
     "tokenQueryParameter": schema.TOKEN_QUERY_PARAMETER,
     "idPattern": schema.SQS_ID_PATTERN,
+    "deduplicationWindowSeconds": schema.SQS_DEDUPLICATION_WINDOW_SECONDS,
 }
 
 

@@ -35,6 +35,7 @@ import {
   MessageRejectedError,
 } from "./errors.js";
 import {
+  DEDUPLICATION_WINDOW_SECONDS,
   ID_PATTERN,
   IDLE_TIMEOUT_SECONDS,
   MAX_FRAME_BYTES,
@@ -67,7 +68,10 @@ export interface ChatClientOptions {
   pingIntervalMs?: number;
   /** A ping answered by no frame at all within this marks the connection dead. */
   pongTimeoutMs?: number;
-  /** A chat message not accepted this long after `sendChat` fails (`MessageNotAcceptedError`). */
+  /**
+   * A chat message not accepted this long after `sendChat` fails (`MessageNotAcceptedError`).
+   * At most SQS's 5-minute deduplication window: a re-send after it could be queued twice.
+   */
   acceptTimeoutMs?: number;
   /** A chat message with no answer (accepted or error) this long after sending is sent again. */
   resendAfterMs?: number;
@@ -275,6 +279,13 @@ export class ChatClient extends EventTarget {
       throw new RangeError(
         `ChatClient option pingIntervalMs must be below the ${IDLE_TIMEOUT_SECONDS} s idle ` +
           `timeout or the gateway closes idle connections; got ${this.options.pingIntervalMs}`,
+      );
+    }
+    if (this.options.acceptTimeoutMs > DEDUPLICATION_WINDOW_SECONDS * 1000) {
+      throw new RangeError(
+        `ChatClient option acceptTimeoutMs must be at most SQS's ` +
+          `${DEDUPLICATION_WINDOW_SECONDS} s deduplication window, or a re-sent message could ` +
+          `be queued twice; got ${this.options.acceptTimeoutMs}`,
       );
     }
     const globalSocket = (globalThis as { WebSocket?: SocketFactory }).WebSocket;

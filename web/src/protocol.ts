@@ -140,3 +140,4 @@ export const IDLE_TIMEOUT_SECONDS = 600;
 export const MAX_CONNECTION_SECONDS = 7200;
 export const TOKEN_QUERY_PARAMETER = "token";
 export const ID_PATTERN = "^[\\x21-\\x7e]{1,128}$";
+export const DEDUPLICATION_WINDOW_SECONDS = 300;

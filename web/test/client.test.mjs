@@ -335,6 +335,17 @@ describe("delivery", () => {
     await client.close();
   });
 
+  it("refuses an acceptTimeoutMs past SQS's deduplication window, as the Python client", () => {
+    // A message re-sent after the 5-minute window could be queued twice (SQS FIFO forgets its
+    // deduplication id); the Python client's accept_timeout has the same bound.
+    const WebSocket = fakeServer((socket) => socket.open());
+    assert.throws(
+      () => new ChatClient({ WebSocket, acceptTimeoutMs: 300_001 }),
+      (e) => e instanceof RangeError && /acceptTimeoutMs .* 300 s deduplication window/.test(e.message),
+    );
+    assert.doesNotThrow(() => new ChatClient({ WebSocket, acceptTimeoutMs: 300_000 }));
+  });
+
   it("refuses content over the 32 KB frame limit before sending anything", async () => {
     const WebSocket = fakeServer((socket) => socket.open());
     const client = new ChatClient({ ...fast, WebSocket });
