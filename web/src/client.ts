@@ -9,8 +9,10 @@
  * - Refused tokens: a browser never sees the HTTP status of a refused handshake. A handshake that
  *   fails before opening is followed by a probe (an HTTP request to the same URL, no token): if the
  *   server answers, the handshake was refused; `authFailureAttempts` refusals in a row, each with a
- *   fresh token, stop the client with `AuthenticationError` (`auth_failed`). If the server does not
- *   answer, it is down or unreachable and the client keeps trying.
+ *   fresh token, stop the client with `AuthenticationError` (`auth_failed`), on a reconnect only
+ *   once they have lasted `authFailureWindowMs` (a 429 from API Gateway's throttling when many
+ *   clients reconnect at once, or a 500 from a failing authorizer, is refused just the same). If
+ *   the server does not answer, it is down or unreachable and the client keeps trying.
  * - Keep-alive: the `ping` action every `pingIntervalMs`; no frame at all within `pongTimeoutMs`
  *   of a ping marks the connection dead and it is replaced.
  * - Delivery: each chat message carries a `clientMessageId` and stays pending until its
@@ -85,6 +87,13 @@ export interface ChatClientOptions {
   stableAfterMs?: number;
   /** Handshakes refused in a row, with fresh tokens, while the server answers HTTP: auth failed. */
   authFailureAttempts?: number;
+  /**
+   * On a reconnect, the refusals must also have gone on this long before the client stops: a
+   * browser cannot tell a refused token from API Gateway's 429 (throttling, when many clients
+   * reconnect at once after a network blip or the 2-hour limit) or a 500 (an authorizer that
+   * cannot reach its JWKS), which pass. `connect()` keeps the quick answer: nothing is pending.
+   */
+  authFailureWindowMs?: number;
   /** Does the server answer HTTP at `httpUrl`? The default asks with `fetch` (no token sent). */
   probe?: (httpUrl: string, timeoutMs: number) => Promise<boolean>;
   /** The WebSocket class; the global one by default. */
@@ -103,6 +112,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<Omit<ChatClientOptions, "WebSock
   openTimeoutMs: 10_000, // TLS, then the authorizer and $connect functions (cold starts)
   stableAfterMs: 5_000,
   authFailureAttempts: 3,
+  authFailureWindowMs: 30_000,
   probe: fetchProbe,
   random: Math.random,
 };
@@ -593,6 +603,7 @@ export class ChatClient extends EventTarget {
 
   async #reconnect(droppedAt: number): Promise<void> {
     let refusals = 0;
+    let refusedSince = 0;
     for (let attempt = 1; !this.#closing; attempt += 1) {
       const delayMs = this.#backoff.next();
       this.#emit("reconnecting", { attempt, delayMs });
@@ -604,9 +615,13 @@ export class ChatClient extends EventTarget {
       } catch (error) {
         if (this.#closing) return;
         const refused = error instanceof OpenFailure && (await this.#refusedWhileReachable(error));
+        if (refused && refusals === 0) refusedSince = Date.now();
         refusals = refused ? refusals + 1 : 0;
         this.#emit("reconnect_failed", { attempt, reason: describe(error) });
-        if (refusals >= this.options.authFailureAttempts) {
+        if (
+          refusals >= this.options.authFailureAttempts &&
+          Date.now() - refusedSince >= this.options.authFailureWindowMs
+        ) {
           const failure = new AuthenticationError(refusals);
           this.#failure = failure;
           this.#closing = true;

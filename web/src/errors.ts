@@ -11,7 +11,8 @@ export class ChatClientError extends Error {
  * The server refused the token on the WebSocket handshake. A browser never sees the HTTP status
  * of a refused handshake, so the client concludes this when `authFailureAttempts` handshakes in a
  * row, each with a fresh token from `getToken`, failed before opening while the server answered
- * HTTP (see "Browser client" in docs/client.md). Never retried: get a valid token and connect
+ * HTTP, on a reconnect for at least `authFailureWindowMs` (see "Browser client" in
+ * docs/client.md). Never retried: get a valid token and connect
  * again.
  */
 export class AuthenticationError extends ChatClientError {

@@ -223,25 +223,54 @@ describe("reconnect", () => {
     await client.close();
   });
 
-  it("stops with auth_failed after repeated refusals, never retrying for ever", async () => {
+  it("stops with auth_failed after refusals that went on for the window, never retrying for ever", async () => {
     let refuse = false;
     const WebSocket = fakeServer((socket) => (refuse ? socket.refuse() : socket.open()));
-    const client = new ChatClient({ ...fast, WebSocket, probe: async () => true });
+    const windowMs = 150;
+    const options = { ...fast, WebSocket, probe: async () => true, authFailureWindowMs: windowMs };
+    const client = new ChatClient(options);
     const events = record(client, "reconnect_failed", "auth_failed", "closed");
     await client.connect(URL_, "t");
     const id = client.sendChat("c1", "hello");
     refuse = true;
+    const dropped = Date.now();
     FakeSocket.last().drop();
     await assert.rejects(client.waitAccepted(id), AuthenticationError);
+    assert.ok(Date.now() - dropped >= windowMs, "not before the refusals lasted the window");
     const sockets = FakeSocket.instances.length;
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(FakeSocket.instances.length, sockets, "no attempt after auth_failed");
-    assert.deepEqual(
-      events.map(([type]) => type),
-      ["reconnect_failed", "reconnect_failed", "reconnect_failed", "auth_failed"],
-    );
+    const types = events.map(([type]) => type);
+    assert.equal(types.at(-1), "auth_failed");
+    assert.ok(types.length > 4, "more attempts than authFailureAttempts, within the window");
+    assert.ok(types.slice(0, -1).every((type) => type === "reconnect_failed"));
     assert.ok(client.failure instanceof AuthenticationError);
     assert.throws(() => client.sendChat("c1", "again"), AuthenticationError);
+  });
+
+  it("rides out refusals shorter than the window, as a 429 storm's, and delivers", async () => {
+    // A browser sees API Gateway's 429 (many clients reconnecting at once) exactly as a refused
+    // token: more refusals than authFailureAttempts, then the throttle lets it through.
+    let refusals = 0;
+    const WebSocket = fakeServer((socket) => {
+      if (refusals > 0 && refusals < 6) {
+        refusals += 1;
+        socket.refuse();
+      } else socket.open();
+    });
+    const client = new ChatClient({ ...fast, WebSocket, probe: async () => true });
+    const events = record(client, "reconnect_failed", "reconnected", "auth_failed");
+    await client.connect(URL_, "t");
+    const id = client.sendChat("c1", "hello");
+    refusals = 1;
+    FakeSocket.last().drop();
+    await until(() => client.connected && FakeSocket.instances.length === 7, "the reconnect");
+    const types = events.map(([type]) => type);
+    assert.deepEqual(types, [...Array(5).fill("reconnect_failed"), "reconnected"]);
+    assert.deepEqual(FakeSocket.last().chats().map((m) => m.clientMessageId), [id]);
+    accept(FakeSocket.last(), id);
+    assert.equal((await client.waitAccepted(id)).clientMessageId, id);
+    await client.close();
   });
 
   it("keeps trying while the server is unreachable, and resets the refusal count", async () => {
