@@ -33,6 +33,11 @@ TTL_STEP_SECONDS: Final = 60
 # never holds it.
 USER_PREFIX: Final = "USER#"
 ATTR_CONNECTION_IDS: Final = "connectionIds"
+# One item per client instance (PK = SK = ``INSTANCE#<userId>#<instanceId>``) holds the id of
+# the connection that instance opened last (``connectionId``), so the next ``$connect`` of the
+# same instance can close the one before: a socket the client gave up on may still be open at
+# API Gateway (DESIGN §4). No ``userId`` attribute either: never in the userId-index.
+INSTANCE_PREFIX: Final = "INSTANCE#"
 
 USER_INDEX_NAME: Final = "userId-index"
 USER_INDEX_HASH_KEY: Final = ATTR_USER_ID
@@ -54,6 +59,14 @@ def connection_key(connection_id: str) -> str:
 def user_key(user_id: str) -> str:
     """The PK/SK value of a user's item (its connection ids): ``USER#<userId>``."""
     return f"{USER_PREFIX}{user_id}"
+
+
+def instance_key(user_id: str, instance_id: str) -> str:
+    """The PK/SK value of a client instance's item: ``INSTANCE#<userId>#<instanceId>``.
+
+    An instance id has no ``#`` (``INSTANCE_ID_PATTERN``), so no two pairs share a key.
+    """
+    return f"{INSTANCE_PREFIX}{user_id}#{instance_id}"
 
 
 def table_definition(table_name: str) -> dict[str, object]:
@@ -137,6 +150,10 @@ def lambda_handler(function: str) -> str:
 
 TOKEN_QUERY_PARAMETER: Final = "token"
 AUTHORIZER_IDENTITY_SOURCE: Final = f"route.request.querystring.{TOKEN_QUERY_PARAMETER}"
+# A client instance's own id, the same on every (re)connect of one client object: ``$connect``
+# closes the connection the same instance opened before (``INSTANCE_PREFIX``). Optional.
+INSTANCE_QUERY_PARAMETER: Final = "instanceId"
+INSTANCE_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
 # --- Authentication -------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ LIMITS = {
     "idleTimeoutSeconds": schema.IDLE_TIMEOUT_SECONDS,
     "maxConnectionSeconds": schema.MAX_CONNECTION_SECONDS,
     "tokenQueryParameter": schema.TOKEN_QUERY_PARAMETER,
+    "instanceQueryParameter": schema.INSTANCE_QUERY_PARAMETER,
+    "instanceIdPattern": schema.INSTANCE_ID_PATTERN,
     "idPattern": schema.SQS_ID_PATTERN,
     "deduplicationWindowSeconds": schema.SQS_DEDUPLICATION_WINDOW_SECONDS,
 }

@@ -139,5 +139,7 @@ export const MAX_MESSAGE_BYTES = 131072;
 export const IDLE_TIMEOUT_SECONDS = 600;
 export const MAX_CONNECTION_SECONDS = 7200;
 export const TOKEN_QUERY_PARAMETER = "token";
+export const INSTANCE_QUERY_PARAMETER = "instanceId";
+export const INSTANCE_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
 export const ID_PATTERN = "^[\\x21-\\x7e]{1,128}$";
 export const DEDUPLICATION_WINDOW_SECONDS = 300;
