@@ -8,7 +8,7 @@ stack reads; outputs may be added, never renamed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pulumi
 
@@ -16,7 +16,12 @@ from components.alarms import Alarms, AlarmsArgs
 from components.api_gateway_account import account_role_arn
 from components.chat_queue import ChatQueue, ChatQueueArgs
 from components.connection_table import ConnectionTable, ConnectionTableArgs
-from components.consumer_policies import ConsumerPolicies, ConsumerPoliciesArgs
+from components.consumer_policies import (
+    CLOSER_METHODS,
+    ConsumerPolicies,
+    ConsumerPoliciesArgs,
+    management_connection_arns,
+)
 from components.dependency_layer import DependencyLayer, DependencyLayerArgs
 from components.handler_function import HandlerFunction, HandlerFunctionArgs
 from components.iam import Statement, allow
@@ -45,9 +50,21 @@ packages = DependencyLayer(
     "packages", DependencyLayerArgs(lambda_settings=settings.lambda_settings)
 )
 
+# The API's execution ARN and management endpoint, for connect: the API is created after the
+# functions (its integrations need them), so both are resolved right after it. They come from
+# the Api resource and the stage's name only, never the Stage: no cycle.
+Resolve = Callable[[pulumi.Output[str]], None]
+api_execution_arn: pulumi.Output[str]
+api_management_endpoint: pulumi.Output[str]
+resolve_api_execution_arn: Resolve
+resolve_api_management_endpoint: Resolve
+api_execution_arn, resolve_api_execution_arn = pulumi.deferred_output()
+api_management_endpoint, resolve_api_management_endpoint = pulumi.deferred_output()
+
 # Every variable a function may read, by name; each function gets only its own.
 variables: dict[str, pulumi.Input[str]] = {
     schema.ENV_CONNECTIONS_TABLE: table.name,
+    schema.ENV_MANAGEMENT_ENDPOINT: api_management_endpoint,
     schema.ENV_CHAT_QUEUE_URL: queue.url,
     schema.ENV_IDLE_TIMEOUT: str(settings.idle_timeout_seconds),
     schema.ENV_MAX_CONNECTIONS_PER_USER: str(settings.max_connections_per_user),
@@ -84,7 +101,7 @@ authorizer = handler_function(
 )
 connect = handler_function(
     "connect",
-    "$connect: stores the connection row",
+    "$connect: stores the connection row, closes the same client's previous one",
     statements=[
         # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
         # at the limit, the set's rows are read and the gone ones dropped from it (an
@@ -98,6 +115,13 @@ connect = handler_function(
                 "dynamodb:DeleteItem",
             ],
             [table.arn],
+        ),
+        # A client's reconnect closes the connection the same client instance opened before
+        # (DeleteConnection): one it gave up on may still be open at API Gateway.
+        allow(
+            "ClosePreviousConnection",
+            ["execute-api:ManageConnections"],
+            management_connection_arns(api_execution_arn, stage_name, CLOSER_METHODS),
         ),
     ],
 )
@@ -134,6 +158,8 @@ api = WebSocketApi(
         tags=tags,
     ),
 )
+resolve_api_execution_arn(api.execution_arn)
+resolve_api_management_endpoint(api.handler_management_endpoint)
 policies = ConsumerPolicies(
     "rag",
     ConsumerPoliciesArgs(

@@ -96,6 +96,17 @@ def _slug(route_key: str) -> str:
     return route_key.lstrip("$").replace("_", "-")
 
 
+def format_management_endpoint(
+    api_endpoint: pulumi.Input[str], stage_name: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """``https://{apiId}.execute-api.{region}.amazonaws.com/{stage}``: the management API of a
+    stage, from the API's ``wss://`` endpoint. The management API is an AWS API signed with
+    SigV4: its execute-api address works with or without a custom domain, so it stays on it."""
+    return pulumi.Output.all(api_endpoint, stage_name).apply(
+        lambda parts: f"{parts[0].replace('wss://', 'https://', 1)}/{parts[1]}"
+    )
+
+
 def _digest(snapshot: dict[str, object]) -> str:
     """sha256 of the resolved inputs; an ``*Args`` object serialises as its fields."""
     return hashlib.sha256(json.dumps(snapshot, sort_keys=True, default=vars).encode()).hexdigest()
@@ -108,6 +119,7 @@ class WebSocketApi(pulumi.ComponentResource):
     stage_name: pulumi.Output[str]
     websocket_url: pulumi.Output[str]
     management_endpoint: pulumi.Output[str]
+    handler_management_endpoint: pulumi.Output[str]
     access_log_group_name: pulumi.Output[str] | None = None  # set with access logs
     domain_target: pulumi.Output[str] | None = None  # set with a custom domain
 
@@ -126,6 +138,12 @@ class WebSocketApi(pulumi.ComponentResource):
             route_selection_expression=schema.ROUTE_SELECTION_EXPRESSION,
             tags=tags,
             opts=self._child,
+        )
+        # The same address for the API's own functions ($connect closes a client's previous
+        # connection): from the Api resource and the stage's NAME, never the Stage resource,
+        # which waits for the integrations, which wait for the functions.
+        self.handler_management_endpoint = format_management_endpoint(
+            self.api.api_endpoint, args.stage_name
         )
         # The inputs of everything a deployment snapshots (authorizer, integrations, routes,
         # route responses): the deployment is replaced whenever one of them changes, so the
@@ -281,10 +299,9 @@ class WebSocketApi(pulumi.ComponentResource):
         self.execution_arn = execution_arn
         self.region = execution_arn.apply(lambda arn: arn.split(":")[3])
         self.stage_name = self.stage.name
-        # The management API is an AWS API signed with SigV4: its execute-api address works
-        # with or without a custom domain, so the endpoint stays on it.
-        self.management_endpoint = pulumi.Output.all(self.api.api_endpoint, self.stage.name).apply(
-            lambda parts: f"{parts[0].replace('wss://', 'https://', 1)}/{parts[1]}"
+        # The output waits for the stage: the RAG stack reads it once the stage exists.
+        self.management_endpoint = format_management_endpoint(
+            self.api.api_endpoint, self.stage.name
         )
         if args.custom_domain_name:
             self.websocket_url = self._custom_domain(self._name, args, tags)

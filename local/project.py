@@ -59,8 +59,9 @@ def handler_environment(
 ) -> dict[str, str]:
     """The Lambda functions' environment variables, as the Pulumi program sets them in AWS.
 
-    All four functions' at once, since local mode runs them in one process, plus the management
-    endpoint that ``MessageSender.from_environment`` reads (in AWS, the RAG stack's functions).
+    All four functions' at once, since local mode runs them in one process; the management
+    endpoint (``$connect`` closes an instance's earlier connection through it) is also what
+    ``MessageSender.from_env`` reads in the RAG stack's functions.
     """
     tunables = {name: env.get(name) or str(config_default(key)) for name, key in TUNABLES.items()}
     variables = {
@@ -71,10 +72,10 @@ def handler_environment(
         schema.ENV_AUTH_JWKS_URL: jwks_url,
         # The row's TTL slides with the same idle timeout the gateway applies (whole seconds).
         schema.ENV_IDLE_TIMEOUT: str(max(1, math.ceil(idle_timeout_seconds))),
+        schema.ENV_MANAGEMENT_ENDPOINT: management_endpoint,
         **tunables,
     }
     environment = schema.common_environment(tunables[schema.ENV_LOG_LEVEL])
     for function in schema.FUNCTION_VARIABLES:
         environment.update(schema.function_environment(function, variables))
-    environment[schema.ENV_MANAGEMENT_ENDPOINT] = management_endpoint
     return environment

@@ -336,6 +336,34 @@ class ConnectionStore:
             self._release(old[schema.ATTR_USER_ID]["S"], [connection_id])
         return GoneRow.REMOVED
 
+    def replace_instance_connection(
+        self, user_id: str, instance_id: str, connection_id: str
+    ) -> str | None:
+        """Record ``connection_id`` as the latest of a client instance's connections and return
+        the one it replaces, if that may still be open: one ``PutItem`` with ``ALL_OLD``.
+
+        None when the instance had no connection, when it is this one (API Gateway retried
+        ``$connect``), or when the earlier one is past API Gateway's 2-hour limit.
+        """
+        now = int(self._clock())
+        response = self.client.put_item(
+            TableName=self.config.table_name,
+            Item={
+                **_key(schema.instance_key(user_id, instance_id)),
+                schema.ATTR_CONNECTION_ID: {"S": connection_id},
+                # The mapping matters only while its connection can be open.
+                schema.TTL_ATTRIBUTE: {"N": str(now + schema.MAX_CONNECTION_SECONDS)},
+            },
+            ReturnValues="ALL_OLD",
+        )
+        old: dict[str, Any] = response.get("Attributes") or {}
+        previous = old.get(schema.ATTR_CONNECTION_ID, {}).get("S")
+        if previous is None or previous == connection_id:
+            return None
+        if int(old.get(schema.TTL_ATTRIBUTE, {}).get("N", "0")) <= now:
+            return None
+        return str(previous)
+
     def get(self, connection_id: str) -> Connection | None:
         """The live row of a connection, or None when it is absent or expired."""
         response = self.client.get_item(

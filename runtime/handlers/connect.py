@@ -1,23 +1,96 @@
-"""``$connect``: store the connection row for the user the authorizer identified.
+"""``$connect``: store the connection row for the user the authorizer identified, and close the
+connection the same client instance opened before.
 
-401 without an identity, 429 over the per-user connection limit, 500 when the store fails or
-the Lambda's time left cannot cover another call.
+A client that gave up on a connection (its network changed, or its liveness check timed out on
+a dead path) reconnects at once, while API Gateway may hold the old socket open until its idle
+timeout: posts to it succeed, so an answer streaming there would never be replayed on the new
+connection. A client that sends ``?instanceId=`` (the same id on every reconnect of one client
+object; both clients do) gets that old connection closed with ``DeleteConnection`` here; its
+next post answers 410 and ``MessageSender`` moves the answer to the new connection.
+
+401 without an identity, 400 for a malformed ``instanceId``, 429 over the per-user connection
+limit, 500 when the store fails or the Lambda's time left cannot cover another call. Closing the
+earlier connection is best effort: its failure is logged and counted, and the client connects.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
 
+from runtime import aws, schema
 from runtime.aws import Deadline
-from runtime.config import StoreConfig
+from runtime.config import StoreConfig, management_endpoint_from_env
 from runtime.connections import ConnectionLimitReached, ConnectionStore
 from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.observability import Metric, count, handles_invocation, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
+_INSTANCE_ID = re.compile(schema.INSTANCE_ID_PATTERN)
+_GONE = "GoneException"
+
+
+class BadInstanceId(ValueError):
+    pass
+
+
+def instance_id_of(event: dict[str, Any]) -> str | None:
+    """The ``instanceId`` query parameter, or None when the URL has none; ``BadInstanceId`` when
+    it does not match ``schema.INSTANCE_ID_PATTERN``. API Gateway puts the query string in
+    ``queryStringParameters`` of ``$connect`` only, absent without one (DESIGN §5)."""
+    query = event.get("queryStringParameters") or {}
+    value = query.get(schema.INSTANCE_QUERY_PARAMETER)
+    if value is None:
+        return None
+    if not _INSTANCE_ID.match(value):
+        raise BadInstanceId(
+            f"{schema.INSTANCE_QUERY_PARAMETER} must be 1 to 64 letters, digits, '-' or '_' "
+            "(a random id the client keeps for its lifetime); leave it out to skip closing "
+            "the connection this client opened before"
+        )
+    return str(value)
+
+
+def close_previous(
+    user_id: str, instance_id: str, connection_id: str, deadline: Deadline
+) -> str | None:
+    """Record the instance's new connection and close the one before it (``DeleteConnection``),
+    returning the closed id; one already gone counts as closed. Never raises: a failure is
+    logged and counted, and the new connection stands."""
+    previous: str | None = None
+    try:
+        deadline.check()
+        previous = STORE.replace_instance_connection(user_id, instance_id, connection_id)
+        if previous is None:
+            return None
+        deadline.check()
+        management = aws.management_api(management_endpoint_from_env())
+        management.delete_connection(ConnectionId=previous)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != _GONE:
+            _close_failed(previous)
+            return None
+    except Exception:
+        _close_failed(previous)
+        return None
+    count(Metric.REPLACED_CONNECTIONS_CLOSED)
+    logger.info(
+        "closed the connection this client instance opened before",
+        extra={"previousConnectionId": previous},
+    )
+    return previous
+
+
+def _close_failed(previous: str | None) -> None:
+    logger.exception(
+        "connect: could not close the connection this client instance opened before",
+        extra={"previousConnectionId": previous},
+    )
+    count(Metric.UNEXPECTED_FAILURES)
 
 
 @handles_invocation
@@ -27,13 +100,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if user_id is None:
         logger.warning("connect refused: no userId or principalId from the authorizer")
         return response(401, "Unauthorized")
+    try:
+        instance_id = instance_id_of(event)
+    except BadInstanceId as exc:
+        logger.warning("connect refused: malformed instanceId")
+        return response(400, str(exc))
     connection_id = request_context.connection_id
+    deadline = Deadline.of(context)
     try:
         STORE.add(
             connection_id,
             user_id,
             connected_at_ms(request_context, int(time.time() * 1000)),
-            deadline=Deadline.of(context),
+            deadline=deadline,
         )
     except ConnectionLimitReached as exc:
         logger.warning("connect refused: user at the connection limit", extra={"limit": exc.limit})
@@ -42,6 +121,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.exception("connect failed: could not store the connection")
         count(Metric.UNEXPECTED_FAILURES)
         return response(500, "Internal error")
+    if instance_id is not None:
+        close_previous(user_id, instance_id, connection_id, deadline)
     count(Metric.CONNECTIONS_OPENED)
     logger.info("connected")
     return response(200)

@@ -31,6 +31,7 @@ EXPECTED_ENV = {
     },
     "connect": {
         schema.ENV_CONNECTIONS_TABLE,
+        schema.ENV_MANAGEMENT_ENDPOINT,  # closes the same client's previous connection
         schema.ENV_IDLE_TIMEOUT,
         schema.ENV_MAX_CONNECTIONS_PER_USER,
         schema.ENV_MESSAGES_PER_MINUTE,
@@ -101,6 +102,7 @@ def test_variable_values(dev_run: ProgramRun) -> None:
     assert connect[schema.ENV_IDLE_TIMEOUT] == "600"
     assert connect[schema.ENV_MAX_CONNECTIONS_PER_USER] == "10"
     assert connect[schema.ENV_MESSAGES_PER_MINUTE] == "60"
+    assert connect[schema.ENV_MANAGEMENT_ENDPOINT] == dev_run.outputs["managementEndpoint"]
     message = dev_run.one(FUNCTION, "message").inputs["environment"]["variables"]
     assert message[schema.ENV_CHAT_QUEUE_URL] == queue
 
@@ -156,3 +158,29 @@ def test_api_gateway_may_invoke_only_from_this_api(dev_run: ProgramRun) -> None:
     )
     for function in ("connect", "disconnect", "message"):
         assert permissions[f"{function}-invoke-routes"]["sourceArn"] == f"{EXECUTION_ARN}/*/*"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_connect_reads_the_management_endpoint_of_the_output(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """The same address the stack exports, also with prod's custom domain and stage name."""
+    run: ProgramRun = request.getfixturevalue(f"{stack}_run")
+    variables = run.one(FUNCTION, "connect").inputs["environment"]["variables"]
+    stage = run.one("aws:apigatewayv2/stage:Stage").inputs["name"]
+    endpoint = f"https://{API_ID}.execute-api.{REGION}.amazonaws.com/{stage}"
+    assert variables[schema.ENV_MANAGEMENT_ENDPOINT] == endpoint
+    assert run.outputs["managementEndpoint"] == endpoint
+
+
+def test_connect_waits_for_the_api_but_not_for_its_stage(dev_run: ProgramRun) -> None:
+    """connect's endpoint and DeleteConnection grant come from the Api and the stage's name:
+    the stage waits for the integrations, which wait for connect (a cycle otherwise)."""
+    for name in ("connect", "connect-policy"):
+        waits_for = dev_run.dependencies[name]
+        assert "websocket" in waits_for, name
+        assert not {"websocket-stage", "websocket-deployment"} & waits_for, name
+    integration = dev_run.one(
+        "aws:apigatewayv2/integration:Integration", "websocket-connect-integration"
+    )
+    assert "connect" in dev_run.dependencies[integration.name]

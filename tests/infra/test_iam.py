@@ -58,6 +58,8 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
             ("dynamodb:UpdateItem", table),
             ("dynamodb:BatchGetItem", table),
             ("dynamodb:DeleteItem", table),
+            # DeleteConnection of the same client's previous connection.
+            ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/DELETE/@connections/*"),
         },
         "disconnect-policy": own_logs("disconnect")
         | {("dynamodb:DeleteItem", table), ("dynamodb:UpdateItem", table)},
@@ -182,19 +184,30 @@ def test_managed_policies_are_what_the_outputs_name(dev_run: ProgramRun) -> None
     assert dev_run.outputs["connectionCloserPolicyArn"] == policies["rag-connection-closer"]
 
 
+def _management_api_calls() -> dict[str, set[str]]:
+    """The management API's operations each runtime module calls, by path under runtime/."""
+    import runtime
+
+    root = Path(runtime.__file__).parent
+    calls = {
+        path.relative_to(root).as_posix(): set(
+            # The three operations (socket.create_connection is none of them).
+            re.findall(r"\.((?:post_to|get|delete)_connection)\(", path.read_text())
+        )
+        for path in root.rglob("*.py")
+    }
+    return {path: found for path, found in calls.items() if found}
+
+
 def test_the_sender_may_post_and_nothing_else_on_connections(dev_run: ProgramRun) -> None:
     """MessageSender calls PostToConnection only (a 410 is how it learns a connection is
     gone); GetConnection and DeleteConnection are not in its policy. Closing a connection is
-    the separately named, opt-in connectionCloserPolicyArn."""
-    import runtime
-
-    calls = {
-        call
-        for path in Path(runtime.__file__).parent.rglob("*.py")
-        # The management API's three operations (socket.create_connection is none of them).
-        for call in re.findall(r"\.((?:post_to|get|delete)_connection)\(", path.read_text())
+    the separately named, opt-in connectionCloserPolicyArn. The one DeleteConnection of the
+    runtime is the $connect handler's own (its policy, below)."""
+    assert _management_api_calls() == {
+        "posting.py": {"post_to_connection"},
+        "handlers/connect.py": {"delete_connection"},
     }
-    assert calls == {"post_to_connection"}
     documents = policy_documents(dev_run.resources)
     connections = {
         resource
@@ -202,6 +215,30 @@ def test_the_sender_may_post_and_nothing_else_on_connections(dev_run: ProgramRun
         if action == "execute-api:ManageConnections"
     }
     assert connections == {f"{EXECUTION_ARN}/dev/POST/@connections/*"}
+
+
+def test_only_connect_may_manage_connections_and_only_delete(run: ProgramRun) -> None:
+    """$connect closes the same client's previous connection (DeleteConnection) on this API's
+    stage: no POST, no other method or stage. No other function touches execute-api."""
+    stage = run.one("aws:apigatewayv2/stage:Stage").inputs["name"]
+    documents = policy_documents(run.resources)
+    execute_api = {
+        function: {
+            (action, resource)
+            for action, resource in _grants(documents[f"{function}-policy"])
+            if action.startswith("execute-api:")
+        }
+        for function in ("authorizer", "connect", "disconnect", "message")
+    }
+    assert execute_api == {
+        "authorizer": set(),
+        "connect": {
+            ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/DELETE/@connections/*")
+        },
+        "disconnect": set(),
+        "message": set(),
+    }
+    assert run.outputs["apiExecutionArn"] == EXECUTION_ARN
 
 
 @pytest.mark.parametrize(

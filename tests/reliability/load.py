@@ -214,11 +214,18 @@ def _queue_depth(aws: AwsResources, queue_url: str) -> int:
 
 
 def _rows(aws: AwsResources) -> int:
-    """Every row of the connections table, expired or not (a raw Scan, no TTL filter)."""
+    """Every item of the connections table that ``$disconnect`` must remove, expired or not (a
+    raw Scan, no TTL filter): the connection rows and the users' items. A client instance's
+    item (``INSTANCE#``) stays for its TTL, by design."""
     paginator = aws.dynamodb().get_paginator("scan")
     return sum(
         int(page.get("Count", 0))
-        for page in paginator.paginate(TableName=aws.table_name, Select="COUNT")
+        for page in paginator.paginate(
+            TableName=aws.table_name,
+            Select="COUNT",
+            FilterExpression="NOT begins_with(PK, :instance)",
+            ExpressionAttributeValues={":instance": {"S": schema.INSTANCE_PREFIX}},
+        )
     )
 
 

@@ -377,3 +377,34 @@ def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
     store.add("c1", "alice", int(clock.now * 1000))
     assert store.remove_gone("c1") is GoneRow.CONNECTING
     assert store.get("c1") is not None
+
+
+def test_an_instance_s_new_connection_names_the_one_it_replaces(aws: MockedAws) -> None:
+    clock = Clock()
+    store = make_store(aws, clock)
+    assert store.replace_instance_connection("alice", "tab-1", "A=") is None
+    clock.now += 30
+    assert store.replace_instance_connection("alice", "tab-1", "B=") == "A="
+    # API Gateway retrying $connect of B: nothing to close.
+    assert store.replace_instance_connection("alice", "tab-1", "B=") is None
+    # Another instance, and the same instance id of another user, are separate.
+    assert store.replace_instance_connection("alice", "tab-2", "C=") is None
+    assert store.replace_instance_connection("bob", "tab-1", "D=") is None
+    item = raw(aws, schema.instance_key("alice", "tab-1"))
+    assert item is not None
+    assert item[schema.ATTR_CONNECTION_ID] == {"S": "B="}
+    assert item[schema.TTL_ATTRIBUTE] == {"N": str(int(clock.now) + schema.MAX_CONNECTION_SECONDS)}
+    assert schema.ATTR_USER_ID not in item  # never in the userId-index
+    assert store.list_for_user("alice") == []
+
+
+def test_an_instance_s_connection_past_the_two_hour_limit_is_not_named(aws: MockedAws) -> None:
+    """API Gateway closes every connection after 2 hours: an older mapping (DynamoDB removes
+    expired items late) names nothing to close."""
+    clock = Clock()
+    store = make_store(aws, clock)
+    store.replace_instance_connection("alice", "tab-1", "A=")
+    clock.now += schema.MAX_CONNECTION_SECONDS
+    assert store.replace_instance_connection("alice", "tab-1", "B=") is None
+    clock.now += 1
+    assert store.replace_instance_connection("alice", "tab-1", "C=") == "B="

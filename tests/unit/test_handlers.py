@@ -5,6 +5,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -22,6 +23,7 @@ from runtime.handlers._common import RequestContext
 from tests.conftest import MockedAws
 from tests.support import (
     CONNECTION_ID,
+    TEST_ENV,
     chat_event,
     chat_message,
     connect_event,
@@ -170,9 +172,15 @@ def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: MockedAws) -> 
     connect.STORE._client = client
     try:
         assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
+        assert calls == ["TransactWriteItems"]
+        calls.clear()
+        # With an instance id, one PutItem more (the instance's item; a first connect of the
+        # instance has no earlier connection to close).
+        event = instance_connect_event("tab-1", "A=")
+        assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     finally:
         connect.STORE._client = None
-    assert calls == ["TransactWriteItems"]
+    assert calls == ["TransactWriteItems", "PutItem"]
 
 
 def test_connect_store_failure_is_500_logged_and_counted(
@@ -190,6 +198,100 @@ def test_connect_store_failure_is_500_logged_and_counted(
         assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 500
     assert "connect failed" in logs.getvalue()
     assert unexpected_failures(capsys) == 1
+
+
+def instance_connect_event(instance_id: str, connection_id: str, user: str = "user-123") -> Any:
+    """A ``$connect`` whose URL also carries ``?instanceId=``: API Gateway passes the query
+    string in ``queryStringParameters`` and ``multiValueQueryStringParameters`` of ``$connect``
+    (AWS docs, "Set up a $connect route": the route request's query string; our
+    ``tests/events/connect.json`` carries the token the same way)."""
+    event = connect_event(user, connection_id)
+    event["queryStringParameters"][schema.INSTANCE_QUERY_PARAMETER] = instance_id
+    event["multiValueQueryStringParameters"][schema.INSTANCE_QUERY_PARAMETER] = [instance_id]
+    return event
+
+
+@pytest.fixture
+def management(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The connect handler's management API client, stubbed: a call not scripted fails."""
+    client = boto3.client(
+        "apigatewaymanagementapi", endpoint_url=TEST_ENV[schema.ENV_MANAGEMENT_ENDPOINT]
+    )
+    endpoints: list[str] = []
+
+    def management_api(endpoint_url: str) -> Any:
+        endpoints.append(endpoint_url)
+        return client
+
+    monkeypatch.setattr(connect.aws, "management_api", management_api)
+    with Stubber(client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+    assert set(endpoints) <= {TEST_ENV[schema.ENV_MANAGEMENT_ENDPOINT]}
+
+
+def test_a_reconnect_of_the_same_client_instance_closes_its_previous_connection(
+    aws: MockedAws, management: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client that gave up on a socket API Gateway still holds reconnects with the same
+    ``instanceId``; ``$connect`` closes the old socket (DeleteConnection, ``DELETE
+    @connections/{id}``: "Delete the connection with the provided id", the management API's
+    reference), so a post to it answers 410 and the answer moves to the new connection."""
+    context = lambda_context("connect")
+    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    management.add_response("delete_connection", {}, {"ConnectionId": "A="})
+    assert connect.handler(instance_connect_event("tab-1", "B="), context)["statusCode"] == 200
+    management.assert_no_pending_responses()
+    # Another tab of the same user, and a retried $connect of B, close nothing.
+    assert connect.handler(instance_connect_event("tab-2", "C="), context)["statusCode"] == 200
+    assert connect.handler(instance_connect_event("tab-1", "B="), context)["statusCode"] == 200
+    # Another user with the same instance id cannot close user-123's connection.
+    event = instance_connect_event("tab-1", "D=", user="mallory")
+    assert connect.handler(event, context)["statusCode"] == 200
+    assert sorted(r.connection_id for r in connect.STORE.list_for_user("user-123")) == [
+        "A=",
+        "B=",
+        "C=",
+    ]  # A's row goes when API Gateway runs its $disconnect
+    assert unexpected_failures(capsys) == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "failures"),
+    [("GoneException", 410, 0), ("ForbiddenException", 403, 1)],
+)
+def test_closing_the_previous_connection_never_fails_the_connect(
+    aws: MockedAws,
+    management: Stubber,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+    code: str,
+    status: int,
+    failures: int,
+) -> None:
+    """Already gone (410) is what closing wanted; anything else is logged and counted, and the
+    new connection stands either way."""
+    context = lambda_context("connect")
+    connect.handler(instance_connect_event("tab-1", "A="), context)
+    management.add_client_error(
+        "delete_connection", code, http_status_code=status, expected_params=None
+    )
+    assert connect.handler(instance_connect_event("tab-1", "B="), context)["statusCode"] == 200
+    assert unexpected_failures(capsys) == failures
+    logged = "could not close the connection this client instance opened before"
+    assert (logged in logs.getvalue()) == bool(failures)
+    assert connect.STORE.get("B=") is not None
+
+
+@pytest.mark.parametrize("instance_id", ["", "tab#1", "x" * 65, "tab 1", "t\u00e4b"])
+def test_a_malformed_instance_id_is_400_naming_it_and_stores_nothing(
+    aws: MockedAws, management: Stubber, instance_id: str
+) -> None:
+    result = connect.handler(instance_connect_event(instance_id, "A="), lambda_context("connect"))
+    assert result["statusCode"] == 400
+    assert schema.INSTANCE_QUERY_PARAMETER in result["body"]
+    assert "letters, digits" in result["body"]
+    assert connect.STORE.count_for_user("user-123") == 0
 
 
 def test_disconnect_deletes_the_row_and_frees_the_slot(
