@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -54,7 +56,7 @@ from client.errors import (
 )
 from client.events import ConnectionEvent, ConnectionEventKind
 from client.frames import parse_received
-from client.handshake import TokenProvider, open_connection, url_with_token
+from client.handshake import TokenProvider, open_connection, url_with
 from client.subscriptions import Fanout, Subscription
 from client.writer import ConnectionWriter
 from runtime.messages import (
@@ -67,7 +69,12 @@ from runtime.messages import (
     SystemFrame,
     describe_validation_error,
 )
-from runtime.schema import MAX_MESSAGE_BYTES, ROUTE_CHAT_MESSAGE
+from runtime.schema import (
+    INSTANCE_ID_PATTERN,
+    INSTANCE_QUERY_PARAMETER,
+    MAX_MESSAGE_BYTES,
+    ROUTE_CHAT_MESSAGE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +101,19 @@ class ChatClient:
         *,
         on_event: EventCallback | None = None,
         rng: random.Random | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.config = config or ClientConfig()
+        if instance_id is not None and not re.match(INSTANCE_ID_PATTERN, instance_id):
+            raise InvalidArgumentError(
+                f"instance_id={instance_id!r} must be 1 to 64 letters, digits, '-' or '_'; "
+                "leave it out for a random one"
+            )
+        self.instance_id = instance_id or secrets.token_urlsafe(16)
+        """Sent on every (re)connect (``?instanceId=``): the server then closes the connection
+        this client opened before, which may still be open at API Gateway after this client gave
+        up on it, so an answer streaming there moves to the new connection. One per client
+        object: two clients of one user (two tabs) keep their own."""
         self._on_event = on_event
         self._backoff = Backoff(
             self.config.reconnect_initial_delay,
@@ -137,9 +155,10 @@ class ChatClient:
         """
         if self._supervisor is not None or self._closing:
             raise ClientUsageError("connect() can be called once per ChatClient")
-        url_with_token(url, "-")  # a bad URL fails here, not in a reconnect
+        # A bad URL fails here, not in a reconnect.
+        target = url_with(url, {INSTANCE_QUERY_PARAMETER: self.instance_id})
         try:
-            ws = await open_connection(url, token_provider, self.config)
+            ws = await open_connection(target, token_provider, self.config)
         except AuthenticationError:
             raise
         except Exception as exc:  # network, timeout, 429/5xx, a failing token provider
@@ -148,7 +167,7 @@ class ChatClient:
         if self._closing:  # closed while the connection was opening
             await ws.close()
             raise ClientClosedError("the client was closed while connecting")
-        self._url = url
+        self._url = target
         self._token_provider = token_provider
         self._current = ws
         self._emit(ConnectionEventKind.CONNECTED)

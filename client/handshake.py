@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,14 +38,19 @@ async def fetch_token(provider: TokenProvider) -> str:
     return token
 
 
-def url_with_token(url: str, token: str) -> str:
-    """``url`` with its ``token`` query parameter set (replaced if present, others kept)."""
+def url_with(url: str, parameters: Mapping[str, str]) -> str:
+    """``url`` with these query parameters set (each replaced if present, others kept)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise InvalidArgumentError(f"the URL must start with ws:// or wss://, got {url!r}")
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != TOKEN_QUERY_PARAMETER]
-    query.append((TOKEN_QUERY_PARAMETER, token))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in parameters]
+    query.extend(parameters.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def url_with_token(url: str, token: str) -> str:
+    """``url`` with its ``token`` query parameter set (replaced if present, others kept)."""
+    return url_with(url, {TOKEN_QUERY_PARAMETER: token})
 
 
 async def open_connection(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local.aws import AwsResources
 from local.events import now_ms
 from local.gateway import LambdaContext
 from runtime import schema
+
+if TYPE_CHECKING:
+    from runtime.sender import MessageSender
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).parent / "events"
@@ -148,3 +151,18 @@ def queued_ids(aws: AwsResources) -> list[str]:
     """The ``clientMessageId`` of every message in ``aws``'s chat queue, in order, taken off it
     (``drain_queue``). Where nothing consumes the queue, everything queued is still there."""
     return [json.loads(m["Body"])["clientMessageId"] for m in drain_queue(aws.sqs(), aws.queue_url)]
+
+
+def stream_to_user(
+    message: Mapping[str, Any], sender: MessageSender, chunks: Iterable[str], **options: Any
+) -> None:
+    """Stream ``chunks`` as the answer to a queued chat ``message``, following its user across
+    reconnects (``redirect_gone_to_user``): what a responder in these tests does."""
+    sender.stream(
+        str(message["connectionId"]),
+        str(message["conversationId"]),
+        chunks,
+        user_id=str(message["userId"]),
+        redirect_gone_to_user=True,
+        **options,
+    )

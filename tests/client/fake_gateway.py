@@ -50,6 +50,7 @@ class FakeGateway:
         self.connections: list[ServerConnection] = []  # open, oldest first
         self.handshakes: list[float] = []  # monotonic time of every handshake attempt
         self.tokens_seen: list[str] = []
+        self.instance_ids_seen: list[str | None] = []  # ?instanceId= of every handshake
         self.rejected = 0
         self.reject_status: int | None = None  # refuse every handshake with this status
         self.answer_pings = True
@@ -152,8 +153,10 @@ class FakeGateway:
             body = json.dumps({"token": f"good-{user}"}).encode()
             return Response(200, "OK", Headers({"Content-Type": "application/json"}), body)
         self.handshakes.append(time.monotonic())
-        token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+        query = parse_qs(path.query)
+        token = query.get("token", [""])[0]
         self.tokens_seen.append(token)
+        self.instance_ids_seen.append(query.get("instanceId", [None])[0])
         status = self.reject_status
         if status is None and not self.accept_token(token):
             status = 401

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any
@@ -23,7 +24,9 @@ from client import (
     ConnectError,
     ConnectionEvent,
     ConnectionEventKind,
+    InvalidArgumentError,
 )
+from runtime import schema
 from runtime.messages import SystemEvent, SystemFrame
 from tests.client.fake_gateway import FakeGateway, new_client, next_event, run
 
@@ -95,6 +98,39 @@ def test_reconnects_within_3_s_after_any_drop_with_a_fresh_token(
             assert gateway.queued_ids() == [message_id]
 
     run(scenario())
+
+
+def test_every_reconnect_carries_the_client_s_own_instance_id() -> None:
+    """The server closes the connection the same instance opened before (``$connect``), so the
+    id must stay across reconnects and differ between clients (two tabs of one user)."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client() as client, new_client() as other:
+            events = client.events()
+            await client.connect(f"{gateway.url}?instanceId=stale&lang=en", numbered_tokens())
+            await other.connect(gateway.url, "good")
+            gateway.abort_all()
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            first, second, *_ = gateway.instance_ids_seen
+            assert re.match(schema.INSTANCE_ID_PATTERN, client.instance_id)
+            assert first == client.instance_id != "stale"
+            assert second == other.instance_id != client.instance_id
+            assert gateway.instance_ids_seen.count(client.instance_id) >= 2
+            assert gateway.tokens_seen[0] != gateway.tokens_seen[-1]  # tokens stay fresh
+
+    run(scenario())
+
+
+def test_a_given_instance_id_is_used_and_a_malformed_one_refused() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gateway, new_client(instance_id="tab-7") as client:
+            await client.connect(gateway.url, "good")
+            assert gateway.instance_ids_seen == ["tab-7"]
+
+    run(scenario())
+    for bad in ("", "tab#7", "x" * 65):
+        with pytest.raises(InvalidArgumentError, match=r"instance_id=.*letters, digits"):
+            ChatClient(instance_id=bad)
 
 
 def test_keeps_trying_while_the_server_is_down_and_reports_each_attempt() -> None:

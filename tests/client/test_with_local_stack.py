@@ -31,7 +31,7 @@ from local.stack import LocalStack
 from runtime.messages import TypingIndicator
 from runtime.sender import MessageSender
 from tests.client.fake_gateway import next_event, run
-from tests.support import PROJECT_ROOT, queued_ids
+from tests.support import PROJECT_ROOT, queued_ids, stream_to_user
 
 RECONNECT_WITHIN_SECONDS = 3.0
 STREAM_START_SECONDS = 15.0
@@ -216,13 +216,7 @@ def test_an_answer_streamed_across_a_reconnect_is_assembled_complete(state_dir: 
                 time.sleep(0.1)
                 yield part
 
-        sender.stream(
-            str(message["connectionId"]),
-            str(message["conversationId"]),
-            chunks(),
-            user_id=str(message["userId"]),
-            redirect_gone_to_user=True,
-        )
+        stream_to_user(message, sender, chunks())
 
     async def scenario() -> None:
         async with (
@@ -242,6 +236,104 @@ def test_an_answer_streamed_across_a_reconnect_is_assembled_complete(state_dir: 
             assert client.duplicate_chunks_dropped > 0  # the replay was deduplicated
 
     run(scenario(), E2E_DEADLINE_SECONDS)
+
+
+class SilencingProxy:
+    """TCP between clients and the gateway. ``silence()`` makes every connection open now a
+    dead path: bytes either way are read and dropped, and neither end's close reaches the
+    other, so the client gives up on a socket the gateway still holds open (half-open)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._silenced: list[asyncio.Event] = []
+
+    async def __aenter__(self) -> SilencingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    def silence(self) -> None:
+        for silenced in self._silenced:
+            silenced.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        silenced = asyncio.Event()
+        self._silenced.append(silenced)
+        await asyncio.gather(
+            self._pump(reader, up_writer, silenced), self._pump(up_reader, writer, silenced)
+        )
+
+    @staticmethod
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silenced: asyncio.Event
+    ) -> None:
+        while data := await reader.read(65536):
+            if not silenced.is_set():
+                writer.write(data)
+                await writer.drain()
+        if not silenced.is_set():
+            writer.close()
+
+
+def test_an_answer_reaches_the_new_connection_when_the_old_one_died_only_on_the_client_side(
+    state_dir: Path,
+) -> None:
+    """The client's path dies without a close reaching the gateway (a network change, or a
+    path gone dead: its pong timeout gives up). API Gateway holds such a socket until its idle
+    timeout, and posts to it succeed meanwhile (its idle timer counts them). The client
+    reconnects with the same ``instanceId``; ``$connect`` closes the old socket, the next post
+    there answers 410, and the sender replays the answer on the new connection."""
+    parts = [f"part {n}. " for n in range(6)]
+    first_chunk_sent = threading.Event()
+    resume = threading.Event()
+
+    def pausing_responder(message: Mapping[str, Any], sender: MessageSender) -> None:
+        def chunks() -> Iterator[str]:
+            yield parts[0]
+            first_chunk_sent.set()
+            resume.wait(STREAM_START_SECONDS * 2)
+            yield from parts[1:]
+
+        stream_to_user(message, sender, chunks())
+
+    config = ClientConfig(
+        proxy=None, open_timeout=OPEN_TIMEOUT_SECONDS, ping_interval=0.5, pong_timeout=1.0
+    )
+
+    async def scenario() -> None:
+        async with (
+            local_stack(state_dir, responder=pausing_responder) as stack,
+            SilencingProxy(stack.gateway.port) as proxy,
+            new_client(config) as client,
+        ):
+            events = client.events()
+            url = f"ws://127.0.0.1:{proxy.port}/{stack.gateway.settings.stage}"
+            await client.connect(url, lambda: stack.token_for(USER))
+            await client.wait_accepted(await client.send_chat(CONVERSATION, "long answer"))
+            await asyncio.to_thread(first_chunk_sent.wait, STREAM_START_SECONDS)
+            (old,) = stack.gateway.backend.open_connections()
+            proxy.silence()
+            await next_event(events, ConnectionEventKind.RECONNECTED)
+            # The reconnect's $connect closed the socket the client gave up on.
+            assert old.connection_id not in {
+                c.connection_id for c in stack.gateway.backend.open_connections()
+            }
+            resume.set()
+            async with asyncio.timeout(STREAM_START_SECONDS):
+                answer = await client.receive_answer(CONVERSATION)
+            assert answer.content == "".join(parts)
+
+    try:
+        run(scenario(), E2E_DEADLINE_SECONDS)
+    finally:
+        resume.set()
 
 
 def test_the_cli_chats_with_the_local_stack_and_its_demo_responder(state_dir: Path) -> None:

@@ -18,6 +18,7 @@ from local.responder import demo_answer
 from local.stack import LocalStack
 from runtime.connections import ConnectionStore
 from runtime.sender import MessageSender
+from tests.support import stream_to_user
 from tests.web.support import chromium, require_web_build
 
 # What the issue asks of every browser test's Chromium.
@@ -46,14 +47,7 @@ def slow_responder(message: Mapping[str, Any], sender: MessageSender) -> None:
                 time.sleep(SLOW_CHUNK_SECONDS)
             yield word if index == len(words) - 1 else word + " "
 
-    sender.stream(
-        str(message["connectionId"]),
-        str(message["conversationId"]),
-        chunks(),
-        user_id=str(message["userId"]),
-        redirect_gone_to_user=True,
-        metadata={"responder": "slow"},
-    )
+    stream_to_user(message, sender, chunks(), metadata={"responder": "slow"})
 
 
 @pytest.fixture(scope="module")
