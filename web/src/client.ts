@@ -21,6 +21,10 @@
  * - Answers: `chat_response` chunks are deduplicated by (conversationId, messageId, sequence)
  *   before anyone sees them and assembled into whole answers; `ask()` resolves to the answer whose
  *   `inReplyTo` is its own `clientMessageId`.
+ * - Instance id: each client object has its own `instanceId` (128 random bits unless given), sent
+ *   on every (re)connect; the server then closes the connection this client opened before, which
+ *   a dead path (a network change, a pong timeout) can leave open at API Gateway, so answers
+ *   still streaming are replayed onto the new connection instead of going to the old one.
  */
 
 import { AnswerAssembler, type Answer } from "./answers.js";
@@ -40,6 +44,8 @@ import {
   DEDUPLICATION_WINDOW_SECONDS,
   ID_PATTERN,
   IDLE_TIMEOUT_SECONDS,
+  INSTANCE_ID_PATTERN,
+  INSTANCE_QUERY_PARAMETER,
   MAX_FRAME_BYTES,
   TOKEN_QUERY_PARAMETER,
   type ChatMessageAction,
@@ -100,9 +106,18 @@ export interface ChatClientOptions {
   WebSocket?: SocketFactory;
   /** Random numbers in [0, 1) for the jitter. */
   random?: () => number;
+  /**
+   * This client object's id, the `instanceId` query parameter of every (re)connect: the server
+   * closes the connection the same user and instance opened before. By default 128 random bits
+   * (32 hex characters), drawn once per ChatClient; if given, it must match `INSTANCE_ID_PATTERN`
+   * and differ between client objects (two tabs with one id would close each other's connection).
+   */
+  instanceId?: string;
 }
 
-export const DEFAULT_OPTIONS: Readonly<Required<Omit<ChatClientOptions, "WebSocket">>> = {
+export const DEFAULT_OPTIONS: Readonly<
+  Required<Omit<ChatClientOptions, "WebSocket" | "instanceId">>
+> = {
   pingIntervalMs: (IDLE_TIMEOUT_SECONDS * 1000) / 2,
   pongTimeoutMs: 15_000, // a ping runs a Lambda function: allow for a cold start
   acceptTimeoutMs: 30_000,
@@ -127,6 +142,7 @@ const ANSWER_BACKLOG = 64;
 const BACKLOG_CONVERSATIONS = 1024;
 const OPEN = 1;
 const ID = new RegExp(ID_PATTERN);
+const INSTANCE_ID = new RegExp(INSTANCE_ID_PATTERN);
 const PING_TEXT = JSON.stringify({ action: "ping" });
 
 /** The server queued a chat message (its `system/accepted` frame). */
@@ -212,6 +228,12 @@ function newId(): string {
   return globalThis.crypto.randomUUID().replaceAll("-", "");
 }
 
+/** 128 random bits as 32 hex characters: an `instanceId` (INSTANCE_ID_PATTERN). */
+function newInstanceId(): string {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 /** True when anything answers HTTP at `url`: a no-cors fetch resolves on any status. */
 export async function fetchProbe(url: string, timeoutMs: number): Promise<boolean> {
   try {
@@ -252,7 +274,9 @@ export interface ChatClient {
 
 /** One user's reconnecting chat connection. */
 export class ChatClient extends EventTarget {
-  readonly options: Readonly<Required<Omit<ChatClientOptions, "WebSocket">>>;
+  readonly options: Readonly<Required<Omit<ChatClientOptions, "WebSocket" | "instanceId">>>;
+  /** This client object's id, sent on every (re)connect (`ChatClientOptions.instanceId`). */
+  readonly instanceId: string;
   /** Chunks received twice (replayed after a reconnect) and dropped. */
   duplicateChunksDropped = 0;
 
@@ -277,7 +301,7 @@ export class ChatClient extends EventTarget {
 
   constructor(options: ChatClientOptions = {}) {
     super();
-    const { WebSocket: socketClass, ...rest } = options;
+    const { WebSocket: socketClass, instanceId, ...rest } = options;
     const defined = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
     this.options = Object.freeze({ ...DEFAULT_OPTIONS, ...defined });
     for (const [name, value] of Object.entries(this.options)) {
@@ -298,6 +322,17 @@ export class ChatClient extends EventTarget {
           `be queued twice; got ${this.options.acceptTimeoutMs}`,
       );
     }
+    if (
+      instanceId !== undefined &&
+      (typeof instanceId !== "string" || !INSTANCE_ID.test(instanceId))
+    ) {
+      throw new RangeError(
+        `ChatClient option instanceId must match ${INSTANCE_ID_PATTERN} (1-64 letters, digits, ` +
+          `"_" or "-"); got ${JSON.stringify(instanceId)}. Leave it out for a random id, or pass ` +
+          `one that stays the same for this client object and differs between client objects`,
+      );
+    }
+    this.instanceId = instanceId ?? newInstanceId();
     const globalSocket = (globalThis as { WebSocket?: SocketFactory }).WebSocket;
     const chosen = socketClass ?? globalSocket;
     if (chosen === undefined) {
@@ -526,6 +561,7 @@ export class ChatClient extends EventTarget {
       throw new Error(`the token provider failed: ${describe(error)}`);
     }
     url.searchParams.set(TOKEN_QUERY_PARAMETER, token);
+    url.searchParams.set(INSTANCE_QUERY_PARAMETER, this.instanceId);
     const ws = new this.#socketClass(url.href);
     return new Promise<SocketLike>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -1,4 +1,5 @@
-// The client against a fake socket: backoff, refused tokens, re-send, reassembly, size limits.
+// The client against a fake socket: backoff, refused tokens, instance id, re-send, reassembly,
+// size limits.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
@@ -11,6 +12,8 @@ import {
   ChatMessageTooLargeError,
   ClientUsageError,
   ConnectError,
+  INSTANCE_ID_PATTERN,
+  INSTANCE_QUERY_PARAMETER,
   InvalidMessageError,
   MAX_FRAME_BYTES,
   MessageNotAcceptedError,
@@ -38,6 +41,9 @@ class FakeSocket {
   }
   get token() {
     return this.url.searchParams.get("token");
+  }
+  get instanceId() {
+    return this.url.searchParams.get(INSTANCE_QUERY_PARAMETER);
   }
   open() {
     this.readyState = 1;
@@ -301,6 +307,72 @@ describe("reconnect", () => {
     }
     assert.ok(delays[2] > 500, `an unstable connection keeps backing off: ${delays}`);
     await client.close();
+  });
+});
+
+describe("instance id", () => {
+  // The server closes the connection the same user and instance opened before: the id must be the
+  // same on every (re)connect of one client object and differ between client objects.
+  const pattern = new RegExp(INSTANCE_ID_PATTERN);
+
+  it("sends a random id on connect, in place of any instanceId in the given URL", async (t) => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    t.after(() => client.close());
+    assert.match(client.instanceId, pattern);
+    assert.match(client.instanceId, /^[0-9a-f]{32}$/, "128 bits as hex");
+    await client.connect(`${URL_}?${INSTANCE_QUERY_PARAMETER}=stale&x=1`, "t");
+    const socket = FakeSocket.last();
+    assert.equal(socket.instanceId, client.instanceId);
+    assert.deepEqual(socket.url.searchParams.getAll(INSTANCE_QUERY_PARAMETER), [client.instanceId]);
+    assert.equal(socket.url.searchParams.get("x"), "1");
+  });
+
+  it("keeps the same id on every reconnect, with a fresh token each time", async (t) => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket });
+    t.after(() => client.close());
+    let calls = 0;
+    await client.connect(URL_, () => `t${++calls}`);
+    for (let n = 1; n <= 2; n += 1) {
+      FakeSocket.last().drop();
+      await until(() => FakeSocket.instances.length === n + 1 && client.connected, "reconnect");
+    }
+    const sockets = FakeSocket.instances;
+    assert.deepEqual(sockets.map((socket) => socket.token), ["t1", "t2", "t3"]);
+    assert.deepEqual(sockets.map((socket) => socket.instanceId), Array(3).fill(client.instanceId));
+  });
+
+  it("gives two client objects (two tabs) different ids", async (t) => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const one = new ChatClient({ ...fast, WebSocket });
+    const two = new ChatClient({ ...fast, WebSocket });
+    t.after(() => Promise.all([one.close(), two.close()]));
+    assert.notEqual(one.instanceId, two.instanceId);
+    await one.connect(URL_, "t");
+    await two.connect(URL_, "t");
+    const [first, second] = FakeSocket.instances;
+    assert.deepEqual([first.instanceId, second.instanceId], [one.instanceId, two.instanceId]);
+  });
+
+  it("uses a given instanceId and refuses one outside INSTANCE_ID_PATTERN", async (t) => {
+    const WebSocket = fakeServer((socket) => socket.open());
+    const client = new ChatClient({ ...fast, WebSocket, instanceId: "tab_1-A" });
+    t.after(() => client.close());
+    assert.equal(client.instanceId, "tab_1-A");
+    await client.connect(URL_, "t");
+    assert.equal(FakeSocket.last().instanceId, "tab_1-A");
+    assert.equal(new ChatClient({ WebSocket, instanceId: "x".repeat(64) }).instanceId.length, 64);
+    for (const bad of ["", "has space", "x".repeat(65), "a/b", "é", 42]) {
+      assert.throws(
+        () => new ChatClient({ WebSocket, instanceId: bad }),
+        (e) =>
+          e instanceof RangeError &&
+          e.message.includes(`option instanceId must match ${INSTANCE_ID_PATTERN}`) &&
+          /Leave it out for a random id/.test(e.message),
+        `instanceId ${JSON.stringify(bad)}`,
+      );
+    }
   });
 });
 
