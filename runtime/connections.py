@@ -69,6 +69,13 @@ class Connection:
     ttl: int
 
 
+class SupersededConnection(Exception):
+    """The client instance opened a newer connection than this one; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("this client instance has opened a newer connection since")
+
+
 class ConnectionLimitReached(Exception):
     """The user already holds ``max_connections_per_user`` live connections; nothing was written."""
 
@@ -337,25 +344,43 @@ class ConnectionStore:
         return GoneRow.REMOVED
 
     def replace_instance_connection(
-        self, user_id: str, instance_id: str, connection_id: str
+        self, user_id: str, instance_id: str, connection_id: str, connected_at_ms: int
     ) -> str | None:
         """Record ``connection_id`` as the latest of a client instance's connections and return
-        the one it replaces, if that may still be open: one ``PutItem`` with ``ALL_OLD``.
+        the one it replaces, if that may still be open: one conditional ``PutItem``.
 
-        None when the instance had no connection, when it is this one (API Gateway retried
-        ``$connect``), or when the earlier one is past API Gateway's 2-hour limit.
+        The latest is the one API Gateway accepted last (``connectedAt``), not the one whose
+        ``$connect`` finishes last: a handshake the client gave up on while its ``$connect``
+        was slow must not replace the connection the client opened after it. Such a late one
+        raises ``SupersededConnection`` and changes nothing. None when the instance had no
+        connection, when it is this one (API Gateway retried ``$connect``), or when the earlier
+        one is past API Gateway's 2-hour limit.
         """
         now = int(self._clock())
-        response = self.client.put_item(
-            TableName=self.config.table_name,
-            Item={
-                **_key(schema.instance_key(user_id, instance_id)),
-                schema.ATTR_CONNECTION_ID: {"S": connection_id},
-                # The mapping matters only while its connection can be open.
-                schema.TTL_ATTRIBUTE: {"N": str(now + schema.MAX_CONNECTION_SECONDS)},
-            },
-            ReturnValues="ALL_OLD",
-        )
+        try:
+            response = self.client.put_item(
+                TableName=self.config.table_name,
+                Item={
+                    **_key(schema.instance_key(user_id, instance_id)),
+                    schema.ATTR_CONNECTION_ID: {"S": connection_id},
+                    schema.ATTR_CONNECTED_AT: {"N": str(connected_at_ms)},
+                    # The mapping matters only while its connection can be open.
+                    schema.TTL_ATTRIBUTE: {
+                        "N": str(connected_at_ms // 1000 + schema.MAX_CONNECTION_SECONDS)
+                    },
+                },
+                ConditionExpression="attribute_not_exists(#pk) OR #connectedAt <= :mine",
+                ExpressionAttributeNames={
+                    "#pk": schema.PARTITION_KEY,
+                    "#connectedAt": schema.ATTR_CONNECTED_AT,
+                },
+                ExpressionAttributeValues={":mine": {"N": str(connected_at_ms)}},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != _CONDITION_FAILED:
+                raise
+            raise SupersededConnection from None
         old: dict[str, Any] = response.get("Attributes") or {}
         previous = old.get(schema.ATTR_CONNECTION_ID, {}).get("S")
         if previous is None or previous == connection_id:

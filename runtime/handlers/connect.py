@@ -8,9 +8,14 @@ connection. A client that sends ``?instanceId=`` (the same id on every reconnect
 object; both clients do) gets that old connection closed with ``DeleteConnection`` here; its
 next post answers 410 and ``MessageSender`` moves the answer to the new connection.
 
-401 without an identity, 400 for a malformed ``instanceId``, 429 over the per-user connection
-limit, 500 when the store fails or the Lambda's time left cannot cover another call. Closing the
-earlier connection is best effort: its failure is logged and counted, and the client connects.
+The latest connection of an instance is the one API Gateway accepted last (``connectedAt``): a
+handshake the client gave up on while its ``$connect`` was slow, finishing after the client's
+next one, is refused (409) rather than allowed to close the newer connection.
+
+401 without an identity, 400 for a malformed ``instanceId``, 409 for a superseded connection,
+429 over the per-user connection limit, 500 when the store fails or the Lambda's time left
+cannot cover another call. Closing the earlier connection is best effort: its failure is logged
+and counted, and the client connects.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from botocore.exceptions import ClientError
 from runtime import aws, schema
 from runtime.aws import Deadline
 from runtime.config import StoreConfig, management_endpoint_from_env
-from runtime.connections import ConnectionLimitReached, ConnectionStore
+from runtime.connections import ConnectionLimitReached, ConnectionStore, SupersededConnection
 from runtime.handlers._common import RequestContext, connected_at_ms, response, user_id_of
 from runtime.observability import Metric, count, handles_invocation, logger
 
@@ -56,20 +61,25 @@ def instance_id_of(event: dict[str, Any]) -> str | None:
 
 
 def close_previous(
-    user_id: str, instance_id: str, connection_id: str, deadline: Deadline
+    user_id: str, instance_id: str, connection_id: str, connected_at: int, deadline: Deadline
 ) -> str | None:
     """Record the instance's new connection and close the one before it (``DeleteConnection``),
-    returning the closed id; one already gone counts as closed. Never raises: a failure is
-    logged and counted, and the new connection stands."""
+    returning the closed id; one already gone counts as closed. ``SupersededConnection`` when the
+    instance has opened a newer connection than this one; any other failure is logged and
+    counted, and the new connection stands."""
     previous: str | None = None
     try:
         deadline.check()
-        previous = STORE.replace_instance_connection(user_id, instance_id, connection_id)
+        previous = STORE.replace_instance_connection(
+            user_id, instance_id, connection_id, connected_at
+        )
         if previous is None:
             return None
         deadline.check()
         management = aws.management_api(management_endpoint_from_env())
         management.delete_connection(ConnectionId=previous)
+    except SupersededConnection:
+        raise
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != _GONE:
             _close_failed(previous)
@@ -106,14 +116,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("connect refused: malformed instanceId")
         return response(400, str(exc))
     connection_id = request_context.connection_id
+    connected_at = connected_at_ms(request_context, int(time.time() * 1000))
     deadline = Deadline.of(context)
+    if instance_id is not None:
+        # First: at the per-user limit, the slot of the connection closed here comes free.
+        try:
+            close_previous(user_id, instance_id, connection_id, connected_at, deadline)
+        except SupersededConnection as exc:
+            logger.warning("connect refused: the client instance has a newer connection")
+            return response(409, str(exc))
     try:
-        STORE.add(
-            connection_id,
-            user_id,
-            connected_at_ms(request_context, int(time.time() * 1000)),
-            deadline=deadline,
-        )
+        STORE.add(connection_id, user_id, connected_at, deadline=deadline)
     except ConnectionLimitReached as exc:
         logger.warning("connect refused: user at the connection limit", extra={"limit": exc.limit})
         return response(429, "Too many connections")
@@ -121,8 +134,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.exception("connect failed: could not store the connection")
         count(Metric.UNEXPECTED_FAILURES)
         return response(500, "Internal error")
-    if instance_id is not None:
-        close_previous(user_id, instance_id, connection_id, deadline)
     count(Metric.CONNECTIONS_OPENED)
     logger.info("connected")
     return response(200)

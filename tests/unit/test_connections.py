@@ -15,6 +15,7 @@ from runtime.connections import (
     ConnectionLimitReached,
     ConnectionStore,
     GoneRow,
+    SupersededConnection,
     TouchStatus,
     expiry,
 )
@@ -382,20 +383,34 @@ def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
 def test_an_instance_s_new_connection_names_the_one_it_replaces(aws: MockedAws) -> None:
     clock = Clock()
     store = make_store(aws, clock)
-    assert store.replace_instance_connection("alice", "tab-1", "A=") is None
+    t0 = int(T0 * 1000)
+    assert store.replace_instance_connection("alice", "tab-1", "A=", t0) is None
     clock.now += 30
-    assert store.replace_instance_connection("alice", "tab-1", "B=") == "A="
+    assert store.replace_instance_connection("alice", "tab-1", "B=", t0 + 30_000) == "A="
     # API Gateway retrying $connect of B: nothing to close.
-    assert store.replace_instance_connection("alice", "tab-1", "B=") is None
+    assert store.replace_instance_connection("alice", "tab-1", "B=", t0 + 30_000) is None
     # Another instance, and the same instance id of another user, are separate.
-    assert store.replace_instance_connection("alice", "tab-2", "C=") is None
-    assert store.replace_instance_connection("bob", "tab-1", "D=") is None
+    assert store.replace_instance_connection("alice", "tab-2", "C=", t0) is None
+    assert store.replace_instance_connection("bob", "tab-1", "D=", t0) is None
     item = raw(aws, schema.instance_key("alice", "tab-1"))
     assert item is not None
     assert item[schema.ATTR_CONNECTION_ID] == {"S": "B="}
-    assert item[schema.TTL_ATTRIBUTE] == {"N": str(int(clock.now) + schema.MAX_CONNECTION_SECONDS)}
+    assert item[schema.TTL_ATTRIBUTE] == {"N": str(int(T0) + 30 + schema.MAX_CONNECTION_SECONDS)}
     assert schema.ATTR_USER_ID not in item  # never in the userId-index
     assert store.list_for_user("alice") == []
+
+
+def test_a_connection_accepted_before_the_instance_s_latest_is_superseded(aws: MockedAws) -> None:
+    """A handshake the client gave up on (its ``$connect`` slow) may finish after the one the
+    client opened next: API Gateway's ``connectedAt`` orders them, not the finishing order."""
+    store = make_store(aws, Clock())
+    t0 = int(T0 * 1000)
+    assert store.replace_instance_connection("alice", "tab-1", "B=", t0 + 5_000) is None
+    with pytest.raises(SupersededConnection):
+        store.replace_instance_connection("alice", "tab-1", "A=", t0)
+    item = raw(aws, schema.instance_key("alice", "tab-1"))
+    assert item is not None
+    assert item[schema.ATTR_CONNECTION_ID] == {"S": "B="}
 
 
 def test_an_instance_s_connection_past_the_two_hour_limit_is_not_named(aws: MockedAws) -> None:
@@ -403,8 +418,10 @@ def test_an_instance_s_connection_past_the_two_hour_limit_is_not_named(aws: Mock
     expired items late) names nothing to close."""
     clock = Clock()
     store = make_store(aws, clock)
-    store.replace_instance_connection("alice", "tab-1", "A=")
+    t0 = int(T0 * 1000)
+    store.replace_instance_connection("alice", "tab-1", "A=", t0)
     clock.now += schema.MAX_CONNECTION_SECONDS
-    assert store.replace_instance_connection("alice", "tab-1", "B=") is None
+    b_at = int(clock.now * 1000)
+    assert store.replace_instance_connection("alice", "tab-1", "B=", b_at) is None
     clock.now += 1
-    assert store.replace_instance_connection("alice", "tab-1", "C=") == "B="
+    assert store.replace_instance_connection("alice", "tab-1", "C=", b_at + 1000) == "B="

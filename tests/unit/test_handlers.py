@@ -180,7 +180,7 @@ def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: MockedAws) -> 
         assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     finally:
         connect.STORE._client = None
-    assert calls == ["TransactWriteItems", "PutItem"]
+    assert calls == ["PutItem", "TransactWriteItems"]
 
 
 def test_connect_store_failure_is_500_logged_and_counted(
@@ -253,6 +253,24 @@ def test_a_reconnect_of_the_same_client_instance_closes_its_previous_connection(
         "B=",
         "C=",
     ]  # A's row goes when API Gateway runs its $disconnect
+    assert unexpected_failures(capsys) == 0
+
+
+def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
+    aws: MockedAws, management: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client gave up on A's handshake (its $connect slow) and opened B, whose $connect
+    finished first. A must not close B: API Gateway's ``connectedAt`` says B is newer, so A is
+    refused, stores nothing and closes nothing (the stub answers no DeleteConnection)."""
+    context = lambda_context("connect")
+    late = instance_connect_event("tab-1", "A=")
+    newer = instance_connect_event("tab-1", "B=")
+    newer["requestContext"]["connectedAt"] = late["requestContext"]["connectedAt"] + 2_000
+    assert connect.handler(newer, context)["statusCode"] == 200
+    result = connect.handler(late, context)
+    assert result["statusCode"] == 409
+    assert "newer connection" in result["body"]
+    assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
     assert unexpected_failures(capsys) == 0
 
 
