@@ -25,8 +25,13 @@ class ConnectionEvents:
     facts: events.ConnectionFacts
 
     @classmethod
-    def new(cls, user_id: str, token: str | None = None) -> ConnectionEvents:
+    def new(
+        cls, user_id: str, token: str | None = None, instance_id: str | None = None
+    ) -> ConnectionEvents:
+        """``instance_id`` is the client's ``?instanceId=``, as both clients send it."""
         query = ((schema.TOKEN_QUERY_PARAMETER, token),) if token is not None else ()
+        if instance_id is not None:
+            query += ((schema.INSTANCE_QUERY_PARAMETER, instance_id),)
         facts = events.ConnectionFacts(
             connection_id=events.new_connection_id(),
             connected_at_ms=events.now_ms(),

@@ -130,6 +130,8 @@ def event_writes(assumptions: Assumptions) -> dict[str, tuple[WriteRequest, ...]
     row_touch = ItemWrite("connection row", index_item_writes=assumptions.touches_moving_ttl)
     return {
         "connect": (
+            # The client instance's item: its latest connection (no index: it has no userId).
+            WriteRequest("dynamodb.PutItem", (ItemWrite("client instance's connection"),)),
             WriteRequest(
                 "dynamodb.TransactWriteItems",
                 (

@@ -113,7 +113,7 @@ def test_cost_lists_its_prices_and_adds_up(results: dict[str, Any]) -> None:
     )
     # The handlers' measured write calls match the model's (else the run fails).
     assert cost["dynamodb_write_units_per_event"] == {
-        "connect": 5,
+        "connect": 6,
         "chat_message": 2,
         "disconnect": 4,
     }

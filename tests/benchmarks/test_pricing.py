@@ -24,15 +24,16 @@ from benchmarks.pricing import (
 from runtime import schema
 
 MEASURED = CallCounts(
-    connect={"dynamodb.TransactWriteItems": 1},
+    connect={"dynamodb.PutItem": 1, "dynamodb.TransactWriteItems": 1},
     disconnect={"dynamodb.DeleteItem": 2, "dynamodb.UpdateItem": 1},
     chat_message={"dynamodb.UpdateItem": 1, "sqs.SendMessage": 1},
 )
 
 
-def test_connect_is_one_transaction_of_two_items_plus_the_rows_index_item() -> None:
+def test_connect_is_the_instance_item_and_a_transaction_of_two_items_and_an_index_item() -> None:
     units = write_units_per_event(MEASURED, Assumptions(lambda_memory_mb=256))
-    assert units["connect"] == 2 * 2 + 1
+    # The client instance's item (no userId: no index item), then the transaction.
+    assert units["connect"] == 1 + 2 * 2 + 1
 
 
 def test_disconnect_deletes_the_row_and_its_index_item_and_empties_the_users_set() -> None:
@@ -60,13 +61,13 @@ def test_a_touch_writes_the_index_item_at_most_once_a_ttl_step() -> None:
 def test_the_bill_prices_the_modelled_units_and_states_the_assumptions() -> None:
     assumptions = Assumptions(lambda_memory_mb=256)
     cost = cost_per_million_chat_messages(MEASURED, assumptions)
-    per_message = 2 + (5 + 4) / 10
+    per_message = 2 + (6 + 4) / 10
     assert cost["per_chat_message"]["dynamodb_write_units"] == pytest.approx(per_message)
     assert cost["line_items_usd"]["dynamodb_writes"] == pytest.approx(
         per_message * DYNAMODB_WRITE_REQUEST_UNIT_USD * PER_MILLION, abs=1e-4
     )
     assert cost["dynamodb_write_units_per_event"] == {
-        "connect": 5,
+        "connect": 6,
         "chat_message": 2,
         "disconnect": 4,
     }
