@@ -104,7 +104,7 @@ class ChatClient:
         instance_id: str | None = None,
     ) -> None:
         self.config = config or ClientConfig()
-        if instance_id is not None and not re.match(INSTANCE_ID_PATTERN, instance_id):
+        if instance_id is not None and not re.fullmatch(INSTANCE_ID_PATTERN, instance_id):
             raise InvalidArgumentError(
                 f"instance_id={instance_id!r} must be 1 to 64 letters, digits, '-' or '_'; "
                 "leave it out for a random one"

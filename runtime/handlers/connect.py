@@ -51,7 +51,7 @@ def instance_id_of(event: dict[str, Any]) -> str | None:
     value = query.get(schema.INSTANCE_QUERY_PARAMETER)
     if value is None:
         return None
-    if not _INSTANCE_ID.match(value):
+    if not _INSTANCE_ID.fullmatch(value):
         raise BadInstanceId(
             f"{schema.INSTANCE_QUERY_PARAMETER} must be 1 to 64 letters, digits, '-' or '_' "
             "(a random id the client keeps for its lifetime); leave it out to skip closing "

@@ -128,7 +128,7 @@ def test_a_given_instance_id_is_used_and_a_malformed_one_refused() -> None:
             assert gateway.instance_ids_seen == ["tab-7"]
 
     run(scenario())
-    for bad in ("", "tab#7", "x" * 65):
+    for bad in ("", "tab#7", "x" * 65, "tab-7\n"):
         with pytest.raises(InvalidArgumentError, match=r"instance_id=.*letters, digits"):
             ChatClient(instance_id=bad)
 

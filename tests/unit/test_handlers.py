@@ -301,7 +301,7 @@ def test_closing_the_previous_connection_never_fails_the_connect(
     assert connect.STORE.get("B=") is not None
 
 
-@pytest.mark.parametrize("instance_id", ["", "tab#1", "x" * 65, "tab 1", "t\u00e4b"])
+@pytest.mark.parametrize("instance_id", ["", "tab#1", "x" * 65, "tab 1", "t\u00e4b", "tab-1\n"])
 def test_a_malformed_instance_id_is_400_naming_it_and_stores_nothing(
     aws: MockedAws, management: Stubber, instance_id: str
 ) -> None:
