@@ -18,7 +18,7 @@ def physical_name(part: str, *, max_length: int, suffix: str = "") -> str:
     """``rag-websocket-dev-connect`` (plus ``suffix``, e.g. ``.fifo``), checked against the
     service's length limit."""
     name = f"{pulumi.get_project()}-{pulumi.get_stack()}-{part}"
-    if not _ALLOWED.match(name):
+    if not _ALLOWED.fullmatch(name):
         raise ValueError(
             f"resource name {name!r} may hold only letters, digits, '-' and '_'; "
             "rename the stack (pulumi stack rename) to such a name"

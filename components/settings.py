@@ -213,7 +213,7 @@ class StackSettings(BaseModel):
         value = value.strip()
         if not value:
             raise PydanticCustomError("required", "is required: the token issuer's https:// URL")
-        if not _HTTPS_URL.match(value):
+        if not _HTTPS_URL.fullmatch(value):
             raise PydanticCustomError(
                 "url", "must be an https:// URL, got {value!r}", {"value": value}
             )
@@ -233,7 +233,7 @@ class StackSettings(BaseModel):
     @classmethod
     def _jwks_url(cls, value: str) -> str:
         value = value.strip()
-        if value and not _HTTPS_URL.match(value):
+        if value and not _HTTPS_URL.fullmatch(value):
             raise PydanticCustomError(
                 "url", "must be an https:// URL or empty, got {value!r}", {"value": value}
             )
@@ -243,7 +243,7 @@ class StackSettings(BaseModel):
     @classmethod
     def _email(cls, value: str) -> str:
         value = value.strip()
-        if value and not _EMAIL.match(value):
+        if value and not _EMAIL.fullmatch(value):
             raise PydanticCustomError(
                 "email", "must be an e-mail address or empty, got {value!r}", {"value": value}
             )
@@ -252,7 +252,7 @@ class StackSettings(BaseModel):
     @field_validator("stage_name")
     @classmethod
     def _stage(cls, value: str) -> str:
-        if value and not _STAGE_NAME.match(value):
+        if value and not _STAGE_NAME.fullmatch(value):
             raise PydanticCustomError(
                 "stage",
                 "must be 1-128 letters, digits, '-' or '_' (or empty for the stack name), "
@@ -265,7 +265,7 @@ class StackSettings(BaseModel):
     @classmethod
     def _domain(cls, value: str) -> str:
         value = value.strip().lower()
-        if value and not _DOMAIN.match(value):
+        if value and not _DOMAIN.fullmatch(value):
             raise PydanticCustomError(
                 "domain", "must be a DNS name or empty, got {value!r}", {"value": value}
             )
@@ -276,7 +276,7 @@ class StackSettings(BaseModel):
     def _certificate(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip()
         domain = (info.data or {}).get("custom_domain_name", "")
-        if value and not _CERTIFICATE_ARN.match(value):
+        if value and not _CERTIFICATE_ARN.fullmatch(value):
             raise PydanticCustomError(
                 "arn", "must be an ACM certificate ARN, got {value!r}", {"value": value}
             )
@@ -296,7 +296,7 @@ class StackSettings(BaseModel):
     @classmethod
     def _kms_key(cls, value: str) -> str:
         value = value.strip()
-        if value and not _KMS_KEY_ARN.match(value):
+        if value and not _KMS_KEY_ARN.fullmatch(value):
             raise PydanticCustomError(
                 "arn",
                 "must be a KMS key ARN, or empty for the AWS-owned key, got {value!r}",
@@ -308,7 +308,7 @@ class StackSettings(BaseModel):
     @classmethod
     def _account_stack(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip()
-        if value and not _STACK_REFERENCE.match(value):
+        if value and not _STACK_REFERENCE.fullmatch(value):
             raise PydanticCustomError(
                 "stack",
                 "must name a stack as <org>/<project>/<stack>, got {value!r}",
@@ -339,7 +339,7 @@ class StackSettings(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tag_pairs(cls, value: list[str]) -> list[str]:
-        bad = [tag for tag in value if not _TAG.match(tag) or tag.startswith("aws:")]
+        bad = [tag for tag in value if not _TAG.fullmatch(tag) or tag.startswith("aws:")]
         if bad:
             raise PydanticCustomError(
                 "tag",

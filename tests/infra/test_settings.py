@@ -148,6 +148,18 @@ def test_every_bad_key_is_reported_at_once_with_its_fix() -> None:
     assert "use one of 1, 3, 5, 7, 14" in message
 
 
+@pytest.mark.parametrize(("key", "value"), [("stageName", "live\n"), ("tags", '["team=chat\\n"]')])
+def test_a_value_with_a_trailing_newline_is_refused(key: str, value: str) -> None:
+    """A regular expression's ``$`` also matches before a final newline, so every pattern must
+    match the whole value: ``"live\n"`` is no stage name API Gateway accepts. (The keys whose
+    values are stripped of whitespace first, like ``alarmEmail``, never see one.)"""
+    with pytest.raises(SettingsError, match=key):
+        parse_settings({**VALID, key: value})
+    assert parse_settings({**VALID, "alarmEmail": "ops@example.com\n"}).alarm_email == (
+        "ops@example.com"
+    )
+
+
 def test_a_certificate_without_a_domain_is_to_be_removed() -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings(
