@@ -29,7 +29,9 @@ class ConnectionEvents:
         cls, user_id: str, token: str | None = None, instance_id: str | None = None
     ) -> ConnectionEvents:
         """``instance_id`` is the client's ``?instanceId=``, as both clients send it."""
-        query = ((schema.TOKEN_QUERY_PARAMETER, token),) if token is not None else ()
+        query: tuple[tuple[str, str], ...] = ()
+        if token is not None:
+            query += ((schema.TOKEN_QUERY_PARAMETER, token),)
         if instance_id is not None:
             query += ((schema.INSTANCE_QUERY_PARAMETER, instance_id),)
         facts = events.ConnectionFacts(
