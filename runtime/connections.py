@@ -151,13 +151,16 @@ class ConnectionStore:
         user_id: str,
         connected_at_ms: int | None = None,
         *,
+        closed: Collection[str] = (),
         deadline: Deadline = UNBOUNDED,
     ) -> Connection:
         """Store a new connection's row (``$connect``) and count it against the user's limit.
 
         One ``TransactWriteItems`` in the common case: the row, and the connection id added to
         the user's set on condition that the set holds fewer than the limit. At the limit, ids
-        whose rows are gone are dropped and the transaction tried once more; if the user is
+        whose rows are gone, and the ``closed`` ones (connections the caller has just closed,
+        whose ``$disconnect`` API Gateway runs later, best effort), are dropped and the
+        transaction tried once more; if the user is
         still at the limit, ``ConnectionLimitReached``.
         """
         now = self._clock()
@@ -203,7 +206,8 @@ class ConnectionStore:
                     raise ConnectionLimitReached(limit) from None
                 members = reasons[1].get("Item", {}).get(schema.ATTR_CONNECTION_IDS, {})
                 deadline.check()
-                dead = self._dead(members.get("SS", []))
+                ids = set(members.get("SS", []))
+                dead = ids & set(closed) | self._dead(ids - set(closed))
                 if not dead:
                     raise ConnectionLimitReached(limit) from None
                 deadline.check()

@@ -33,7 +33,8 @@ class Metric(StrEnum):
     MESSAGES_SENT = "MessagesSent"
     STALE_CONNECTIONS_REMOVED = "StaleConnectionsRemoved"
     GONE_WHILE_CONNECTING = "GoneWhileConnecting"  # a 410 during $connect: the row is kept
-    # $connect closed the connection the same client instance had opened before
+    # $connect closed the connection the same client instance had opened before, one that was
+    # still open (a half-open one, or one the client abandoned); already closed ones not counted
     REPLACED_CONNECTIONS_CLOSED = "ReplacedConnectionsClosed"
     AUTHORIZATION_DENIED = "AuthorizationDenied"
     UNEXPECTED_FAILURES = schema.UNEXPECTED_FAILURES_METRIC

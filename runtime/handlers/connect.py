@@ -64,41 +64,45 @@ def close_previous(
     user_id: str, instance_id: str, connection_id: str, connected_at: int, deadline: Deadline
 ) -> str | None:
     """Record the instance's new connection and close the one before it (``DeleteConnection``),
-    returning the closed id; one already gone counts as closed. ``SupersededConnection`` when the
-    instance has opened a newer connection than this one; any other failure is logged and
-    counted, and the new connection stands."""
-    previous: str | None = None
+    returning the closed id (one already gone counts as closed, and is not counted in
+    ``ReplacedConnectionsClosed``). ``SupersededConnection`` when the instance has opened a
+    newer connection than this one; any other failure is logged and counted, and the new
+    connection stands."""
     try:
         deadline.check()
         previous = STORE.replace_instance_connection(
             user_id, instance_id, connection_id, connected_at
         )
-        if previous is None:
-            return None
+    except SupersededConnection:
+        raise
+    except Exception:
+        logger.exception("connect: could not record this client instance's connection")
+        count(Metric.UNEXPECTED_FAILURES)
+        return None
+    if previous is None:
+        return None
+    extra = {"previousConnectionId": previous}
+    try:
         deadline.check()
         management = aws.management_api(management_endpoint_from_env())
         management.delete_connection(ConnectionId=previous)
-    except SupersededConnection:
-        raise
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != _GONE:
-            _close_failed(previous)
-            return None
+        if exc.response.get("Error", {}).get("Code") == _GONE:
+            logger.info("the connection this client instance opened before is closed", extra=extra)
+            return previous
+        _close_failed(extra)
+        return None
     except Exception:
-        _close_failed(previous)
+        _close_failed(extra)
         return None
     count(Metric.REPLACED_CONNECTIONS_CLOSED)
-    logger.info(
-        "closed the connection this client instance opened before",
-        extra={"previousConnectionId": previous},
-    )
+    logger.info("closed the connection this client instance opened before", extra=extra)
     return previous
 
 
-def _close_failed(previous: str | None) -> None:
+def _close_failed(extra: dict[str, str]) -> None:
     logger.exception(
-        "connect: could not close the connection this client instance opened before",
-        extra={"previousConnectionId": previous},
+        "connect: could not close the connection this client instance opened before", extra=extra
     )
     count(Metric.UNEXPECTED_FAILURES)
 
@@ -118,15 +122,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     connection_id = request_context.connection_id
     connected_at = connected_at_ms(request_context, int(time.time() * 1000))
     deadline = Deadline.of(context)
+    closed: list[str] = []
     if instance_id is not None:
-        # First: at the per-user limit, the slot of the connection closed here comes free.
         try:
-            close_previous(user_id, instance_id, connection_id, connected_at, deadline)
+            previous = close_previous(user_id, instance_id, connection_id, connected_at, deadline)
         except SupersededConnection as exc:
             logger.warning("connect refused: the client instance has a newer connection")
             return response(409, str(exc))
+        # At the per-user limit its slot is free now: its $disconnect comes later, if at all.
+        closed = [] if previous is None else [previous]
     try:
-        STORE.add(connection_id, user_id, connected_at, deadline=deadline)
+        STORE.add(connection_id, user_id, connected_at, closed=closed, deadline=deadline)
     except ConnectionLimitReached as exc:
         logger.warning("connect refused: user at the connection limit", extra={"limit": exc.limit})
         return response(429, "Too many connections")

@@ -5,6 +5,7 @@ import io
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,11 +43,23 @@ def queued_messages(aws: MockedAws) -> list[dict[str, Any]]:
     return drain_queue(boto3.client("sqs"), aws.queue_url)
 
 
+def metrics(capsys: pytest.CaptureFixture[str]) -> Counter[str]:
+    """Every metric the handlers flushed as EMF since the last call, summed by name."""
+    totals: Counter[str] = Counter()
+    for line in capsys.readouterr().out.splitlines():
+        if '"_aws"' not in line:
+            continue
+        record = json.loads(line)
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = record[metric["Name"]]
+                totals[metric["Name"]] += sum(value) if isinstance(value, list) else value
+    return totals
+
+
 def unexpected_failures(capsys: pytest.CaptureFixture[str]) -> float:
     """The UnexpectedFailures the handlers flushed as EMF since the last call."""
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    values = [line.get(schema.UNEXPECTED_FAILURES_METRIC, 0) for line in lines]
-    return sum(sum(v) if isinstance(v, list) else v for v in values)
+    return metrics(capsys)[schema.UNEXPECTED_FAILURES_METRIC]
 
 
 # --- reading the event ---------------------------------------------------------------------
@@ -163,7 +176,8 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     assert unexpected_failures(capsys) == 0  # a refused connect is not a failure
 
 
-def test_connect_is_two_aws_calls_at_most_in_the_common_case(aws: MockedAws) -> None:
+def test_a_first_connect_is_two_aws_calls_at_most(aws: MockedAws) -> None:
+    """A reconnect of a client instance adds one DeleteConnection (tested below)."""
     calls: list[str] = []
     client = boto3.client("dynamodb")
     client.meta.events.register(
@@ -253,7 +267,28 @@ def test_a_reconnect_of_the_same_client_instance_closes_its_previous_connection(
         "B=",
         "C=",
     ]  # A's row goes when API Gateway runs its $disconnect
-    assert unexpected_failures(capsys) == 0
+    emitted = metrics(capsys)
+    assert emitted["ReplacedConnectionsClosed"] == 1
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
+
+
+def test_a_reconnect_at_the_per_user_limit_takes_the_slot_of_the_connection_it_closed(
+    aws: MockedAws, management: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeleteConnection returns before API Gateway runs the closed connection's $disconnect,
+    which is "a best-effort event" (AWS docs, "Working with $connect and $disconnect routes":
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-keys-connect-disconnect.html),
+    so its row and slot are still there when the new row is counted against the limit."""
+    monkeypatch.setattr(
+        connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=2)
+    )
+    context = lambda_context("connect")
+    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    assert connect.handler(instance_connect_event("tab-2", "C="), context)["statusCode"] == 200
+    management.add_response("delete_connection", {}, {"ConnectionId": "A="})
+    assert connect.handler(instance_connect_event("tab-1", "B="), context)["statusCode"] == 200
+    # Another tab at the limit is still refused: only the closed connection's slot came free.
+    assert connect.handler(instance_connect_event("tab-3", "D="), context)["statusCode"] == 429
 
 
 def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
@@ -295,7 +330,9 @@ def test_closing_the_previous_connection_never_fails_the_connect(
         "delete_connection", code, http_status_code=status, expected_params=None
     )
     assert connect.handler(instance_connect_event("tab-1", "B="), context)["statusCode"] == 200
-    assert unexpected_failures(capsys) == failures
+    emitted = metrics(capsys)
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == failures
+    assert emitted["ReplacedConnectionsClosed"] == 0  # none was still open
     logged = "could not close the connection this client instance opened before"
     assert (logged in logs.getvalue()) == bool(failures)
     assert connect.STORE.get("B=") is not None
