@@ -113,7 +113,8 @@ class ChatClient:
         """Sent on every (re)connect (``?instanceId=``): the server then closes the connection
         this client opened before, which may still be open at API Gateway after this client gave
         up on it, so an answer streaming there moves to the new connection. One per client
-        object: two clients of one user (two tabs) keep their own."""
+        object: two clients of one user (two tabs) keep their own; two client objects given the
+        same ``instance_id`` close each other's connections."""
         self._on_event = on_event
         self._backoff = Backoff(
             self.config.reconnect_initial_delay,

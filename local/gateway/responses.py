@@ -30,12 +30,15 @@ from local.gateway.exceptions import (
 )
 from local.gateway.models import CloseCause, GatewayBackend
 from local.gateway.session import ConnectionRunner
+from runtime import schema
 
 CONNECTIONS_SEGMENT = "@connections"
 # What API Gateway's $disconnect carries after a DeleteConnection (its execution log, quoted in
 # https://github.com/boto/boto3/issues/3789 and aws/chalice#2060); the client's close is 1000.
 DELETE_CAUSE = CloseCause(1000, "Connection Closed Normally")
-DELETE_WAITS_FOR_DISCONNECT_SECONDS = 2.0
+# Well under the runtime's management API read timeout: $connect DELETEs a client's previous
+# connection, and AWS answers without waiting for $disconnect at all.
+DELETE_WAITS_FOR_DISCONNECT_SECONDS = schema.DEFAULT_AWS_READ_TIMEOUT_SECONDS / 2
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
