@@ -393,6 +393,33 @@ class ConnectionStore:
             return None
         return str(previous)
 
+    def record_replacement(self, previous: str, connection_id: str) -> None:
+        """Note that ``connection_id`` replaced ``previous``, the same client instance's
+        connection that ``$connect`` is closing: one ``PutItem``, kept as long as either can
+        be open."""
+        self.client.put_item(
+            TableName=self.config.table_name,
+            Item={
+                **_key(schema.replaced_key(previous)),
+                schema.ATTR_CONNECTION_ID: {"S": connection_id},
+                schema.TTL_ATTRIBUTE: {
+                    "N": str(int(self._clock()) + schema.MAX_CONNECTION_SECONDS)
+                },
+            },
+        )
+
+    def replacement_of(self, connection_id: str) -> str | None:
+        """The connection that replaced ``connection_id`` (``record_replacement``), if any."""
+        response = self.client.get_item(
+            TableName=self.config.table_name,
+            Key=_key(schema.replaced_key(connection_id)),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item or int(item[schema.TTL_ATTRIBUTE]["N"]) <= int(self._clock()):
+            return None
+        return str(item[schema.ATTR_CONNECTION_ID]["S"])
+
     def get(self, connection_id: str) -> Connection | None:
         """The live row of a connection, or None when it is absent or expired."""
         response = self.client.get_item(

@@ -38,6 +38,10 @@ ATTR_CONNECTION_IDS: Final = "connectionIds"
 # same instance can close the one before: a socket the client gave up on may still be open at
 # API Gateway (DESIGN §4). No ``userId`` attribute either: never in the userId-index.
 INSTANCE_PREFIX: Final = "INSTANCE#"
+# When ``$connect`` closes an instance's earlier connection, one item (PK = SK =
+# ``REPLACED#<connectionId>``) names the connection that replaced it (``connectionId``): frames
+# the closed one missed are redirected there, not to the user's other tabs.
+REPLACED_PREFIX: Final = "REPLACED#"
 
 USER_INDEX_NAME: Final = "userId-index"
 USER_INDEX_HASH_KEY: Final = ATTR_USER_ID
@@ -67,6 +71,11 @@ def instance_key(user_id: str, instance_id: str) -> str:
     An instance id has no ``#`` (``INSTANCE_ID_PATTERN``), so no two pairs share a key.
     """
     return f"{INSTANCE_PREFIX}{user_id}#{instance_id}"
+
+
+def replaced_key(connection_id: str) -> str:
+    """The PK/SK value of the item naming what replaced a connection: ``REPLACED#<id>``."""
+    return f"{REPLACED_PREFIX}{connection_id}"
 
 
 def table_definition(table_name: str) -> dict[str, object]:

@@ -200,7 +200,9 @@ class MessageSender:
         tally([replace(delivery, gone_row=self._dispatcher.forget(connection_id))])
         if not redirect:
             return False
-        return bool(self._redirector.redirect(user_id, [data], {connection_id}, grace))
+        return bool(
+            self._redirector.redirect(user_id, [data], {connection_id}, grace, [connection_id])
+        )
 
     def broadcast_to_user(self, user_id: str, message: Message) -> BroadcastResult:
         """Send one frame to every live connection of a user, concurrently.

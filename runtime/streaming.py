@@ -278,9 +278,10 @@ class Streamer:
         if not state.redirect or not any(d.status is SendStatus.GONE for d in deliveries):
             return False
         state.excluded.update(d.connection_id for d in deliveries)
+        gone = [d.connection_id for d in deliveries if d.status is SendStatus.GONE]
         # The new connection missed everything so far: replay it (clients drop duplicates).
         state.targets = self.redirector.redirect(
-            state.user_id, state.history, state.excluded, state.grace_seconds
+            state.user_id, state.history, state.excluded, state.grace_seconds, gone
         )
         return bool(state.targets)
 

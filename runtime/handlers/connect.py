@@ -84,6 +84,13 @@ def close_previous(
     extra = {"previousConnectionId": previous}
     try:
         deadline.check()
+        # First: once the old one answers 410, its answer's frames are redirected here.
+        STORE.record_replacement(previous, connection_id)
+    except Exception:
+        logger.exception("connect: could not record what replaces the previous connection")
+        count(Metric.UNEXPECTED_FAILURES)
+    try:
+        deadline.check()
         management = aws.management_api(management_endpoint_from_env())
         management.delete_connection(ConnectionId=previous)
     except ClientError as exc:

@@ -289,7 +289,8 @@ def test_an_answer_reaches_the_new_connection_when_the_old_one_died_only_on_the_
     path gone dead: its pong timeout gives up). API Gateway holds such a socket until its idle
     timeout, and posts to it succeed meanwhile (its idle timer counts them). The client
     reconnects with the same ``instanceId``; ``$connect`` closes the old socket, the next post
-    there answers 410, and the sender replays the answer on the new connection."""
+    there answers 410, and the sender replays the answer on the new connection, not on the
+    user's other tab."""
     parts = [f"part {n}. " for n in range(6)]
     first_chunk_sent = threading.Event()
     resume = threading.Event()
@@ -312,6 +313,7 @@ def test_an_answer_reaches_the_new_connection_when_the_old_one_died_only_on_the_
             local_stack(state_dir, responder=pausing_responder) as stack,
             SilencingProxy(stack.gateway.port) as proxy,
             new_client(config) as client,
+            new_client() as other_tab,
         ):
             events = client.events()
             url = f"ws://127.0.0.1:{proxy.port}/{stack.gateway.settings.stage}"
@@ -319,6 +321,9 @@ def test_an_answer_reaches_the_new_connection_when_the_old_one_died_only_on_the_
             await client.wait_accepted(await client.send_chat(CONVERSATION, "long answer"))
             await asyncio.to_thread(first_chunk_sent.wait, STREAM_START_SECONDS)
             (old,) = stack.gateway.backend.open_connections()
+            # The same user in another tab: the answer must follow the client that asked.
+            other_frames = other_tab.frames()
+            await other_tab.connect(stack.ws_url, lambda: stack.token_for(USER))
             proxy.silence()
             await next_event(events, ConnectionEventKind.RECONNECTED)
             # The reconnect's $connect closed the socket the client gave up on.
@@ -329,6 +334,9 @@ def test_an_answer_reaches_the_new_connection_when_the_old_one_died_only_on_the_
             async with asyncio.timeout(STREAM_START_SECONDS):
                 answer = await client.receive_answer(CONVERSATION)
             assert answer.content == "".join(parts)
+            await other_tab.close()
+            seen = [f async for f in other_frames]
+            assert [f for f in seen if getattr(f, "conversation_id", None) == CONVERSATION] == []
 
     try:
         run(scenario(), E2E_DEADLINE_SECONDS)

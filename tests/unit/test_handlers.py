@@ -267,6 +267,9 @@ def test_a_reconnect_of_the_same_client_instance_closes_its_previous_connection(
         "B=",
         "C=",
     ]  # A's row goes when API Gateway runs its $disconnect
+    # Frames A missed go to B, not to C (another tab): runtime.redirect reads this.
+    assert connect.STORE.replacement_of("A=") == "B="
+    assert connect.STORE.replacement_of("C=") is None
     emitted = metrics(capsys)
     assert emitted["ReplacedConnectionsClosed"] == 1
     assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0

@@ -747,6 +747,59 @@ def test_stream_continues_on_the_users_new_connection(
     assert api.frames_to("stranger") == []
 
 
+def test_a_stream_follows_the_reconnected_client_not_the_users_other_tab(
+    store: ConnectionStore,
+    api: FakeManagementApi,
+    make_sender: Callable[..., MessageSender],
+    fake_time: FakeTime,
+) -> None:
+    """``$connect`` of the same client instance recorded that "new" replaces "old" (and closed
+    "old"): the redirect waits for "new", while "tab-2", the user's other tab, gets nothing."""
+    store.add("old", USER)
+    store.add("tab-2", USER)
+    store.record_replacement("old", "new")
+    fake_time.on_sleep[2] = lambda: store.add("new", USER)  # its $connect stores the row
+    api.gone.add("old")
+    with make_sender(coalesce_seconds=0) as sender:
+        result = sender.stream("old", "conv", ["a", "b"], user_id=USER, redirect_gone_to_user=True)
+    assert result.completed
+    assert result.connection_ids == ("new",)
+    assert "".join(f.get("content", "") for f in api.frames_to("new")) == "ab"
+    assert api.frames_to("tab-2") == []
+
+
+def test_a_replacement_of_a_replacement_is_followed(
+    store: ConnectionStore, api: FakeManagementApi, make_sender: Callable[..., MessageSender]
+) -> None:
+    store.add("tab-2", USER)
+    store.add("newest", USER)
+    store.record_replacement("old", "new")
+    store.record_replacement("new", "newest")  # the client reconnected once more
+    api.gone.add("old")
+    frame = system_frame(SystemEvent.NOTICE, "hi")
+    with make_sender() as sender:
+        assert sender.send_message("old", frame, user_id=USER, redirect_gone_to_user=True)
+    assert [target for target, _ in api.delivered] == ["newest"]
+
+
+def test_a_replacement_that_never_appears_leaves_the_frames_to_the_users_other_tabs(
+    store: ConnectionStore,
+    api: FakeManagementApi,
+    make_sender: Callable[..., MessageSender],
+    fake_time: FakeTime,
+) -> None:
+    store.add("tab-2", USER)
+    store.record_replacement("old", "new")  # "new" never gets past $connect
+    api.gone.add("old")
+    frame = system_frame(SystemEvent.NOTICE, "hi")
+    with make_sender() as sender:
+        assert sender.send_message(
+            "old", frame, user_id=USER, redirect_gone_to_user=True, grace_seconds=1
+        )
+    assert sum(fake_time.sleeps) == pytest.approx(1.0)
+    assert [target for target, _ in api.delivered] == ["tab-2"]
+
+
 def test_redirect_uses_the_given_user_when_disconnect_removed_the_row(
     store: ConnectionStore,
     api: FakeManagementApi,
