@@ -102,7 +102,8 @@ class Redirector:
         deadline = self._monotonic() + grace_seconds
         replacements: set[str] = set()
         while True:
-            replacements |= self._replacements(gone)
+            if not replacements:  # one read per gone connection and poll until found
+                replacements = self._replacements(gone)
             live = [c for c in self._live_connections(user_id) if c not in excluded]
             out_of_time = deadline - self._monotonic() <= 0 or self._closed.is_set()
             candidates = live
