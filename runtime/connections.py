@@ -3,8 +3,9 @@
 Rows expire through the ``ttl`` attribute, which DynamoDB applies late (and moto never), so
 every read here filters ``ttl > now``.
 
-One module of about 440 lines on purpose: it is the only code that knows the table's items
-(rows, the per-user set, rate counters), so a change to their shape is read and made here.
+One module of about 540 lines on purpose: it is the only code that knows the table's items
+(rows, the per-user set, rate counters, a client instance's latest connection and what replaced
+a closed one), so a change to their shape is read and made here.
 """
 
 from __future__ import annotations

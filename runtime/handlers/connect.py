@@ -37,6 +37,7 @@ from runtime.observability import Metric, count, handles_invocation, logger
 STORE = ConnectionStore(StoreConfig.from_env())
 _INSTANCE_ID = re.compile(schema.INSTANCE_ID_PATTERN)
 _GONE = "GoneException"
+_CLOSE_FAILED = "could not close the connection this client instance opened before"
 
 
 class BadInstanceId(ValueError):
@@ -76,8 +77,7 @@ def close_previous(
     except SupersededConnection:
         raise
     except Exception:
-        logger.exception("connect: could not record this client instance's connection")
-        count(Metric.UNEXPECTED_FAILURES)
+        _failed("could not record this client instance's connection")
         return None
     if previous is None:
         return None
@@ -87,8 +87,7 @@ def close_previous(
         # First: once the old one answers 410, its answer's frames are redirected here.
         STORE.record_replacement(previous, connection_id)
     except Exception:
-        logger.exception("connect: could not record what replaces the previous connection")
-        count(Metric.UNEXPECTED_FAILURES)
+        _failed("could not record what replaces the previous connection", extra)
     try:
         deadline.check()
         management = aws.management_api(management_endpoint_from_env())
@@ -97,20 +96,19 @@ def close_previous(
         if exc.response.get("Error", {}).get("Code") == _GONE:
             logger.info("the connection this client instance opened before is closed", extra=extra)
             return previous
-        _close_failed(extra)
+        _failed(_CLOSE_FAILED, extra)
         return None
     except Exception:
-        _close_failed(extra)
+        _failed(_CLOSE_FAILED, extra)
         return None
     count(Metric.REPLACED_CONNECTIONS_CLOSED)
     logger.info("closed the connection this client instance opened before", extra=extra)
     return previous
 
 
-def _close_failed(extra: dict[str, str]) -> None:
-    logger.exception(
-        "connect: could not close the connection this client instance opened before", extra=extra
-    )
+def _failed(what: str, extra: dict[str, str] | None = None) -> None:
+    """A step of closing the previous connection failed: logged with its traceback, counted."""
+    logger.exception(f"connect: {what}", extra=extra)
     count(Metric.UNEXPECTED_FAILURES)
 
 
