@@ -105,13 +105,15 @@ connect = handler_function(
     statements=[
         # One transaction: the row (PutItem) and the user's connection set (UpdateItem);
         # at the limit, the set's rows are read and the gone ones dropped from it (an
-        # emptied set's item is deleted).
+        # emptied set's item is deleted). The client instance's items are put, and a
+        # connection replaced while its $connect ran is found (GetItem) and removed.
         allow(
             "AddConnection",
             [
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:BatchGetItem",
+                "dynamodb:GetItem",
                 "dynamodb:DeleteItem",
             ],
             [table.arn],

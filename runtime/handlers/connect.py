@@ -10,7 +10,9 @@ next post answers 410 and ``MessageSender`` moves the answer to the new connecti
 
 The latest connection of an instance is the one API Gateway accepted last (``connectedAt``): a
 handshake the client gave up on while its ``$connect`` was slow, finishing after the client's
-next one, is refused (409) rather than allowed to close the newer connection.
+next one, is refused (409) rather than allowed to close the newer connection. One that began
+first but was replaced while its ``$connect`` still ran is refused too: the newer ``$connect``'s
+``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it.
 
 401 without an identity, 400 for a malformed ``instanceId``, 409 for a superseded connection,
 429 over the per-user connection limit, 500 when the store fails or the Lambda's time left
@@ -106,6 +108,28 @@ def close_previous(
     return previous
 
 
+def replaced_meanwhile(connection_id: str, deadline: Deadline) -> bool:
+    """Whether a newer connection of the same client instance replaced this one while this
+    ``$connect`` ran, and so this one must be refused: the newer ``$connect`` recorded the
+    replacement (``REPLACED#<id>``, one consistent ``GetItem`` here, read after this row is
+    stored), and its ``DeleteConnection`` answered 410 because API Gateway had not opened this
+    connection yet. This connection's row is removed again. A read that fails is logged and
+    counted, and the connection stands, as when closing fails."""
+    try:
+        deadline.check()
+        replacement = STORE.replacement_of(connection_id)
+    except Exception:
+        _failed("could not check whether a newer connection of this client instance replaced it")
+        return False
+    if replacement is None:
+        return False
+    try:
+        STORE.remove(connection_id, deadline=deadline)
+    except Exception:  # its TTL removes it; the connection is refused all the same
+        _failed("could not remove the row of a connection a newer one replaced")
+    return True
+
+
 def _failed(what: str, extra: dict[str, str] | None = None) -> None:
     """A step of closing the previous connection failed: logged with its traceback, counted."""
     logger.exception(f"connect: {what}", extra=extra)
@@ -145,6 +169,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.exception("connect failed: could not store the connection")
         count(Metric.UNEXPECTED_FAILURES)
         return response(500, "Internal error")
+    if instance_id is not None and replaced_meanwhile(connection_id, deadline):
+        logger.warning("connect refused: the client instance opened a newer connection meanwhile")
+        return response(409, str(SupersededConnection()))
     count(Metric.CONNECTIONS_OPENED)
     logger.info("connected")
     return response(200)

@@ -57,6 +57,7 @@ def _expected(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
             ("dynamodb:PutItem", table),
             ("dynamodb:UpdateItem", table),
             ("dynamodb:BatchGetItem", table),
+            ("dynamodb:GetItem", table),  # whether a newer connection replaced this one
             ("dynamodb:DeleteItem", table),
             # DeleteConnection of the same client's previous connection.
             ("execute-api:ManageConnections", f"{EXECUTION_ARN}/{stage}/DELETE/@connections/*"),
@@ -269,3 +270,114 @@ def test_a_star_resource_from_an_output_is_refused_when_rendered() -> None:
     with pytest.raises(ValueError, match="not a scoped ARN"):
         render()
     collect_abandoned_coroutines()
+
+
+# TransactWriteItems is no IAM action: each of its items is authorized as its own action
+# (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
+_TRANSACT_ITEM_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def _actions_the_handlers_call(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """Every DynamoDB and SQS action each handler calls, recorded from botocore as the handlers
+    run through each of their paths against moto: a first connect and a reconnect of a client
+    instance, a connect at the per-user limit refused and one that finds a gone connection
+    there, a handshake replaced while its $connect ran, a chat message, a ping and the
+    disconnects of a user's connections, the last one emptying the user's set."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from local.events import now_ms
+    from runtime import aws as runtime_aws
+    from runtime import schema
+    from runtime.config import StoreConfig
+    from runtime.handlers import connect, disconnect, message
+    from tests.support import chat_event, chat_message, lambda_context, load_event
+    from tests.unit.test_handlers import instance_connect_event
+
+    calls: dict[str, set[str]] = {}
+    running = [""]
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model.endpoint_prefix
+        names = (
+            [_TRANSACT_ITEM_ACTIONS[next(iter(item))] for item in params["TransactItems"]]
+            if model.name == "TransactWriteItems"
+            else [model.name]
+        )
+        calls.setdefault(running[0], set()).update(f"{service}:{name}" for name in names)
+
+    # Registered on the session before the handlers' clients exist: they inherit it.
+    for service in ("dynamodb", "sqs"):
+        runtime_aws.session().register(f"before-parameter-build.{service}", record)
+    management = runtime_aws.session().create_client(
+        "apigatewaymanagementapi", endpoint_url="https://example.invalid/live"
+    )
+    monkeypatch.setattr(connect.aws, "management_api", lambda endpoint_url: management)
+
+    def run(function: str, event: dict[str, Any]) -> int:
+        module = {"connect": connect, "disconnect": disconnect, "message": message}[function]
+        outer, running[0] = running[0], function
+        try:
+            status: int = module.handler(event, lambda_context(function))["statusCode"]
+        finally:
+            running[0] = outer
+        return status
+
+    table = connect.STORE.config.table_name
+    monkeypatch.setattr(connect.STORE, "config", StoreConfig(table, max_connections_per_user=2))
+    original_add = connect.STORE.add
+
+    def add_then_replaced(connection_id: str, *args: Any, **kwargs: Any) -> Any:
+        """D's handshake is replaced by E's while D's $connect runs (410: D is not open)."""
+        stored = original_add(connection_id, *args, **kwargs)
+        if connection_id == "D=":
+            stub.add_client_error("delete_connection", "GoneException", 410)
+            assert run("connect", instance_connect_event("tab-4", "E=")) == 200
+        return stored
+
+    with Stubber(management) as stub:
+        assert run("connect", instance_connect_event("tab-1", "A=")) == 200
+        stub.add_response("delete_connection", {}, {"ConnectionId": "A="})
+        assert run("connect", instance_connect_event("tab-1", "B=")) == 200
+        assert run("connect", instance_connect_event("tab-2", "C=")) == 429
+        row = {key: {"S": schema.connection_key("A=")} for key in ("PK", "SK")}
+        boto3.client("dynamodb").delete_item(TableName=table, Key=row)  # expired: the TTL
+        assert run("connect", instance_connect_event("tab-2", "C=")) == 200
+        monkeypatch.setattr(connect.STORE, "config", StoreConfig(table, max_connections_per_user=5))
+        monkeypatch.setattr(connect.STORE, "add", add_then_replaced)
+        assert run("connect", instance_connect_event("tab-4", "D=")) == 409
+        assert run("connect", instance_connect_event("tab-3", "F=")) == 200
+        stub.assert_no_pending_responses()
+    for connection_id in ("B=", "C=", "E="):
+        event = load_event("disconnect", connectionId=connection_id)
+        assert run("disconnect", event) == 200
+    for body in (chat_message()["body"], '{"action":"ping"}'):
+        route = json.loads(body)["action"]
+        event = chat_event(body, routeKey=route, connectionId="F=", connectedAt=now_ms())
+        assert run("message", event) == 200
+    assert run("disconnect", load_event("disconnect", connectionId="F=")) == 200
+    return calls
+
+
+def test_each_function_may_call_exactly_what_its_code_calls(
+    dev_run: ProgramRun, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policies above are lists written by hand; this runs the handlers and compares. A
+    call the policy lacks fails in AWS only (moto checks no IAM), and a grant no call uses is
+    more than least privilege."""
+    called = _actions_the_handlers_call(monkeypatch)
+    documents = policy_documents(dev_run.resources)
+    granted = {
+        function: {
+            action
+            for action, _ in _grants(documents[f"{function}-policy"])
+            if action.startswith(("dynamodb:", "sqs:"))
+        }
+        for function in ("connect", "disconnect", "message")
+    }
+    assert called == granted

@@ -33,6 +33,7 @@ from tests.support import (
     load_event,
     message_frame,
 )
+from tests.unit.test_connections import user_slots
 
 
 def queued(aws: MockedAws) -> list[dict[str, Any]]:
@@ -176,8 +177,8 @@ def test_eight_simultaneous_connects_of_one_user_against_a_limit_of_three(
     assert unexpected_failures(capsys) == 0  # a refused connect is not a failure
 
 
-def test_a_first_connect_is_two_aws_calls_at_most(aws: MockedAws) -> None:
-    """A reconnect of a client instance adds one DeleteConnection (tested below)."""
+def test_a_first_connect_is_one_aws_call_or_three_with_an_instance_id(aws: MockedAws) -> None:
+    """A reconnect of a client instance adds a PutItem and a DeleteConnection (tested below)."""
     calls: list[str] = []
     client = boto3.client("dynamodb")
     client.meta.events.register(
@@ -188,13 +189,14 @@ def test_a_first_connect_is_two_aws_calls_at_most(aws: MockedAws) -> None:
         assert connect.handler(connect_event(), lambda_context("connect"))["statusCode"] == 200
         assert calls == ["TransactWriteItems"]
         calls.clear()
-        # With an instance id, one PutItem more (the instance's item; a first connect of the
-        # instance has no earlier connection to close).
+        # With an instance id, one PutItem before (the instance's item; a first connect of the
+        # instance has no earlier connection to close) and one GetItem after: whether a newer
+        # connection of the instance replaced this one meanwhile.
         event = instance_connect_event("tab-1", "A=")
         assert connect.handler(event, lambda_context("connect"))["statusCode"] == 200
     finally:
         connect.STORE._client = None
-    assert calls == ["PutItem", "TransactWriteItems"]
+    assert calls == ["PutItem", "TransactWriteItems", "GetItem"]
 
 
 def test_connect_store_failure_is_500_logged_and_counted(
@@ -310,6 +312,60 @@ def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
     assert "newer connection" in result["body"]
     assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
     assert unexpected_failures(capsys) == 0
+
+
+def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_no_row(
+    aws: MockedAws,
+    management: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The client gave up on A's handshake (its $connect slow) and opened B, whose $connect ran
+    while A's was still running, after A had recorded itself as the instance's connection. B's
+    ``DeleteConnection`` of A finds no open connection A (410, ``GoneException``): "Until
+    execution of the integration associated with the $connect route is completed, the upgrade
+    request is pending and the actual connection will not be established" (AWS docs, "Manage
+    connected users and client apps: $connect and $disconnect routes":
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-keys-connect-disconnect.html).
+    So A's own $connect must refuse it, or A opens afterwards, unknown to the client, and holds
+    a slot and a row that broadcasts post into until its idle timeout."""
+    context = lambda_context("connect")
+    original_add = connect.STORE.add
+    newer = instance_connect_event("tab-1", "B=")
+
+    def add_then_newer_connect_runs(connection_id: str, *args: Any, **kwargs: Any) -> Any:
+        stored = original_add(connection_id, *args, **kwargs)
+        if connection_id == "A=":
+            assert connect.handler(newer, context)["statusCode"] == 200
+        return stored
+
+    monkeypatch.setattr(connect.STORE, "add", add_then_newer_connect_runs)
+    management.add_client_error(
+        "delete_connection", "GoneException", http_status_code=410, expected_params=None
+    )
+    result = connect.handler(instance_connect_event("tab-1", "A="), context)
+    assert result["statusCode"] == 409
+    assert "newer connection" in result["body"]
+    assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
+    assert user_slots(aws, "user-123") == {"B="}  # A's slot in the user's set is released too
+    assert unexpected_failures(capsys) == 0
+
+
+def test_a_failed_check_for_a_replacement_leaves_the_connection_standing(
+    aws: MockedAws,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def unreadable(connection_id: str) -> str | None:
+        raise RuntimeError("DynamoDB is unreachable")
+
+    monkeypatch.setattr(connect.STORE, "replacement_of", unreadable)
+    result = connect.handler(instance_connect_event("tab-1", "A="), lambda_context("connect"))
+    assert result["statusCode"] == 200
+    assert connect.STORE.get("A=") is not None
+    assert "could not check whether a newer connection" in logs.getvalue()
+    assert unexpected_failures(capsys) == 1
 
 
 @pytest.mark.parametrize(
