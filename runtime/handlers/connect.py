@@ -12,7 +12,11 @@ The latest connection of an instance is the one API Gateway accepted last (``con
 handshake the client gave up on while its ``$connect`` was slow, finishing after the client's
 next one, is refused (409) rather than allowed to close the newer connection. One that began
 first but was replaced while its ``$connect`` still ran is refused too: the newer ``$connect``'s
-``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it.
+``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it. That
+narrows the race without closing it: when the newer ``$connect`` records the replacement just
+after this one read that nothing had replaced it, and its ``DeleteConnection`` reaches API
+Gateway before API Gateway has opened this one (the moments between this handler's return and
+the upgrade's completion), this one still opens; it stays until its idle timeout.
 
 401 without an identity, 400 for a malformed ``instanceId``, 409 for a superseded connection,
 429 over the per-user connection limit, 500 when the store fails or the Lambda's time left
@@ -131,7 +135,8 @@ def replaced_meanwhile(connection_id: str, deadline: Deadline) -> bool:
 
 
 def _failed(what: str, extra: dict[str, str] | None = None) -> None:
-    """A step of closing the previous connection failed: logged with its traceback, counted."""
+    """A step of closing the previous connection, or of checking whether this one was replaced,
+    failed: logged with its traceback, counted."""
     logger.exception(f"connect: {what}", extra=extra)
     count(Metric.UNEXPECTED_FAILURES)
 

@@ -331,7 +331,9 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
     a slot and a row that broadcasts post into until its idle timeout."""
     context = lambda_context("connect")
     original_add = connect.STORE.add
-    newer = instance_connect_event("tab-1", "B=")
+    abandoned = instance_connect_event("tab-1", "A=")
+    newer = instance_connect_event("tab-1", "B=")  # API Gateway accepted it later than A
+    newer["requestContext"]["connectedAt"] = abandoned["requestContext"]["connectedAt"] + 2_000
 
     def add_then_newer_connect_runs(connection_id: str, *args: Any, **kwargs: Any) -> Any:
         stored = original_add(connection_id, *args, **kwargs)
@@ -343,7 +345,7 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
     management.add_client_error(
         "delete_connection", "GoneException", http_status_code=410, expected_params=None
     )
-    result = connect.handler(instance_connect_event("tab-1", "A="), context)
+    result = connect.handler(abandoned, context)
     assert result["statusCode"] == 409
     assert "newer connection" in result["body"]
     assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
