@@ -135,7 +135,10 @@ class _Runner:
         if target is None:
             return _run_probe({"target": BASELINE}, self.env)
         user_id = f"cold-{uuid.uuid4().hex[:12]}"
-        connection = ConnectionEvents.new(user_id, self.issuer.token(user_id))
+        # As both clients connect: with their instance id (a first connect of the instance).
+        connection = ConnectionEvents.new(
+            user_id, self.issuer.token(user_id), instance_id=uuid.uuid4().hex
+        )
         if target.needs_row:
             self.store.add(connection.connection_id, user_id, connection.facts.connected_at_ms)
         result = _run_probe({"target": target.module, "event": target.event(connection)}, self.env)
