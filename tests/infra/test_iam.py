@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -379,5 +380,57 @@ def test_each_function_may_call_exactly_what_its_code_calls(
             if action.startswith(("dynamodb:", "sqs:"))
         }
         for function in ("connect", "disconnect", "message")
+    }
+    assert called == granted
+
+
+def test_the_sender_policy_allows_exactly_the_table_calls_message_sender_makes(
+    dev_run: ProgramRun, aws: Any
+) -> None:
+    """``senderPolicyArn`` is what the RAG stack's answering function gets: recorded as above,
+    ``MessageSender`` broadcasts to a user (a ``Query`` of ``userId-index``), meets a gone
+    connection (410: its row deleted, its id released, the emptied set of a user's last one
+    deleted) and replays an answer on the connection that replaced a gone one (``GetItem`` of
+    ``REPLACED#``). Its posts go through the management API (the test above)."""
+    import boto3
+
+    from runtime import aws as runtime_aws
+    from runtime.config import StoreConfig
+    from runtime.connections import ConnectionStore
+    from runtime.sender import MessageSender
+    from tests.unit.fake_management_api import FakeManagementApi, serve
+
+    called: set[tuple[str, str]] = set()
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        on = "index" if params.get("IndexName") == "userId-index" else "table"
+        called.add((f"dynamodb:{model.name}", on))
+
+    runtime_aws.session().register("before-parameter-build.dynamodb", record)
+    store = ConnectionStore(StoreConfig(aws.table_name))
+    hour_ago_ms = int((time.time() - 3600) * 1000)  # past $connect: a 410 removes the row
+    for connection_id, user_id in [
+        ("live=", "u1"),
+        ("old=", "u1"),
+        ("new=", "u1"),
+        ("solo=", "u2"),
+    ]:
+        store.add(connection_id, user_id, hour_ago_ms)
+    store.record_replacement("old=", "new=")
+    called.clear()
+    api = FakeManagementApi(lambda: boto3.session.Session().get_credentials(), REGION)
+    api.gone.update({"old=", "solo="})
+    with serve(api), MessageSender(store, api.endpoint, coalesce_seconds=0) as sender:
+        result = sender.broadcast_to_user("u1", {"type": "system", "event": "notice", "text": "hi"})
+        assert (result.sent, result.gone) == (2, 1)
+        streamed = sender.stream("old=", "conv", ["a"], user_id="u1", redirect_gone_to_user=True)
+        assert [c for c, _ in api.delivered].count("new=") >= 2, streamed
+        assert not sender.send_message("solo=", {"type": "system", "event": "pong"})
+    documents = policy_documents(dev_run.resources)
+    table = dev_run.one("aws:dynamodb/table:Table").state["arn"]
+    granted = {
+        (action, "index" if resource.endswith("/index/userId-index") else "table")
+        for action, resource in _grants(documents["rag-sender"])
+        if action.startswith("dynamodb:") and resource.startswith(table)
     }
     assert called == granted
