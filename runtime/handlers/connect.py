@@ -12,11 +12,12 @@ The latest connection of an instance is the one API Gateway accepted last (``con
 handshake the client gave up on while its ``$connect`` was slow, finishing after the client's
 next one, is refused (409) rather than allowed to close the newer connection. One that began
 first but was replaced while its ``$connect`` still ran is refused too: the newer ``$connect``'s
-``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it. That
-narrows the race without closing it: when the newer ``$connect`` records the replacement just
-after this one read that nothing had replaced it, and its ``DeleteConnection`` reaches API
-Gateway before API Gateway has opened this one (the moments between this handler's return and
-the upgrade's completion), this one still opens; it stays until its idle timeout.
+``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it. When
+the newer ``$connect`` records the replacement just after this one read that nothing had
+replaced it, this one returns 200 and opens a moment later; the newer one's ``DeleteConnection``
+then answers 410 for a connection whose row is stored and young, and it tries once more after
+``OPENING_RETRY_PAUSE_SECONDS``. Only an upgrade slower than that pause still opens, and stays
+until its idle timeout.
 
 401 without an identity, 400 for a malformed ``instanceId``, 409 for a superseded connection,
 429 over the per-user connection limit, 500 when the store fails or the Lambda's time left
@@ -44,6 +45,9 @@ STORE = ConnectionStore(StoreConfig.from_env())
 _INSTANCE_ID = re.compile(schema.INSTANCE_ID_PATTERN)
 _GONE = "GoneException"
 _CLOSE_FAILED = "could not close the connection this client instance opened before"
+# A connection whose $connect returned a moment ago answers 410 until API Gateway has finished
+# its upgrade, a step of milliseconds: the one retry of DeleteConnection waits this long first.
+OPENING_RETRY_PAUSE_SECONDS = 0.25
 
 
 class BadInstanceId(ValueError):
@@ -95,21 +99,56 @@ def close_previous(
     except Exception:
         _failed("could not record what replaces the previous connection", extra)
     try:
-        deadline.check()
-        management = aws.management_api(management_endpoint_from_env())
-        management.delete_connection(ConnectionId=previous)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == _GONE:
-            logger.info("the connection this client instance opened before is closed", extra=extra)
-            return previous
-        _failed(_CLOSE_FAILED, extra)
-        return None
+        closed = _delete_connection(previous, deadline)
+        if not closed and _may_be_opening(previous, connected_at, deadline, extra):
+            time.sleep(OPENING_RETRY_PAUSE_SECONDS)
+            closed = _delete_connection(previous, deadline)
     except Exception:
         _failed(_CLOSE_FAILED, extra)
         return None
+    if not closed:
+        logger.info("the connection this client instance opened before is closed", extra=extra)
+        return previous
     count(Metric.REPLACED_CONNECTIONS_CLOSED)
     logger.info("closed the connection this client instance opened before", extra=extra)
     return previous
+
+
+def _delete_connection(connection_id: str, deadline: Deadline) -> bool:
+    """``DeleteConnection``: True when it closed an open connection, False when API Gateway has
+    no open connection of that id (410, ``GoneException``)."""
+    deadline.check()
+    management = aws.management_api(management_endpoint_from_env())
+    try:
+        management.delete_connection(ConnectionId=connection_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == _GONE:
+            return False
+        raise
+    return True
+
+
+def _may_be_opening(
+    previous: str, connected_at: int, deadline: Deadline, extra: dict[str, str]
+) -> bool:
+    """Whether a 410 for ``previous`` may mean that its ``$connect`` returned a moment ago and
+    API Gateway has not opened it yet, so that one more ``DeleteConnection`` after a pause
+    would close it: its row is stored (its ``$connect`` got that far; a row gone means it was
+    closed, or it will find ``REPLACED#`` itself in ``replaced_meanwhile``), it was accepted
+    less than the integration timeout before this one, and the invocation has time for the
+    pause and the call. A connection closed a moment ago whose ``$disconnect`` has not run yet
+    looks the same: it costs this connect the pause."""
+    if deadline.seconds_left() < OPENING_RETRY_PAUSE_SECONDS + aws.call_worst_case_seconds():
+        return False
+    try:
+        row = STORE.get(previous)
+    except Exception:
+        _failed(
+            "could not read the row of the connection this client instance opened before", extra
+        )
+        return False
+    opening_ms = schema.INTEGRATION_TIMEOUT_SECONDS * 1000
+    return row is not None and connected_at - row.connected_at_ms < opening_ms
 
 
 def replaced_meanwhile(connection_id: str, deadline: Deadline) -> bool:

@@ -342,15 +342,46 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
         return stored
 
     monkeypatch.setattr(connect.STORE, "add", add_then_newer_connect_runs)
-    management.add_client_error(
-        "delete_connection", "GoneException", http_status_code=410, expected_params=None
-    )
+    monkeypatch.setattr(connect.time, "sleep", lambda seconds: None)
+    for _ in range(2):  # A's row is stored and young: B tries once more, A still in $connect
+        management.add_client_error(
+            "delete_connection", "GoneException", http_status_code=410, expected_params=None
+        )
     result = connect.handler(abandoned, context)
     assert result["statusCode"] == 409
     assert "newer connection" in result["body"]
     assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
     assert user_slots(aws, "user-123") == {"B="}  # A's slot in the user's set is released too
     assert unexpected_failures(capsys) == 0
+
+
+def test_a_handshake_that_opens_just_after_its_replacement_is_recorded_is_closed_on_a_retry(
+    aws: MockedAws,
+    management: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A's $connect read that nothing had replaced it and returned 200, but API Gateway had not
+    finished its upgrade when B's DeleteConnection came: 410 (API Gateway opens a connection
+    only once $connect has completed; AWS docs, "Manage connected users and client apps:
+    $connect and $disconnect routes"). A's row is stored and A is younger than the integration
+    timeout, so B pauses and tries once more, and closes A."""
+    context = lambda_context("connect")
+    abandoned = instance_connect_event("tab-1", "A=")
+    newer = instance_connect_event("tab-1", "B=")
+    newer["requestContext"]["connectedAt"] = abandoned["requestContext"]["connectedAt"] + 2_000
+    assert connect.handler(abandoned, context)["statusCode"] == 200
+    pauses: list[float] = []
+    monkeypatch.setattr(connect.time, "sleep", pauses.append)
+    management.add_client_error(
+        "delete_connection", "GoneException", http_status_code=410, expected_params=None
+    )
+    management.add_response("delete_connection", {}, {"ConnectionId": "A="})
+    assert connect.handler(newer, context)["statusCode"] == 200
+    assert pauses == [connect.OPENING_RETRY_PAUSE_SECONDS]
+    emitted = metrics(capsys)
+    assert emitted["ReplacedConnectionsClosed"] == 1
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
 
 
 def test_a_failed_check_for_a_replacement_leaves_the_connection_standing(
@@ -384,9 +415,12 @@ def test_closing_the_previous_connection_never_fails_the_connect(
     failures: int,
 ) -> None:
     """Already gone (410) is what closing wanted; anything else is logged and counted, and the
-    new connection stands either way."""
+    new connection stands either way. A, open for a minute, is past its $connect: a 410 is not
+    tried again (the stub answers one call only)."""
     context = lambda_context("connect")
-    connect.handler(instance_connect_event("tab-1", "A="), context)
+    earlier = instance_connect_event("tab-1", "A=")
+    earlier["requestContext"]["connectedAt"] -= 60_000
+    connect.handler(earlier, context)
     management.add_client_error(
         "delete_connection", code, http_status_code=status, expected_params=None
     )
