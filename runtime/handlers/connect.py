@@ -15,9 +15,9 @@ first but was replaced while its ``$connect`` still ran is refused too: the newe
 ``DeleteConnection`` found it not yet open (410), so refusing it here is what closes it. When
 the newer ``$connect`` records the replacement just after this one read that nothing had
 replaced it, this one returns 200 and opens a moment later; the newer one's ``DeleteConnection``
-then answers 410 for a connection whose row is stored and young, and it tries once more after
-``OPENING_RETRY_PAUSE_SECONDS``. Only an upgrade slower than that pause still opens, and stays
-until its idle timeout.
+then answers 410 for a connection whose row is stored and young, and it tries once more, last,
+after ``OPENING_RETRY_PAUSE_SECONDS``. That narrows the race further without closing it: an
+upgrade slower than the pause still opens, and stays until its idle timeout.
 
 401 without an identity, 400 for a malformed ``instanceId``, 409 for a superseded connection,
 429 over the per-user connection limit, 500 when the store fails or the Lambda's time left
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -45,9 +46,20 @@ STORE = ConnectionStore(StoreConfig.from_env())
 _INSTANCE_ID = re.compile(schema.INSTANCE_ID_PATTERN)
 _GONE = "GoneException"
 _CLOSE_FAILED = "could not close the connection this client instance opened before"
-# A connection whose $connect returned a moment ago answers 410 until API Gateway has finished
-# its upgrade, a step of milliseconds: the one retry of DeleteConnection waits this long first.
+# A connection whose $connect has returned answers 410 until API Gateway has finished its
+# upgrade. AWS documents no figure for that step; the one retry of DeleteConnection waits this
+# long first, our margin for it.
 OPENING_RETRY_PAUSE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class PreviousConnection:
+    """The connection the same client instance opened before, now closed or gone. When it
+    answered 410 while it may have been opening (``_may_be_opening``), closing is tried once
+    more at the end of this ``$connect`` (``close_if_opened``)."""
+
+    connection_id: str
+    may_be_opening: bool = False
 
 
 class BadInstanceId(ValueError):
@@ -73,9 +85,9 @@ def instance_id_of(event: dict[str, Any]) -> str | None:
 
 def close_previous(
     user_id: str, instance_id: str, connection_id: str, connected_at: int, deadline: Deadline
-) -> str | None:
+) -> PreviousConnection | None:
     """Record the instance's new connection and close the one before it (``DeleteConnection``),
-    returning the closed id (one already gone counts as closed, and is not counted in
+    returning the closed one (one already gone counts as closed, and is not counted in
     ``ReplacedConnectionsClosed``). ``SupersededConnection`` when the instance has opened a
     newer connection than this one; any other failure is logged and counted, and the new
     connection stands."""
@@ -100,18 +112,41 @@ def close_previous(
         _failed("could not record what replaces the previous connection", extra)
     try:
         closed = _delete_connection(previous, deadline)
-        if not closed and _may_be_opening(previous, connected_at, deadline, extra):
-            time.sleep(OPENING_RETRY_PAUSE_SECONDS)
-            closed = _delete_connection(previous, deadline)
     except Exception:
         _failed(_CLOSE_FAILED, extra)
         return None
     if not closed:
         logger.info("the connection this client instance opened before is closed", extra=extra)
-        return previous
+        return PreviousConnection(
+            previous, may_be_opening=_may_be_opening(previous, connected_at, deadline, extra)
+        )
     count(Metric.REPLACED_CONNECTIONS_CLOSED)
     logger.info("closed the connection this client instance opened before", extra=extra)
-    return previous
+    return PreviousConnection(previous)
+
+
+def close_if_opened(previous: PreviousConnection, deadline: Deadline) -> None:
+    """The one retry of ``DeleteConnection`` for a previous connection that answered 410 while
+    it may have been opening: after ``OPENING_RETRY_PAUSE_SECONDS``, once this connection is
+    stored, so that nothing this ``$connect`` still needs waits on it. Skipped without the time
+    for the pause and the call; a failure is logged, not counted: the 410 already said gone."""
+    extra = {"previousConnectionId": previous.connection_id}
+    if deadline.seconds_left() < OPENING_RETRY_PAUSE_SECONDS + aws.call_worst_case_seconds():
+        logger.info("no time left to try closing the previous connection again", extra=extra)
+        return
+    time.sleep(OPENING_RETRY_PAUSE_SECONDS)
+    try:
+        closed = _delete_connection(previous.connection_id, deadline)
+    except Exception:
+        logger.warning(
+            "connect: could not try closing the previous connection again",
+            exc_info=True,
+            extra=extra,
+        )
+        return
+    if closed:
+        count(Metric.REPLACED_CONNECTIONS_CLOSED)
+        logger.info("closed the connection this client instance opened before, on a second try")
 
 
 def _delete_connection(connection_id: str, deadline: Deadline) -> bool:
@@ -134,13 +169,12 @@ def _may_be_opening(
     """Whether a 410 for ``previous`` may mean that its ``$connect`` returned a moment ago and
     API Gateway has not opened it yet, so that one more ``DeleteConnection`` after a pause
     would close it: its row is stored (its ``$connect`` got that far; a row gone means it was
-    closed, or it will find ``REPLACED#`` itself in ``replaced_meanwhile``), it was accepted
-    less than the integration timeout before this one, and the invocation has time for the
-    pause and the call. A connection closed a moment ago whose ``$disconnect`` has not run yet
-    looks the same: it costs this connect the pause."""
-    if deadline.seconds_left() < OPENING_RETRY_PAUSE_SECONDS + aws.call_worst_case_seconds():
-        return False
+    closed, or it will find ``REPLACED#`` itself in ``replaced_meanwhile``) and it was accepted
+    less than the integration timeout before this one. A connection that closed a moment ago,
+    younger than that, whose ``$disconnect`` has not run yet, looks the same: it costs this
+    connect the pause and a call."""
     try:
+        deadline.check()
         row = STORE.get(previous)
     except Exception:
         _failed(
@@ -196,6 +230,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     connected_at = connected_at_ms(request_context, int(time.time() * 1000))
     deadline = Deadline.of(context)
     closed: list[str] = []
+    previous: PreviousConnection | None = None
     if instance_id is not None:
         try:
             previous = close_previous(user_id, instance_id, connection_id, connected_at, deadline)
@@ -203,7 +238,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             logger.warning("connect refused: the client instance has a newer connection")
             return response(409, str(exc))
         # At the per-user limit its slot is free now: its $disconnect comes later, if at all.
-        closed = [] if previous is None else [previous]
+        closed = [] if previous is None else [previous.connection_id]
     try:
         STORE.add(connection_id, user_id, connected_at, closed=closed, deadline=deadline)
     except ConnectionLimitReached as exc:
@@ -216,6 +251,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if instance_id is not None and replaced_meanwhile(connection_id, deadline):
         logger.warning("connect refused: the client instance opened a newer connection meanwhile")
         return response(409, str(SupersededConnection()))
+    if previous is not None and previous.may_be_opening:
+        close_if_opened(previous, deadline)
     count(Metric.CONNECTIONS_OPENED)
     logger.info("connected")
     return response(200)

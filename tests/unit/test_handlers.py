@@ -384,6 +384,58 @@ def test_a_handshake_that_opens_just_after_its_replacement_is_recorded_is_closed
     assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
 
 
+def test_a_410_is_tried_again_only_for_a_young_connection_whose_row_is_stored(
+    aws: MockedAws,
+    management: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A's $disconnect has run (its row is gone): the 410 means closed, and B does not pause."""
+    context = lambda_context("connect")
+    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    connect.STORE.remove("A=")
+    pauses: list[float] = []
+    monkeypatch.setattr(connect.time, "sleep", pauses.append)
+    management.add_client_error(
+        "delete_connection", "GoneException", http_status_code=410, expected_params=None
+    )
+    newer = instance_connect_event("tab-1", "B=")
+    newer["requestContext"]["connectedAt"] += 2_000
+    assert connect.handler(newer, context)["statusCode"] == 200
+    assert pauses == []
+    assert unexpected_failures(capsys) == 0
+
+
+def test_a_retry_that_fails_leaves_the_410_standing(
+    aws: MockedAws,
+    management: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The second try comes last, once B is stored: its failure is logged, not counted (the
+    first answer already said gone), and at the per-user limit A's slot was freed all the
+    same."""
+    monkeypatch.setattr(
+        connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=1)
+    )
+    context = lambda_context("connect")
+    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    monkeypatch.setattr(connect.time, "sleep", lambda seconds: None)
+    management.add_client_error(
+        "delete_connection", "GoneException", http_status_code=410, expected_params=None
+    )
+    management.add_client_error(
+        "delete_connection", "ServiceUnavailableException", http_status_code=503
+    )
+    newer = instance_connect_event("tab-1", "B=")
+    newer["requestContext"]["connectedAt"] += 2_000
+    assert connect.handler(newer, context)["statusCode"] == 200
+    assert "could not try closing the previous connection again" in logs.getvalue()
+    assert unexpected_failures(capsys) == 0
+    assert user_slots(aws, "user-123") == {"B="}
+
+
 def test_a_failed_check_for_a_replacement_leaves_the_connection_standing(
     aws: MockedAws,
     monkeypatch: pytest.MonkeyPatch,
