@@ -227,6 +227,23 @@ def instance_connect_event(instance_id: str, connection_id: str, user: str = "us
     return event
 
 
+def earlier_and_newer(instance_id: str = "tab-1") -> tuple[Any, Any]:
+    """The ``$connect`` events of A and B, two connections of one client instance, API Gateway
+    accepting B 2 s after A (``connectedAt`` orders them, whatever order they run in)."""
+    earlier = instance_connect_event(instance_id, "A=")
+    newer = instance_connect_event(instance_id, "B=")
+    newer["requestContext"]["connectedAt"] = earlier["requestContext"]["connectedAt"] + 2_000
+    return earlier, newer
+
+
+def answer_gone(management: Stubber, times: int = 1) -> None:
+    """The next ``times`` DeleteConnection calls answer 410 (``GoneException``)."""
+    for _ in range(times):
+        management.add_client_error(
+            "delete_connection", "GoneException", http_status_code=410, expected_params=None
+        )
+
+
 @pytest.fixture
 def management(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     """The connect handler's management API client, stubbed: a call not scripted fails."""
@@ -303,9 +320,7 @@ def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
     finished first. A must not close B: API Gateway's ``connectedAt`` says B is newer, so A is
     refused, stores nothing and closes nothing (the stub answers no DeleteConnection)."""
     context = lambda_context("connect")
-    late = instance_connect_event("tab-1", "A=")
-    newer = instance_connect_event("tab-1", "B=")
-    newer["requestContext"]["connectedAt"] = late["requestContext"]["connectedAt"] + 2_000
+    late, newer = earlier_and_newer()
     assert connect.handler(newer, context)["statusCode"] == 200
     result = connect.handler(late, context)
     assert result["statusCode"] == 409
@@ -331,9 +346,7 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
     a slot and a row that broadcasts post into until its idle timeout."""
     context = lambda_context("connect")
     original_add = connect.STORE.add
-    abandoned = instance_connect_event("tab-1", "A=")
-    newer = instance_connect_event("tab-1", "B=")  # API Gateway accepted it later than A
-    newer["requestContext"]["connectedAt"] = abandoned["requestContext"]["connectedAt"] + 2_000
+    abandoned, newer = earlier_and_newer()
 
     def add_then_newer_connect_runs(connection_id: str, *args: Any, **kwargs: Any) -> Any:
         stored = original_add(connection_id, *args, **kwargs)
@@ -343,10 +356,7 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
 
     monkeypatch.setattr(connect.STORE, "add", add_then_newer_connect_runs)
     monkeypatch.setattr(connect.time, "sleep", lambda seconds: None)
-    for _ in range(2):  # A's row is stored and young: B tries once more, A still in $connect
-        management.add_client_error(
-            "delete_connection", "GoneException", http_status_code=410, expected_params=None
-        )
+    answer_gone(management, times=2)  # A's row is stored and young: B tries once more
     result = connect.handler(abandoned, context)
     assert result["statusCode"] == 409
     assert "newer connection" in result["body"]
@@ -367,15 +377,11 @@ def test_a_handshake_that_opens_just_after_its_replacement_is_recorded_is_closed
     $connect and $disconnect routes"). A's row is stored and A is younger than the integration
     timeout, so B pauses and tries once more, and closes A."""
     context = lambda_context("connect")
-    abandoned = instance_connect_event("tab-1", "A=")
-    newer = instance_connect_event("tab-1", "B=")
-    newer["requestContext"]["connectedAt"] = abandoned["requestContext"]["connectedAt"] + 2_000
+    abandoned, newer = earlier_and_newer()
     assert connect.handler(abandoned, context)["statusCode"] == 200
     pauses: list[float] = []
     monkeypatch.setattr(connect.time, "sleep", pauses.append)
-    management.add_client_error(
-        "delete_connection", "GoneException", http_status_code=410, expected_params=None
-    )
+    answer_gone(management)
     management.add_response("delete_connection", {}, {"ConnectionId": "A="})
     assert connect.handler(newer, context)["statusCode"] == 200
     assert pauses == [connect.OPENING_RETRY_PAUSE_SECONDS]
@@ -392,15 +398,12 @@ def test_a_410_is_tried_again_only_for_a_young_connection_whose_row_is_stored(
 ) -> None:
     """A's $disconnect has run (its row is gone): the 410 means closed, and B does not pause."""
     context = lambda_context("connect")
-    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    earlier, newer = earlier_and_newer()
+    assert connect.handler(earlier, context)["statusCode"] == 200
     connect.STORE.remove("A=")
     pauses: list[float] = []
     monkeypatch.setattr(connect.time, "sleep", pauses.append)
-    management.add_client_error(
-        "delete_connection", "GoneException", http_status_code=410, expected_params=None
-    )
-    newer = instance_connect_event("tab-1", "B=")
-    newer["requestContext"]["connectedAt"] += 2_000
+    answer_gone(management)
     assert connect.handler(newer, context)["statusCode"] == 200
     assert pauses == []
     assert unexpected_failures(capsys) == 0
@@ -420,16 +423,13 @@ def test_a_retry_that_fails_leaves_the_410_standing(
         connect.STORE, "config", StoreConfig(aws.table_name, max_connections_per_user=1)
     )
     context = lambda_context("connect")
-    assert connect.handler(instance_connect_event("tab-1", "A="), context)["statusCode"] == 200
+    earlier, newer = earlier_and_newer()
+    assert connect.handler(earlier, context)["statusCode"] == 200
     monkeypatch.setattr(connect.time, "sleep", lambda seconds: None)
-    management.add_client_error(
-        "delete_connection", "GoneException", http_status_code=410, expected_params=None
-    )
+    answer_gone(management)
     management.add_client_error(
         "delete_connection", "ServiceUnavailableException", http_status_code=503
     )
-    newer = instance_connect_event("tab-1", "B=")
-    newer["requestContext"]["connectedAt"] += 2_000
     assert connect.handler(newer, context)["statusCode"] == 200
     assert "could not try closing the previous connection again" in logs.getvalue()
     assert unexpected_failures(capsys) == 0
