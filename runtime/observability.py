@@ -36,6 +36,9 @@ class Metric(StrEnum):
     # $connect closed the connection the same client instance had opened before, one that was
     # still open (a half-open one, or one the client abandoned); already closed ones not counted
     REPLACED_CONNECTIONS_CLOSED = "ReplacedConnectionsClosed"
+    # $connect refused (409) a handshake a newer connection of the same client instance had
+    # replaced: one that finished after the newer one, or was replaced while it ran
+    SUPERSEDED_CONNECTIONS_REFUSED = "SupersededConnectionsRefused"
     AUTHORIZATION_DENIED = "AuthorizationDenied"
     UNEXPECTED_FAILURES = schema.UNEXPECTED_FAILURES_METRIC
 

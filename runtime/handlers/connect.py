@@ -236,6 +236,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             previous = close_previous(user_id, instance_id, connection_id, connected_at, deadline)
         except SupersededConnection as exc:
             logger.warning("connect refused: the client instance has a newer connection")
+            count(Metric.SUPERSEDED_CONNECTIONS_REFUSED)
             return response(409, str(exc))
         # At the per-user limit its slot is free now: its $disconnect comes later, if at all.
         closed = [] if previous is None else [previous.connection_id]
@@ -250,6 +251,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return response(500, "Internal error")
     if instance_id is not None and replaced_meanwhile(connection_id, deadline):
         logger.warning("connect refused: the client instance opened a newer connection meanwhile")
+        count(Metric.SUPERSEDED_CONNECTIONS_REFUSED)
         return response(409, str(SupersededConnection()))
     if previous is not None and previous.may_be_opening:
         close_if_opened(previous, deadline)

@@ -326,7 +326,9 @@ def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
     assert result["statusCode"] == 409
     assert "newer connection" in result["body"]
     assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
-    assert unexpected_failures(capsys) == 0
+    emitted = metrics(capsys)
+    assert emitted["SupersededConnectionsRefused"] == 1
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
 
 
 def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_no_row(
@@ -362,7 +364,9 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
     assert "newer connection" in result["body"]
     assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
     assert user_slots(aws, "user-123") == {"B="}  # A's slot in the user's set is released too
-    assert unexpected_failures(capsys) == 0
+    emitted = metrics(capsys)
+    assert emitted["SupersededConnectionsRefused"] == 1
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
 
 
 def test_a_handshake_that_opens_just_after_its_replacement_is_recorded_is_closed_on_a_retry(
