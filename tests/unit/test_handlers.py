@@ -236,6 +236,18 @@ def earlier_and_newer(instance_id: str = "tab-1") -> tuple[Any, Any]:
     return earlier, newer
 
 
+def assert_refused_as_superseded(
+    result: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused (409, counted, nothing failed) and B, the newer connection, alone stored."""
+    assert result["statusCode"] == 409
+    assert "newer connection" in result["body"]
+    assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
+    emitted = metrics(capsys)
+    assert emitted["SupersededConnectionsRefused"] == 1
+    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
+
+
 def answer_gone(management: Stubber, times: int = 1) -> None:
     """The next ``times`` DeleteConnection calls answer 410 (``GoneException``)."""
     for _ in range(times):
@@ -322,13 +334,7 @@ def test_a_handshake_finishing_after_the_instance_s_newer_one_is_refused_409(
     context = lambda_context("connect")
     late, newer = earlier_and_newer()
     assert connect.handler(newer, context)["statusCode"] == 200
-    result = connect.handler(late, context)
-    assert result["statusCode"] == 409
-    assert "newer connection" in result["body"]
-    assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
-    emitted = metrics(capsys)
-    assert emitted["SupersededConnectionsRefused"] == 1
-    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
+    assert_refused_as_superseded(connect.handler(late, context), capsys)
 
 
 def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_no_row(
@@ -359,14 +365,8 @@ def test_a_handshake_replaced_while_its_connect_runs_is_refused_409_and_leaves_n
     monkeypatch.setattr(connect.STORE, "add", add_then_newer_connect_runs)
     monkeypatch.setattr(connect.time, "sleep", lambda seconds: None)
     answer_gone(management, times=2)  # A's row is stored and young: B tries once more
-    result = connect.handler(abandoned, context)
-    assert result["statusCode"] == 409
-    assert "newer connection" in result["body"]
-    assert [r.connection_id for r in connect.STORE.list_for_user("user-123")] == ["B="]
+    assert_refused_as_superseded(connect.handler(abandoned, context), capsys)
     assert user_slots(aws, "user-123") == {"B="}  # A's slot in the user's set is released too
-    emitted = metrics(capsys)
-    assert emitted["SupersededConnectionsRefused"] == 1
-    assert emitted[schema.UNEXPECTED_FAILURES_METRIC] == 0
 
 
 def test_a_handshake_that_opens_just_after_its_replacement_is_recorded_is_closed_on_a_retry(
