@@ -283,6 +283,29 @@ _TRANSACT_ITEM_ACTIONS = {
 }
 
 
+def _record_actions(*services: str) -> list[tuple[str, dict[str, Any]]]:
+    """From now on, every call the runtime's botocore clients make to ``services``, as
+    (IAM action, the call's parameters), a TransactWriteItems as one entry per item. Registered
+    on the runtime's session before its clients exist: they inherit it (the ``aws`` fixture
+    drops session and clients after the test)."""
+    from runtime import aws as runtime_aws
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model.endpoint_prefix
+        names = (
+            [_TRANSACT_ITEM_ACTIONS[next(iter(item))] for item in params["TransactItems"]]
+            if model.name == "TransactWriteItems"
+            else [model.name]
+        )
+        calls.extend((f"{service}:{name}", params) for name in names)
+
+    for service in services:
+        runtime_aws.session().register(f"before-parameter-build.{service}", record)
+    return calls
+
+
 def _actions_the_handlers_call(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
     """Every DynamoDB and SQS action each handler calls, recorded from botocore as the handlers
     run through each of their paths against moto: a first connect and a reconnect of a client
@@ -300,21 +323,8 @@ def _actions_the_handlers_call(monkeypatch: pytest.MonkeyPatch) -> dict[str, set
     from tests.support import chat_event, chat_message, lambda_context, load_event
     from tests.unit.test_handlers import instance_connect_event
 
+    recorded = _record_actions("dynamodb", "sqs")
     calls: dict[str, set[str]] = {}
-    running = [""]
-
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        service = model.service_model.endpoint_prefix
-        names = (
-            [_TRANSACT_ITEM_ACTIONS[next(iter(item))] for item in params["TransactItems"]]
-            if model.name == "TransactWriteItems"
-            else [model.name]
-        )
-        calls.setdefault(running[0], set()).update(f"{service}:{name}" for name in names)
-
-    # Registered on the session before the handlers' clients exist: they inherit it.
-    for service in ("dynamodb", "sqs"):
-        runtime_aws.session().register(f"before-parameter-build.{service}", record)
     management = runtime_aws.session().create_client(
         "apigatewaymanagementapi", endpoint_url="https://example.invalid/live"
     )
@@ -323,11 +333,9 @@ def _actions_the_handlers_call(monkeypatch: pytest.MonkeyPatch) -> dict[str, set
 
     def run(function: str, event: dict[str, Any]) -> int:
         module = {"connect": connect, "disconnect": disconnect, "message": message}[function]
-        outer, running[0] = running[0], function
-        try:
-            status: int = module.handler(event, lambda_context(function))["statusCode"]
-        finally:
-            running[0] = outer
+        start = len(recorded)  # a handler run inside another is the same function: connect
+        status: int = module.handler(event, lambda_context(function))["statusCode"]
+        calls.setdefault(function, set()).update(action for action, _ in recorded[start:])
         return status
 
     table = connect.STORE.config.table_name
@@ -396,19 +404,12 @@ def test_the_sender_policy_allows_exactly_the_table_calls_message_sender_makes(
     ``REPLACED#``). Its posts go through the management API (the test above)."""
     import boto3
 
-    from runtime import aws as runtime_aws
     from runtime.config import StoreConfig
     from runtime.connections import ConnectionStore
     from runtime.sender import MessageSender
     from tests.unit.fake_management_api import FakeManagementApi, serve
 
-    called: set[tuple[str, str]] = set()
-
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        on = "index" if params.get("IndexName") == "userId-index" else "table"
-        called.add((f"dynamodb:{model.name}", on))
-
-    runtime_aws.session().register("before-parameter-build.dynamodb", record)
+    recorded = _record_actions("dynamodb")
     store = ConnectionStore(StoreConfig(aws.table_name))
     hour_ago_ms = int((time.time() - 3600) * 1000)  # past $connect: a 410 removes the row
     for connection_id, user_id in [
@@ -419,7 +420,7 @@ def test_the_sender_policy_allows_exactly_the_table_calls_message_sender_makes(
     ]:
         store.add(connection_id, user_id, hour_ago_ms)
     store.record_replacement("old=", "new=")
-    called.clear()
+    del recorded[:]  # the set-up's calls
     api = FakeManagementApi(lambda: boto3.session.Session().get_credentials(), REGION)
     api.gone.update({"old=", "solo="})
     with serve(api), MessageSender(store, api.endpoint, coalesce_seconds=0) as sender:
@@ -434,5 +435,9 @@ def test_the_sender_policy_allows_exactly_the_table_calls_message_sender_makes(
         (action, "index" if resource.endswith("/index/userId-index") else "table")
         for action, resource in _grants(documents["rag-sender"])
         if action.startswith("dynamodb:") and resource.startswith(table)
+    }
+    called = {
+        (action, "index" if params.get("IndexName") == "userId-index" else "table")
+        for action, params in recorded
     }
     assert called == granted
