@@ -291,18 +291,27 @@ def _tls_context(session: botocore.session.Session) -> ssl.SSLContext:
 
 
 def _wire_error_code(response: Response) -> str:
-    """The error's code as botocore's rest-json parser reads it: the ``x-amzn-ErrorType``
-    header (``Code:extra`` form included), else the body's ``__type`` or ``code``."""
-    header = response.headers.get("x-amzn-errortype", "")
-    if header:
-        return header.split(":", 1)[0]
-    try:
-        parsed = json.loads(response.body or b"{}")
-    except ValueError:
-        return ""
-    if not isinstance(parsed, dict):
-        return ""
-    return str(parsed.get("__type") or parsed.get("code") or "").rsplit("#", 1)[-1]
+    """The error's code as botocore's rest-json parser reads it (``RestJSONParser``), so that
+    both paths log and map the same code: the ``x-amzn-ErrorType`` header, else the body's
+    ``code`` or ``Code``, else its ``__type``, else the HTTP status; ``Code:extra`` and
+    ``namespace#Code`` forms cut to ``Code``."""
+    code: object
+    if "x-amzn-errortype" in response.headers:
+        code = response.headers["x-amzn-errortype"]
+    else:
+        try:
+            body = json.loads(response.body) if response.body else {}
+        except ValueError:
+            body = {}  # botocore reads such a body as the message, with no code in it
+        if not isinstance(body, dict):
+            body = {}
+        if "code" in body or "Code" in body:
+            code = body.get("code", body.get("Code", ""))
+        else:
+            code = body.get("__type", str(response.status))
+    if not isinstance(code, str):
+        return str(code)
+    return code.split(":", 1)[0].rsplit("#", 1)[-1]
 
 
 def _error_code(exc: ClientError) -> str:

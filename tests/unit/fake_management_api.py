@@ -4,8 +4,9 @@ It answers ``POST /{stage}/@connections/{connectionId}`` on the wire the way API
 (the service model, botocore's ``apigatewaymanagementapi/2018-11-29/service-2.json`` and the
 SDKs' smithy model ``apigatewaymanagementapi.2018-11-29.json``: ``GoneException`` 410,
 ``PayloadTooLargeException`` 413, ``LimitExceededException`` 429, ``ForbiddenException`` 403,
-each named by the ``x-amzn-ErrorType`` header with a ``{"message"}`` body), so a real boto3
-client raises its typed exceptions and the lean path reads the same answers. Every request's
+each named by the ``x-amzn-ErrorType`` header with a ``{"message"}`` body; ``error_form``
+names it in the body instead, or nowhere), so a real boto3 client raises its typed exceptions
+and the lean path reads the same answers. Every request's
 SigV4 signature is checked with botocore's signer; a bad one gets 403 ``ForbiddenException``.
 """
 
@@ -30,6 +31,11 @@ STAGE = "dev"
 GONE = 410
 RESET = "reset"  # close the socket without an answer (a connection reset)
 HANG = "hang"  # answer only after the client's read timeout
+# Where an error answer names its code. API Gateway sends the header; the others are the forms
+# botocore's rest-json parser also reads (RestJSONParser._inject_error_code and
+# BaseJSONParser._do_error_parse), or none at all (the code is then the HTTP status).
+HEADER, BODY_TYPE, BODY_CODE, NO_CODE = "header", "body __type", "body code", "no code"
+ERROR_FORMS = (HEADER, BODY_TYPE, BODY_CODE, NO_CODE)
 
 _ERROR_TYPES = {
     403: "ForbiddenException",
@@ -60,6 +66,8 @@ class FakeManagementApi:
         self.barrier: threading.Barrier | None = None
         # Close each connection after its answer, unannounced, as an endpoint closes idle ones.
         self.close_after_answer = False
+        # How an error names its code (ERROR_FORMS): API Gateway's header, or only the body.
+        self.error_form = HEADER
         self.attempts: list[str] = []
         self.delivered: list[tuple[str, bytes]] = []
         self.bad_signatures = 0
@@ -147,10 +155,16 @@ def _handler(api: FakeManagementApi) -> type[BaseHTTPRequestHandler]:
             self.close_connection = api.close_after_answer
 
         def _send(self, status: int, error_type: str) -> None:
-            body = b"" if status == 200 else json.dumps({"message": error_type}).encode()
+            fields: dict[str, str] = {"message": error_type}
+            if error_type and api.error_form == BODY_TYPE:
+                fields["__type"] = f"com.amazonaws.apigatewaymanagementapi#{error_type}"
+            elif error_type and api.error_form == BODY_CODE:
+                fields["code"] = error_type
+            body = b"" if status == 200 else json.dumps(fields).encode()
             self.send_response(status)
-            if error_type:
+            if error_type and api.error_form == HEADER:
                 self.send_header("x-amzn-ErrorType", error_type)
+            if error_type:
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
