@@ -67,6 +67,13 @@ def targets(results: dict[str, Any]) -> str:
             _num(lookup(results, "stream.first_token_delay_ms"), "+.1f", " ms"),
         ),
         (
+            "streamed answer: last frame within one window (50 ms) of the last token",
+            None
+            if lookup(results, "stream.coalesced.last_frame_lag_ms") is None
+            else lookup(results, "stream.coalesced.last_frame_lag_ms") <= 50,
+            _num(lookup(results, "stream.coalesced.last_frame_lag_ms"), ".1f", " ms"),
+        ),
+        (
             "fan-out to 1000 at 20 ms per post >= 20x the sequential loop, nothing lost",
             None if fanout is None else fanout >= 20 and lost == 0,
             f"{_num(fanout, '.1f', 'x')}, {_num(lost, 'd')} lost",
@@ -183,6 +190,19 @@ def cost(results: dict[str, Any]) -> str:
     )
     lines = [_row(("a million", "USD")), "|---|---|"]
     lines += [_row((label, _cell(results, dotted, ",.2f"))) for label, dotted in rows]
+    with_function = "stream.usd_per_million_answers_with_function"
+    for way, label in (("coalesced", "coalesced"), ("per_token", "a frame per token")):
+        lines.append(
+            _row(
+                (
+                    f"{tokens}-token answers streamed {label}: frames + the 256 MB function "
+                    "streaming them (lean path / boto3 client)",
+                    _cell(results, f"{with_function}.lean_{way}", ",.2f")
+                    + " / "
+                    + _cell(results, f"{with_function}.boto3_{way}", ",.2f"),
+                )
+            )
+        )
     return "\n".join(lines)
 
 
