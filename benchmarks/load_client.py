@@ -10,8 +10,9 @@
   client used in those seconds, per message and in cores, and what the machine did meanwhile.
 - ``open-loop``: ``--connections`` connections send ``--body`` at ``--rate`` messages/s in total,
   spread evenly and on schedule whatever the answers do; round trip = send to the next frame
-  on that connection (the gateway load). ``--cpu-of-session`` as for ``closed-loop``, from half
-  a second before the first message is sent until the last answer.
+  on that connection (the gateway load); ``--warmup`` seconds of the same load come first and
+  are not measured (their errors count). ``--cpu-of-session`` as for ``closed-loop``, from half
+  a second before the first measured message is sent until the last answer.
 - ``hold``: ``--connections`` connections of one user that only receive; prints ``READY``, then
   on each ``report <per-connection> [<total>]`` line of stdin waits (10 s at most) until every
   connection holds that many frames (and all of them the total, when given) and prints what
@@ -275,6 +276,7 @@ async def open_loop(
     tokens: Tokens,
     user_prefix: str,
     cpu_of_session: int | None = None,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     errors = Errors()
     urls = [tokens.url(url, f"{user_prefix}{index}") for index in range(connections)]
@@ -292,10 +294,10 @@ async def open_loop(
         asyncio.create_task(_receive_answers(ws, queue, rtt_ms, errors, is_error))
         for ws, queue in zip(websockets, queues, strict=True)
     ]
-    started = time.perf_counter() + 0.5
-    stop_at = started + duration
-    cpu_window, window_began = _CpuWindow(cpu_of_session), time.perf_counter()
-    try:
+
+    async def on_schedule(seconds: float) -> list[int]:
+        """Every connection sends for ``seconds`` from half a second on; all answered."""
+        started = time.perf_counter() + 0.5
         sent = await asyncio.gather(
             *(
                 _send_on_schedule(
@@ -303,7 +305,7 @@ async def open_loop(
                     queue,
                     started + random.uniform(0, interval),
                     interval,
-                    stop_at,
+                    started + seconds,
                     body,
                     errors,
                 )
@@ -311,6 +313,16 @@ async def open_loop(
             )
         )
         await until(lambda: not any(queues), ANSWER_TIMEOUT_SECONDS)
+        return sent
+
+    try:
+        if warmup > 0:
+            # The same load, not measured: first calls (imports, connection pools, moto's
+            # first writes) are not the steady state. Its errors still count.
+            await on_schedule(warmup)
+            rtt_ms.clear()
+        cpu_window, window_began = _CpuWindow(cpu_of_session), time.perf_counter()
+        sent = await on_schedule(duration)
         cpu_figures = cpu_window.figures(len(rtt_ms), time.perf_counter() - window_began)
     finally:
         await close_all(websockets)
@@ -330,6 +342,7 @@ async def open_loop(
         "target_rate_per_second": rate,
         "achieved_rate_per_second": round(total_sent / duration, 2),
         "duration_seconds": duration,
+        "warmup_seconds": warmup,
         "sent": total_sent,
         "answered": len(rtt_ms),
         "rtt_ms": stats.summary(rtt_ms),
@@ -420,6 +433,9 @@ def _parser() -> argparse.ArgumentParser:
     opened.add_argument("--token-state-dir", type=Path)
     opened.add_argument("--user-prefix", default="load-user-")
     opened.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of the same load before measuring"
+    )
+    opened.add_argument(
         "--cpu-of-session", type=int, help="also report the CPU of this session's processes"
     )
     held = scenarios.add_parser("hold")
@@ -455,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             Tokens(options.token_state_dir),
             options.user_prefix,
             options.cpu_of_session,
+            options.warmup,
         )
     else:
         scenario = hold(

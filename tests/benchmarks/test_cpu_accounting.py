@@ -307,17 +307,20 @@ def test_the_open_loop_client_reports_the_cpu_and_the_host_like_the_closed_loop(
     """The gateway benchmark's path: ``--cpu-of-session`` on the open-loop scenario gives its
     rounds the figures the peer rounds have (local mode's CPU per message, the machine's stolen
     and idle shares, the cores busy elsewhere), so that a slow round can be told from a busy
-    host. Our gateway with the echo handler, which posts each body back."""
+    host. Our gateway with the echo handler, which posts each body back. A second of warm-up
+    comes first: its messages are answered but neither counted nor timed."""
     result = _measured_on_ours(
         tmp_path,
         "boto3",
         [
             *("open-loop", "--connections", "3", "--rate", "30", "--duration", "1"),
-            *("--body", '{"hello":"again"}', "--expect", "again"),
+            *("--warmup", "1", "--body", '{"hello":"again"}', "--expect", "again"),
         ],
     )
     assert result["errors"] == 0, result["error_kinds"]
-    assert result["answered"] == result["sent"] > 0
+    assert result["answered"] == result["sent"] == result["rtt_ms"]["n"] > 0
+    assert result["sent"] <= 30  # 3 connections at 10/s for the measured second, not the warm-up
+    assert result["warmup_seconds"] == 1.0
     assert result["cpu_ms_per_message"]["emulator"] > 0
     assert result["cpu_ms_per_message"]["emulator_spawned"] > 0  # the echo ran in a worker
     assert 0 <= result["machine_share"]["idle"] < 1
@@ -346,6 +349,7 @@ def test_the_gateway_rows_say_what_the_host_did_where_it_was_measured() -> None:
     rows = gateway._section(
         {"local_stack": {"c100_r200": measured}, "local_stack_threads": {"c100_r200": load()}},
         20.0,
+        2.0,
     ).rows
     with_host, without = (row.comparison for row in rows)
     assert "CPU 5.9 ms/ping; host: 3% stolen, 41% idle, 0.05 cores busy elsewhere" in with_host
