@@ -8,18 +8,20 @@ latency (default 20 ms) standing for the network round trip and service time of 
 management API, which answers locally in about a millisecond: botocore's ``before-send`` event
 on the loop's client, and a wrapper around the sender's transport, sleep that long in the
 calling thread, as a real round trip would block it. Afterwards every connection must hold
-every frame exactly once.
+every frame exactly once. ``broadcast_cpu_ms`` says where a broadcast's time goes when it is not
+waiting: the CPU the sender, local mode and the holding client each used during it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import PROJECT_ROOT, stats
+from benchmarks import PROJECT_ROOT, cpu, stats
 from benchmarks.environment import base_environment
 from benchmarks.load_driver import HeldConnections
 from benchmarks.local_stack import RunningStack, local_stack, runtime_on
@@ -80,6 +82,41 @@ def _frame(kind: str, round_index: int) -> bytes:
     return serialize({"type": "system", "event": "notice", "data": {kind: round_index}})
 
 
+class BroadcastCpu:
+    """CPU time spent during one broadcast, in ms: by this process (the sender: its listing,
+    its posting threads, the injected sleeps cost none), by local mode (gateway, workers and
+    moto: the session of ``stack``) and by the client holding the connections; and the wall
+    time they shared two vCPUs over."""
+
+    def __init__(self, stack_session: int, holder: int) -> None:
+        self._session, self._holder = stack_session, holder
+        self.samples: dict[str, list[float]] = {
+            "sender": [],
+            "local_stack": [],
+            "receiving_client": [],
+        }
+
+    def __enter__(self) -> BroadcastCpu:
+        self._sender = time.process_time()
+        self._stack = cpu.session_cpu_seconds(self._session)
+        self._receiver = cpu.process_cpu_seconds(self._holder)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        used = {
+            "sender": time.process_time() - self._sender,
+            "local_stack": cpu.session_cpu_used(
+                self._stack, cpu.session_cpu_seconds(self._session)
+            ),
+            "receiving_client": cpu.process_cpu_seconds(self._holder) - self._receiver,
+        }
+        for name, seconds in used.items():
+            self.samples[name].append(seconds * 1000)
+
+    def medians(self) -> dict[str, float]:
+        return {name: round(stats.median(values), 1) for name, values in self.samples.items()}
+
+
 def _broadcast(sender: MessageSender, user_id: str, data: bytes) -> tuple[float, int]:
     began = time.perf_counter()
     result = sender.broadcast_to_user(user_id, data.decode("utf-8"))
@@ -129,6 +166,7 @@ def _measure_size(
         listed = store.count_for_user(user_id)
         if listed != size:
             raise RuntimeError(f"the table lists {listed} connections of {user_id}, not {size}")
+        broadcast_cpu = BroadcastCpu(stack.process.pid, held.pid) if cpu.available() else None
         concurrent_ms: list[float] = []
         sequential_ms: list[float] = []
         list_ms: list[float] = []
@@ -146,7 +184,8 @@ def _measure_size(
             for kind, samples in steps if index % 2 == 0 else reversed(steps):
                 data = _frame(kind, index)
                 if kind == "concurrent":
-                    elapsed, sent = _broadcast(sender, user_id, data)
+                    with broadcast_cpu or contextlib.nullcontext():
+                        elapsed, sent = _broadcast(sender, user_id, data)
                 else:
                     elapsed, sent = _sequential(store, client, user_id, data, sample)
                 samples.append(elapsed)
@@ -179,6 +218,8 @@ def _measure_size(
             max(sequential - listing, 1.0), max(concurrent - listing_ids, 1.0)
         ),
         "posts_per_second": round(size / (concurrent / 1000), 1),
+        # Where a broadcast's time goes when it is not waiting: CPU on the machine's 2 vCPUs.
+        "broadcast_cpu_ms": broadcast_cpu.medians() if broadcast_cpu else None,
         "sequential_ms_per_post": round(sequential / size, 2),
         "sequential_sampled_posts": sample,
         "frames_sent": sent_total,

@@ -86,6 +86,11 @@ class HeldConnections:
         self.connected: int = ready["connected"]
         self.errors: dict[str, int] = ready["errors"]
 
+    @property
+    def pid(self) -> int:
+        """The holding client's process (the fan-out reads its CPU time)."""
+        return self._process.pid
+
     def _read_line(self, marker: str, timeout: float) -> dict[str, Any]:
         assert self._process.stdout is not None
         deadline = time.monotonic() + timeout
