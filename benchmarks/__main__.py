@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--quick", action="store_true", help="fewer rounds and shorter loads (< 2 minutes)"
+        "--quick", action="store_true", help="fewer rounds and shorter loads (about 2 minutes)"
     )
     group.add_argument(
         "--smoke",
