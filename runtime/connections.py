@@ -328,7 +328,7 @@ class ConnectionStore:
         slot — unless the connection is younger than the integration timeout: API Gateway also
         answers 410 while ``$connect`` runs. The delete is conditional, so it never removes a row
         written since."""
-        cutoff_ms = int(self._clock() * 1000) - schema.INTEGRATION_TIMEOUT_SECONDS * 1000
+        cutoff_ms = schema.connecting_cutoff_ms(int(self._clock() * 1000))
         try:
             response = self.client.delete_item(
                 TableName=self.config.table_name,

@@ -122,6 +122,15 @@ NEW_CONNECTIONS_PER_SECOND: Final = 500
 MAX_AUTHORIZER_RESULT_BYTES: Final = 8 * KIB  # a Lambda authorizer's answer; bigger → 500
 MAX_URL_CHARACTERS: Final = 4096  # the handshake URL
 
+
+def connecting_cutoff_ms(at_ms: int) -> int:
+    """A connection accepted (``connectedAt``) at or after this, as seen at ``at_ms``, may still
+    be in its ``$connect``: API Gateway answers 410 for it until the upgrade completes, and the
+    integration may take up to ``INTEGRATION_TIMEOUT_SECONDS``. A 410 for it does not prove it
+    gone (``ConnectionStore.remove_gone``, ``$connect``'s retry of a replaced connection)."""
+    return at_ms - INTEGRATION_TIMEOUT_SECONDS * 1000
+
+
 CLOSE_GOING_AWAY: Final = 1001  # idle timeout / maximum duration reached
 CLOSE_UNSUPPORTED_DATA: Final = 1003  # binary frame
 CLOSE_MESSAGE_TOO_BIG: Final = 1009

@@ -170,7 +170,8 @@ def _may_be_opening(
     API Gateway has not opened it yet, so that one more ``DeleteConnection`` after a pause
     would close it: its row is stored (its ``$connect`` got that far; a row gone means it was
     closed, or it will find ``REPLACED#`` itself in ``replaced_meanwhile``) and it was accepted
-    less than the integration timeout before this one. A connection that closed a moment ago,
+    within the integration timeout before this one (``schema.connecting_cutoff_ms``, the rule
+    ``ConnectionStore.remove_gone`` keeps such rows by). A connection that closed a moment ago,
     younger than that, whose ``$disconnect`` has not run yet, looks the same: it costs this
     connect the pause and a call."""
     try:
@@ -181,8 +182,7 @@ def _may_be_opening(
             "could not read the row of the connection this client instance opened before", extra
         )
         return False
-    opening_ms = schema.INTEGRATION_TIMEOUT_SECONDS * 1000
-    return row is not None and connected_at - row.connected_at_ms < opening_ms
+    return row is not None and row.connected_at_ms >= schema.connecting_cutoff_ms(connected_at)
 
 
 def replaced_meanwhile(connection_id: str, deadline: Deadline) -> bool:

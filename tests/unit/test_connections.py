@@ -370,6 +370,21 @@ def test_remove_gone_keeps_a_connection_younger_than_the_integration_timeout(
     assert store.remove_gone("young") is GoneRow.ABSENT  # nothing left to remove
 
 
+def test_the_connecting_rule_has_one_boundary_for_every_caller(aws: MockedAws) -> None:
+    """``schema.connecting_cutoff_ms`` is the one rule: accepted exactly the integration
+    timeout ago still counts as connecting, a millisecond earlier does not. ``$connect``'s
+    retry of a replaced connection reads the same function."""
+    at_ms = int(T0 * 1000) + schema.INTEGRATION_TIMEOUT_SECONDS * 1000
+    assert schema.connecting_cutoff_ms(at_ms) == int(T0 * 1000)
+    clock = Clock()
+    clock.now = at_ms / 1000
+    store = make_store(aws, clock, max_connections_per_user=3)
+    store.add("at-the-cutoff", "alice", int(T0 * 1000))
+    store.add("just-before", "alice", int(T0 * 1000) - 1)
+    assert store.remove_gone("at-the-cutoff") is GoneRow.CONNECTING
+    assert store.remove_gone("just-before") is GoneRow.REMOVED
+
+
 def test_remove_gone_never_removes_a_row_written_since(aws: MockedAws) -> None:
     clock = Clock(T0 + 100)
     store = make_store(aws, clock)
