@@ -291,27 +291,39 @@ def _tls_context(session: botocore.session.Session) -> ssl.SSLContext:
 
 
 def _wire_error_code(response: Response) -> str:
-    """The error's code as botocore's rest-json parser reads it (``RestJSONParser``), so that
-    both paths log and map the same code: the ``x-amzn-ErrorType`` header, else the body's
-    ``code`` or ``Code``, else its ``__type``, else the HTTP status; ``Code:extra`` and
-    ``namespace#Code`` forms cut to ``Code``."""
-    code: object
+    """The error's code as botocore's rest-json parser reads it (``botocore/parsers.py``), so
+    that both paths map and log the same code. A 5xx with an empty or HTML body is a generic
+    error, coded by its status whatever its headers say (``_is_generic_error_response``).
+    Otherwise the ``x-amzn-ErrorType`` header, else the body's ``code`` or ``Code``
+    (``RestJSONParser._inject_error_code``), and where those are absent or null, the body's
+    ``__type``, else the status (``BaseJSONParser._do_error_parse``); ``Code:extra`` and
+    ``namespace#Code`` forms cut to ``Code``. Where botocore's parser raises instead (a body
+    that is JSON but not an object, or not UTF-8), this reads no body."""
+    stripped = response.body.strip()
+    if response.status >= _FIRST_SERVER_ERROR and (not stripped or stripped.startswith(b"<html>")):
+        return str(response.status)
+    body = _json_object(response.body)
+    code: object = None
     if "x-amzn-errortype" in response.headers:
         code = response.headers["x-amzn-errortype"]
-    else:
-        try:
-            body = json.loads(response.body) if response.body else {}
-        except ValueError:
-            body = {}  # botocore reads such a body as the message, with no code in it
-        if not isinstance(body, dict):
-            body = {}
-        if "code" in body or "Code" in body:
-            code = body.get("code", body.get("Code", ""))
-        else:
-            code = body.get("__type", str(response.status))
+    elif "code" in body or "Code" in body:
+        code = body.get("code", body.get("Code", ""))
+    if code is None:
+        code = body.get("__type", str(response.status))
+        if code is None:
+            return ""
     if not isinstance(code, str):
         return str(code)
     return code.split(":", 1)[0].rsplit("#", 1)[-1]
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    """The error body as botocore's JSON parsers read it, or empty where they find no object."""
+    try:
+        parsed = json.loads(body.decode("utf-8")) if body else {}
+    except ValueError:  # not JSON (botocore takes it as the message) or not UTF-8
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _error_code(exc: ClientError) -> str:

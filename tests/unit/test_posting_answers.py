@@ -7,8 +7,10 @@ rest-json parser reads a code from the body too, ``code``/``Code`` before ``__ty
 back to the HTTP status (``botocore/parsers.py``: ``RestJSONParser._inject_error_code``,
 ``BaseJSONParser._do_error_parse``, ``ResponseParser._do_generic_error_parse``). The boto3 path
 gets its code from that parser, so the lean path must read every form the same way: the first
-test holds ``runtime.posting._wire_error_code`` to the parser itself, the second holds the two
-paths' answers to each other over the wire (the loopback fake, ``error_form``).
+test holds ``runtime.posting._wire_error_code`` to the parser itself (on every answer the parser
+reads: it raises on a JSON body that is not an object, where the lean path reads no body), the
+second holds the two paths' answers to each other over the wire (the loopback fake,
+``error_form``).
 
 Credentials: a Lambda function's role credentials expire and botocore refreshes them
 (``RefreshableCredentials``: a mandatory refresh when fewer than 10 minutes are left); the lean
@@ -58,6 +60,14 @@ WIRE_ANSWERS: list[tuple[int, dict[str, str], bytes]] = [
     (502, {}, b"not json"),
     (503, {}, b""),
     (500, {}, b'{"__type":"InternalServerErrorException:extra"}'),
+    # A generic 5xx (empty or HTML body): the status, whatever the header says.
+    (503, {"x-amzn-errortype": "GoneException"}, b""),
+    (502, {"x-amzn-errortype": "BadGatewayException"}, b"<html><body>Bad</body></html>"),
+    (500, {}, b"  \n"),
+    # Null codes fall back as botocore's do; an empty header still wins.
+    (429, {}, b'{"code":null,"__type":"LimitExceededException"}'),
+    (400, {}, b'{"__type":null}'),
+    (403, {"x-amzn-errortype": ""}, b'{"code":"ForbiddenException"}'),
 ]
 
 
