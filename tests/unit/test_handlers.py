@@ -413,6 +413,38 @@ def test_a_410_is_tried_again_only_for_a_young_connection_whose_row_is_stored(
     assert unexpected_failures(capsys) == 0
 
 
+@pytest.mark.parametrize(
+    ("age_ms", "tried_again"),
+    [
+        (schema.INTEGRATION_TIMEOUT_SECONDS * 1000, True),
+        (schema.INTEGRATION_TIMEOUT_SECONDS * 1000 + 1, False),
+    ],
+)
+def test_a_410_is_tried_again_only_within_the_integration_timeout(
+    aws: MockedAws,
+    management: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    age_ms: int,
+    tried_again: bool,
+) -> None:
+    """The boundary ``remove_gone`` keeps rows by (``schema.connecting_cutoff_ms``): A accepted
+    exactly the integration timeout before B may still be opening; a millisecond more, not."""
+    context = lambda_context("connect")
+    earlier, newer = earlier_and_newer()
+    newer["requestContext"]["connectedAt"] = earlier["requestContext"]["connectedAt"] + age_ms
+    assert connect.handler(earlier, context)["statusCode"] == 200
+    pauses: list[float] = []
+    monkeypatch.setattr(connect.time, "sleep", pauses.append)
+    answer_gone(management)
+    if tried_again:
+        management.add_response("delete_connection", {}, {"ConnectionId": "A="})
+    assert connect.handler(newer, context)["statusCode"] == 200
+    assert pauses == ([connect.OPENING_RETRY_PAUSE_SECONDS] if tried_again else [])
+    management.assert_no_pending_responses()
+    assert unexpected_failures(capsys) == 0
+
+
 def test_a_retry_that_fails_leaves_the_410_standing(
     aws: MockedAws,
     management: Stubber,
