@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import os
 import random
 import sys
@@ -219,12 +220,21 @@ async def closed_loop(
 # --- open loop (the gateway load) --------------------------------------------------------------
 
 
+class _Phase:
+    """When the measured sends began: an answer to a message sent before (the warm-up's, even
+    a late one) pairs with its own send and is not measured."""
+
+    def __init__(self) -> None:
+        self.measured_from = math.inf
+
+
 async def _receive_answers(
     websocket: ClientConnection,
     pending: deque[float],
     rtt_ms: list[float],
     errors: Errors,
     is_error: Callable[[str | bytes], bool],
+    phase: _Phase,
 ) -> None:
     try:
         async for frame in websocket:
@@ -232,7 +242,8 @@ async def _receive_answers(
                 errors.add("answer: unsolicited frame")
                 continue
             began = pending.popleft()
-            rtt_ms.append((time.perf_counter() - began) * 1000)
+            if began >= phase.measured_from:
+                rtt_ms.append((time.perf_counter() - began) * 1000)
             if is_error(frame):
                 errors.add("answer: error frame")
     except ConnectionClosed:
@@ -290,14 +301,17 @@ async def open_loop(
     def is_error(frame: str | bytes) -> bool:
         return expect not in (frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
 
+    phase = _Phase()
     receivers = [
-        asyncio.create_task(_receive_answers(ws, queue, rtt_ms, errors, is_error))
+        asyncio.create_task(_receive_answers(ws, queue, rtt_ms, errors, is_error, phase))
         for ws, queue in zip(websockets, queues, strict=True)
     ]
 
-    async def on_schedule(seconds: float) -> list[int]:
+    async def on_schedule(seconds: float, *, measured: bool) -> list[int]:
         """Every connection sends for ``seconds`` from half a second on; all answered."""
         started = time.perf_counter() + 0.5
+        if measured:
+            phase.measured_from = started
         sent = await asyncio.gather(
             *(
                 _send_on_schedule(
@@ -318,11 +332,11 @@ async def open_loop(
     try:
         if warmup > 0:
             # The same load, not measured: first calls (imports, connection pools, moto's
-            # first writes) are not the steady state. Its errors still count.
-            await on_schedule(warmup)
-            rtt_ms.clear()
+            # first writes) are not the steady state. Its errors still count, and a message
+            # it leaves unanswered counts at the end.
+            await on_schedule(warmup, measured=False)
         cpu_window, window_began = _CpuWindow(cpu_of_session), time.perf_counter()
-        sent = await on_schedule(duration)
+        sent = await on_schedule(duration, measured=True)
         cpu_figures = cpu_window.figures(len(rtt_ms), time.perf_counter() - window_began)
     finally:
         await close_all(websockets)
