@@ -23,7 +23,7 @@ from botocore.config import Config
 
 from local.gateway.models import LOCAL_REGION
 from local.moto_process import PLAIN_FLAG, READY_LINE
-from runtime import schema
+from runtime import aws, schema
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -46,7 +46,7 @@ _MANAGEMENT_CONFIG = Config(
     connect_timeout=2,
     read_timeout=10,
     retries={"mode": "standard", "total_max_attempts": 1},
-    max_pool_connections=64,
+    max_pool_connections=aws.MANAGEMENT_MAX_CONNECTIONS,
 )
 
 

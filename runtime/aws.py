@@ -51,12 +51,17 @@ _THROTTLING_CODES = frozenset(
     }
 )
 
+# MessageSender's posting threads by default (runtime.delivery.DEFAULT_MAX_WORKERS), and so the
+# management API's connections: the boto3 client's pool, or the lean path's one kept-alive
+# socket per thread (runtime.posting.SignedTransport).
+MANAGEMENT_MAX_CONNECTIONS = 64
+
 # The management API: our own bounded retry handles 429 (MessageSender), so botocore's is off.
 _MANAGEMENT_CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT_SECONDS,
     read_timeout=schema.DEFAULT_AWS_READ_TIMEOUT_SECONDS,
     retries={"mode": "standard", "total_max_attempts": 1},
-    max_pool_connections=64,
+    max_pool_connections=MANAGEMENT_MAX_CONNECTIONS,
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime import schema
+from runtime import aws, schema
 from runtime.connections import ConnectionStore, GoneRow
 from runtime.messages import (
     ChatResponse,
@@ -26,7 +26,7 @@ from runtime.messages import (
 from runtime.observability import Metric, count, logger
 from runtime.posting import SendStatus
 
-DEFAULT_MAX_WORKERS = 64
+DEFAULT_MAX_WORKERS = aws.MANAGEMENT_MAX_CONNECTIONS
 
 Message: TypeAlias = (
     ChatResponse | TypingIndicator | ErrorFrame | SystemFrame | Mapping[str, Any] | str
