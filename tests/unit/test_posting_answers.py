@@ -20,7 +20,6 @@ path freezes them per request so every post signs with the current keys.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -41,9 +40,11 @@ from runtime.posting import (
     _wire_error_code,
     lean_transport,
 )
+from tests.unit.conftest import POSTING_REGION
 from tests.unit.fake_management_api import ERROR_FORMS, FakeManagementApi, serve
 
-REGION = "us-east-1"
+REGION = POSTING_REGION
+pytestmark = pytest.mark.usefixtures("posting_env")
 FRAME = b'{"type":"system","event":"notice"}'
 TYPE = "application/json"
 
@@ -69,21 +70,6 @@ WIRE_ANSWERS: list[tuple[int, dict[str, str], bytes]] = [
     (400, {}, b'{"__type":null}'),
     (403, {"x-amzn-errortype": ""}, b'{"code":"ForbiddenException"}'),
 ]
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    aws.reset_clients()
-    yield
-    aws.reset_clients()
 
 
 def _botocore_code(status: int, headers: dict[str, str], body: bytes) -> str:

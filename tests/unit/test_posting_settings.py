@@ -28,27 +28,12 @@ from runtime.config import ConfigError, StoreConfig
 from runtime.connections import ConnectionStore
 from runtime.posting import Boto3Transport, SendStatus, SignedTransport, lean_transport
 from runtime.sender import MessageSender
+from tests.unit.conftest import POSTING_REGION
 from tests.unit.fake_management_api import FakeManagementApi, serve
 
-REGION = "us-east-1"
-PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+REGION = POSTING_REGION
+pytestmark = pytest.mark.usefixtures("posting_env")
 FRAME = b'{"type":"system","event":"notice"}'
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", *PROXY_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    aws.reset_clients()
-    yield
-    aws.reset_clients()
 
 
 @pytest.fixture(scope="module")
