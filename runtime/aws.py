@@ -37,6 +37,8 @@ MAX_ATTEMPTS = 2
 MAX_RETRY_DELAY_SECONDS = 1
 # Kept back from the Lambda timeout to build the answer and flush logs and metrics.
 ANSWER_MARGIN_SECONDS = 0.5
+# The management API's answer for a connection it has no open connection of (HTTP 410).
+GONE_CODE = "GoneException"
 # Error codes that mean "slow down": the same request succeeds later (HTTP 400 or 429).
 _THROTTLING_CODES = frozenset(
     {
@@ -162,15 +164,19 @@ class Deadline:
 UNBOUNDED = Deadline(math.inf)
 
 
+def error_code(exc: ClientError) -> str:
+    """The AWS error code botocore parsed from the answer (``Error.Code``), or ""."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether the same request can succeed later: throttling, a 5xx, a timeout or a broken
     connection. Anything else (a validation error, access denied) fails again on retry."""
     if isinstance(exc, OutOfTime | HTTPClientError | BotoConnectionError):
         return True
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        return error.get("Code") in _THROTTLING_CODES or status == 429 or status >= 500
+        return error_code(exc) in _THROTTLING_CODES or status == 429 or status >= 500
     return False
 
 

@@ -111,10 +111,6 @@ def _connection(item: dict[str, Any]) -> Connection:
     )
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _key(value: str) -> dict[str, Any]:
     return {schema.PARTITION_KEY: {"S": value}, schema.SORT_KEY: {"S": value}}
 
@@ -190,7 +186,7 @@ class ConnectionStore:
                 self._put_counted(row, connection_id, user_id, limit, int(now))
                 return connection
             except ClientError as exc:
-                if _error_code(exc) != _TRANSACTION_CANCELED:
+                if aws.error_code(exc) != _TRANSACTION_CANCELED:
                     raise
                 reasons: list[dict[str, Any]] = exc.response.get(  # type: ignore[assignment]
                     "CancellationReasons", []
@@ -306,7 +302,7 @@ class ConnectionStore:
                 ExpressionAttributeNames={"#ids": schema.ATTR_CONNECTION_IDS},
             )
         except ClientError as exc:
-            if _error_code(exc) != _CONDITION_FAILED:
+            if aws.error_code(exc) != _CONDITION_FAILED:
                 raise
 
     def remove(self, connection_id: str, *, deadline: Deadline = UNBOUNDED) -> None:
@@ -340,7 +336,7 @@ class ConnectionStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _error_code(exc) != _CONDITION_FAILED:
+            if aws.error_code(exc) != _CONDITION_FAILED:
                 raise
             return GoneRow.CONNECTING if exc.response.get("Item") else GoneRow.ABSENT
         old = response.get("Attributes") or {}
@@ -383,7 +379,7 @@ class ConnectionStore:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            if _error_code(exc) != _CONDITION_FAILED:
+            if aws.error_code(exc) != _CONDITION_FAILED:
                 raise
             raise SupersededConnection from None
         old: dict[str, Any] = response.get("Attributes") or {}
@@ -477,7 +473,7 @@ class ConnectionStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _error_code(exc) != _CONDITION_FAILED:
+            if aws.error_code(exc) != _CONDITION_FAILED:
                 raise
             return self._why_rejected(exc, now, window)
         return TouchResult(TouchStatus.OK)

@@ -55,7 +55,6 @@ SIGNING_NAME = "execute-api"
 _GONE_STATUS = 410
 _THROTTLED_STATUS = 429
 _FIRST_SERVER_ERROR = 500
-_GONE_CODE = "GoneException"
 # How a request on a kept-alive socket that the endpoint closed while idle fails
 # (runtime.http1.ClosedBeforeAnswer is a ConnectionResetError).
 _CLOSED_WHILE_IDLE = (BrokenPipeError, ConnectionResetError)
@@ -82,7 +81,7 @@ class Answer:
     @classmethod
     def of_response(cls, http_status: int, code: str) -> Answer:
         """The same mapping for both ways of posting."""
-        if http_status == _GONE_STATUS or code == _GONE_CODE:
+        if http_status == _GONE_STATUS or code == aws.GONE_CODE:
             return cls(SendStatus.GONE, code=code, http_status=http_status)
         if 200 <= http_status < 300:
             return cls(SendStatus.SENT, http_status=http_status)
@@ -118,9 +117,9 @@ class Boto3Transport:
         try:
             self.client.post_to_connection(ConnectionId=connection_id, Data=data)
         except self.client.exceptions.GoneException as exc:
-            return Answer.of_response(_http_status(exc) or _GONE_STATUS, _GONE_CODE)
+            return Answer.of_response(_http_status(exc) or _GONE_STATUS, aws.GONE_CODE)
         except ClientError as exc:
-            return Answer.of_response(_http_status(exc), _error_code(exc))
+            return Answer.of_response(_http_status(exc), aws.error_code(exc))
         except (HTTPClientError, ConnectionError) as exc:
             return Answer.of_network_error(exc)
         except BotoCoreError as exc:  # no credentials, bad parameters: retrying cannot help
@@ -324,10 +323,6 @@ def _json_object(body: bytes) -> dict[str, object]:
     except ValueError:  # not JSON (botocore takes it as the message) or not UTF-8
         return {}
     return parsed if isinstance(parsed, dict) else {}
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _http_status(exc: ClientError) -> int:

@@ -44,7 +44,6 @@ from runtime.observability import Metric, count, handles_invocation, logger
 
 STORE = ConnectionStore(StoreConfig.from_env())
 _INSTANCE_ID = re.compile(schema.INSTANCE_ID_PATTERN)
-_GONE = "GoneException"
 _CLOSE_FAILED = "could not close the connection this client instance opened before"
 # A connection whose $connect has returned answers 410 until API Gateway has finished its
 # upgrade. AWS documents no figure for that step; the one retry of DeleteConnection waits this
@@ -157,7 +156,7 @@ def _delete_connection(connection_id: str, deadline: Deadline) -> bool:
     try:
         management.delete_connection(ConnectionId=connection_id)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == _GONE:
+        if aws.error_code(exc) == aws.GONE_CODE:
             return False
         raise
     return True
