@@ -185,17 +185,18 @@ def write_units_per_event(calls: CallCounts, assumptions: Assumptions) -> dict[s
     return units
 
 
+def lambda_gb_seconds(seconds: float, memory_mb: float) -> float:
+    """What Lambda bills ``seconds`` of a function with ``memory_mb`` as (GB = 1024 MB)."""
+    return seconds * memory_mb / 1024
+
+
 def cost_per_million_chat_messages(calls: CallCounts, assumptions: Assumptions) -> dict[str, Any]:
     """USD per million chat messages, by line item, from measured calls and the assumptions."""
     per_session = 1.0 / assumptions.chat_messages_per_session
     event_units = write_units_per_event(calls, assumptions)
     invocations = 1 + 3 * per_session  # message handler + (authorizer, $connect, $disconnect)
-    gb_seconds = (
-        invocations
-        * assumptions.billed_ms_per_invocation
-        / 1000
-        * assumptions.lambda_memory_mb
-        / 1024
+    gb_seconds = lambda_gb_seconds(
+        invocations * assumptions.billed_ms_per_invocation / 1000, assumptions.lambda_memory_mb
     )
     write_units = event_units["chat_message"] + per_session * (
         event_units["connect"] + event_units["disconnect"]

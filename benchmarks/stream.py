@@ -31,6 +31,7 @@ from benchmarks.pricing import (
     LAMBDA_ARM64_GB_SECOND_USD,
     LAMBDA_REQUEST_USD,
     PER_MILLION,
+    lambda_gb_seconds,
 )
 from benchmarks.report import STATUS_FAILED, Section, progress
 from benchmarks.sender import LAMBDA_CPU_SHARE, LAMBDA_MEMORY_MB, held_stack
@@ -206,7 +207,10 @@ def _data(
     }
     function_usd = {
         key: round(
-            (seconds * LAMBDA_MEMORY_MB / 1024 * LAMBDA_ARM64_GB_SECOND_USD + LAMBDA_REQUEST_USD)
+            (
+                lambda_gb_seconds(seconds, LAMBDA_MEMORY_MB) * LAMBDA_ARM64_GB_SECOND_USD
+                + LAMBDA_REQUEST_USD
+            )
             * PER_MILLION,
             2,
         )
